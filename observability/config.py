@@ -60,3 +60,49 @@ def expired_keys_failure() -> int:
 def connections_per_service() -> int:
     """Connection budget of each service (application_name) on the bot's server."""
     return _get("CONNECTIONS_PER_SERVICE", 3)
+
+
+# --- Cleanup (observability.cleanup) --------------------------------------------------------
+
+
+def cleanup_grace_period() -> timedelta:
+    """Expired keys are deleted only this long after ``expires_at`` (a quiet contact's key)."""
+    return _get("CLEANUP_GRACE_PERIOD", timedelta(days=7))
+
+
+def cleanup_batch_size() -> int:
+    """Rows deleted per batch; each batch is its own short transaction."""
+    return _get("CLEANUP_BATCH_SIZE", 5000)
+
+
+def cleanup_lock_timeout() -> timedelta:
+    """How long one cleanup statement may wait for a lock before the batch gives up."""
+    return _get("CLEANUP_LOCK_TIMEOUT", timedelta(seconds=1))
+
+
+def cleanup_statement_timeout() -> timedelta:
+    """How long one cleanup statement may run: bounds how long the bot can wait on a batch."""
+    return _get("CLEANUP_STATEMENT_TIMEOUT", timedelta(seconds=10))
+
+
+def cleanup_orphan_age() -> timedelta:
+    """Keys of a session without a ``whatsapp_auth`` row are deleted when unwritten this long."""
+    return _get("CLEANUP_ORPHAN_AGE", timedelta(days=7))
+
+
+def cleanup_duplicate_min_idle() -> timedelta:
+    """The stale spelling of a duplicated session must be unwritten this long to be removed."""
+    return _get("CLEANUP_DUPLICATE_MIN_IDLE", timedelta(hours=24))
+
+
+def cleanup_backup_dir():
+    """Folder for the gzip JSON-lines backups written before duplicate sessions are removed."""
+    from pathlib import Path
+
+    default = Path(settings.BASE_DIR) / "var" / "cleanup-backups"
+    return Path(_get("CLEANUP_BACKUP_DIR", default))
+
+
+def cleanup_schedule_hour() -> int:
+    """Hour of the day (UTC) at which the queued expired-key cleanup runs."""
+    return _get("CLEANUP_SCHEDULE_HOUR", 3)

@@ -264,3 +264,64 @@ class Client(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"Client {self.yclients_id}"
+
+
+# --- The project's own records (default alias) ------------------------------------------------
+
+
+class CleanupRun(models.Model):
+    """
+    One cleanup run, dry or applied, whoever started it: the audit trail of every delete.
+
+    Written by ``observability.cleanup`` only; shown read-only in the admin. A run killed
+    mid-way stays ``running`` with the counts of its committed batches until the next applied
+    run marks it ``failed``.
+
+    Attributes:
+        operation: ``expired_keys``, ``duplicates``, ``orphan_keys`` or ``restore``.
+        parameters: the run's inputs (salons, key types, cut-off, batch size, ...).
+        started_by: ``command``, ``task`` or ``admin:<username>``.
+        dry_run: True when the run only counted.
+        started_at, finished_at: when it began and ended (finished is NULL while running).
+        rows_seen: matching rows found at the start, ``{"<session id>": {"<key type>": n}}``.
+        rows_deleted: rows deleted (committed), same shape.
+        total_seen, total_deleted: the sums of the two.
+        bytes_before, bytes_after: ``pg_total_relation_size`` of the tables touched.
+        backup_path: the backup file written before deleting (duplicates only).
+        outcome: running, succeeded, failed or refused.
+        error: what went wrong (never carries a secret).
+
+    """
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        REFUSED = "refused", "refused"
+
+    operation = models.CharField(max_length=40)
+    parameters = models.JSONField(default=dict, blank=True)
+    started_by = models.CharField(max_length=200)
+    dry_run = models.BooleanField(default=True)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    rows_seen = models.JSONField(default=dict, blank=True)
+    rows_deleted = models.JSONField(default=dict, blank=True)
+    total_seen = models.BigIntegerField(default=0)
+    total_deleted = models.BigIntegerField(default=0)
+    bytes_before = models.BigIntegerField(null=True, blank=True)
+    bytes_after = models.BigIntegerField(null=True, blank=True)
+    backup_path = models.CharField(max_length=1000, blank=True)
+    outcome = models.CharField(
+        max_length=20, choices=Outcome.choices, default=Outcome.RUNNING, db_index=True
+    )
+    error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "cleanup run"
+        verbose_name_plural = "cleanup runs"
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        mode = "dry run" if self.dry_run else "applied"
+        return f"{self.operation} ({mode}) {self.outcome} at {self.started_at:%Y-%m-%d %H:%M}"
