@@ -1,0 +1,67 @@
+"""Phone numbers: one normal form to search by, and one mask to show them with."""
+
+from __future__ import annotations
+
+import re
+
+_NON_DIGITS = re.compile(r"\D+")
+#: A WhatsApp JID's user part: the digits before ``:device`` or ``@server``.
+_JID_USER = re.compile(r"^\+?(\d+)(?:[:@.]|$)")
+
+
+def normalize(value: str | None) -> str:
+    """
+    Bring any spelling of a phone number to the bot's stored form (digits, Russian ``7...``).
+
+    ``+7 (900) 123-45-67``, ``8 900 123 45 67``, ``9001234567`` and ``79001234567`` all give
+    ``79001234567``, the form ``clients.phone`` holds, so a search can use an exact match on
+    ``idx_clients_phone`` instead of a ``LIKE`` scan.
+
+    Args:
+        value: what a person typed (or None).
+
+    Returns:
+        The digits, with a leading trunk ``8`` of an 11-digit number turned into ``7`` and a
+        10-digit mobile number given its ``7``; an empty string when there are no digits.
+
+    """
+    digits = _NON_DIGITS.sub("", value or "")
+    if len(digits) == 11 and digits.startswith("8"):
+        return "7" + digits[1:]
+    if len(digits) == 10 and digits.startswith("9"):
+        return "7" + digits
+    return digits
+
+
+def looks_like_phone(value: str | None) -> bool:
+    """True when the text is a phone number in some spelling (at least 10 digits, no letters)."""
+    text = (value or "").strip()
+    if not text or re.search(r"[^\d\s()+\-.]", text):
+        return False
+    return len(normalize(text)) >= 10
+
+
+def mask(value: str | None) -> str | None:
+    """
+    Show a phone number without revealing it: ``79001234567`` becomes ``7900***4567``.
+
+    Any spelling is normalized first. Numbers too short to keep both ends hide all but the
+    last two digits.
+    """
+    digits = normalize(value)
+    if not digits:
+        return None
+    if len(digits) < 9:
+        return "***" + digits[-2:]
+    return f"{digits[:4]}***{digits[-4:]}"
+
+
+def from_jid(jid: str | None) -> str | None:
+    """The phone digits of a WhatsApp JID such as ``79001234567:12@s.whatsapp.net``."""
+    match = _JID_USER.match((jid or "").strip())
+    return match.group(1) if match else None
+
+
+def mask_jid(jid: str | None) -> str | None:
+    """The masked phone of a WhatsApp JID (``creds.me.id``), or None when it holds none."""
+    return mask(from_jid(jid))

@@ -1,0 +1,558 @@
+"""Session health: the one home of every question about WhatsApp sessions and their keys."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from django.db import connections
+from django.utils import timezone
+
+from observability import config, phones, session_ids
+from observability.exceptions import SessionNotFound, translate_database_errors
+from observability.session_ids import Spelling
+
+logger = logging.getLogger(__name__)
+
+#: How many of the worst sessions the store's summary carries.
+WORST_COUNT = 10
+
+
+class Status(StrEnum):
+    """A health verdict; compare them with :attr:`severity` or :func:`worst`."""
+
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+    @property
+    def severity(self) -> int:
+        """0 for OK, 1 for WARN, 2 for FAIL: higher is worse."""
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Status.OK: 0, Status.WARN: 1, Status.FAIL: 2}
+
+
+def worst(*statuses: Status) -> Status:
+    """The most severe of the given statuses (OK when none is given)."""
+    return max(statuses, key=lambda status: status.severity, default=Status.OK)
+
+
+@dataclass(frozen=True)
+class SessionHealth:
+    """
+    The health of one stored session id, with every fact the verdict was drawn from.
+
+    Attributes:
+        session_id: the id exactly as stored (``962302`` or ``company_962302``).
+        salon_id: the salon's number, or None when the id follows neither spelling.
+        spelling: bare or prefixed, or None when unparseable.
+        salon_title: ``companies.title`` of the salon, when the salon is known.
+        key_counts: number of keys by ``key_type``.
+        total_keys: all keys of the session.
+        session_keys: keys of type ``session`` (50-100 is normal).
+        expired_keys: keys whose ``expires_at`` has passed.
+        expired_share: expired_keys / total_keys (0 when there are no keys).
+        newest_key_write: the latest ``updated_at`` (or ``created_at``) over the keys.
+        auth_updated_at: ``whatsapp_auth.updated_at``, when an auth row exists.
+        has_auth: an auth row exists.
+        has_keys: at least one key exists.
+        phone_masked: the session's own number from ``creds.me.id``, masked.
+        registered: ``creds.registered`` (None without an auth row).
+        platform: ``creds.platform``.
+        twin_session_id: the other spelling of the same salon, when it is stored too.
+        status: the verdict.
+        reasons: every rule that applies, as sentences an operator can act on.
+        phone_digits: the unmasked number, for searching only; never render it.
+
+    """
+
+    session_id: str
+    salon_id: int | None
+    spelling: Spelling | None
+    salon_title: str | None
+    key_counts: dict[str, int]
+    total_keys: int
+    session_keys: int
+    expired_keys: int
+    expired_share: float
+    newest_key_write: datetime | None
+    auth_updated_at: datetime | None
+    has_auth: bool
+    has_keys: bool
+    phone_masked: str | None
+    registered: bool | None
+    platform: str | None
+    twin_session_id: str | None
+    status: Status
+    reasons: tuple[str, ...]
+    phone_digits: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_duplicate(self) -> bool:
+        """The salon is stored under both spellings."""
+        return self.twin_session_id is not None
+
+    @property
+    def is_orphan(self) -> bool:
+        """Keys exist but no auth row does."""
+        return self.has_keys and not self.has_auth
+
+    def last_write_age(self, now: datetime | None = None) -> timedelta | None:
+        """How long ago the newest key was written (None without keys)."""
+        if self.newest_key_write is None:
+            return None
+        return (now or timezone.now()) - self.newest_key_write
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """
+    The health of the whole session store.
+
+    Attributes:
+        sessions_by_status: how many sessions have each status (every status present).
+        total_sessions: sessions known from auth rows or keys.
+        total_expired_keys: keys past ``expires_at`` over the whole table.
+        expired_status: the verdict on total_expired_keys against the thresholds.
+        duplicate_salon_ids: salons stored under both spellings.
+        orphan_session_ids: session ids that have keys but no auth row.
+        keys_by_type: number of keys per ``key_type`` over the whole table.
+        status: the store's verdict.
+        reasons: why, as sentences.
+        worst: the worst sessions, worst first (at most ten).
+
+    """
+
+    sessions_by_status: dict[Status, int]
+    total_sessions: int
+    total_expired_keys: int
+    expired_status: Status
+    duplicate_salon_ids: tuple[int, ...]
+    orphan_session_ids: tuple[str, ...]
+    keys_by_type: dict[str, int]
+    status: Status
+    reasons: tuple[str, ...]
+    worst: tuple[SessionHealth, ...]
+
+    @property
+    def total_keys(self) -> int:
+        """All keys in the store."""
+        return sum(self.keys_by_type.values())
+
+
+# --- Queries ---------------------------------------------------------------------------------
+#
+# Three aggregate queries answer every session at once: the keys grouped by (company_id,
+# key_type), a narrow read of whatsapp_auth that extracts three creds fields in SQL (the creds
+# never reach Python), and the salons' titles. Their number does not depend on the number of
+# sessions.
+
+_KEYS_SQL = """
+    SELECT company_id, key_type, count(*),
+           count(*) FILTER (WHERE expires_at < %(now)s),
+           max(coalesce(updated_at, created_at))
+      FROM whatsapp_keys
+      {where}
+  GROUP BY company_id, key_type
+"""
+
+_AUTH_SQL = """
+    SELECT company_id,
+           creds -> 'me' ->> 'id',
+           creds ->> 'registered',
+           creds ->> 'platform',
+           coalesce(updated_at, created_at)
+      FROM whatsapp_auth
+      {where}
+"""
+
+_TITLES_SQL = """
+    SELECT DISTINCT ON (company_id) company_id, title
+      FROM companies
+     WHERE company_id = ANY(%(salons)s)
+  ORDER BY company_id, id
+"""
+
+
+@dataclass
+class _KeyAggregate:
+    counts: dict[str, int] = field(default_factory=dict)
+    expired: int = 0
+    newest: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _AuthRow:
+    jid: str | None
+    registered: str | None
+    platform: str | None
+    updated_at: datetime | None
+
+
+def _alias() -> str:
+    return config.bot_database_alias()
+
+
+def _fetch(
+    session_filter: Sequence[str] | None, now: datetime
+) -> tuple[dict[str, _KeyAggregate], dict[str, _AuthRow], dict[int, str | None]]:
+    """Run the three aggregate queries, restricted to ``session_filter`` when given."""
+    alias = _alias()
+    params: dict = {"now": now}
+    where = ""
+    if session_filter is not None:
+        where = "WHERE company_id = ANY(%(ids)s)"
+        params["ids"] = list(session_filter)
+    keys: dict[str, _KeyAggregate] = defaultdict(_KeyAggregate)
+    auth: dict[str, _AuthRow] = {}
+    with translate_database_errors(alias), connections[alias].cursor() as cursor:
+        cursor.execute(_KEYS_SQL.format(where=where), params)
+        for company_id, key_type, count, expired, newest in cursor.fetchall():
+            aggregate = keys[company_id]
+            aggregate.counts[key_type] = count
+            aggregate.expired += expired
+            if newest is not None and (aggregate.newest is None or newest > aggregate.newest):
+                aggregate.newest = newest
+        cursor.execute(_AUTH_SQL.format(where=where), params)
+        for company_id, jid, registered, platform, updated_at in cursor.fetchall():
+            auth[company_id] = _AuthRow(jid, registered, platform, updated_at)
+        salons = sorted(
+            {
+                parsed.salon_id
+                for parsed in map(session_ids.describe, set(keys) | set(auth))
+                if parsed.salon_id is not None
+            }
+        )
+        titles: dict[int, str | None] = {}
+        if salons:
+            cursor.execute(_TITLES_SQL, {"salons": salons})
+            titles = dict(cursor.fetchall())
+    return dict(keys), auth, titles
+
+
+def _with_twins(ids: Iterable[str]) -> list[str]:
+    """The given session ids plus the other spelling of each (to detect duplicates)."""
+    wanted: set[str] = set()
+    for raw in ids:
+        wanted.add(raw)
+        twin = session_ids.describe(raw).twin
+        if twin:
+            wanted.add(twin)
+    return sorted(wanted)
+
+
+# --- Verdicts --------------------------------------------------------------------------------
+
+
+def _hours(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    if hours >= 48:
+        return f"{hours / 24:.0f} days"
+    return f"{hours:.0f} hours"
+
+
+def _judge(
+    *,
+    parsed: session_ids.SessionId,
+    aggregate: _KeyAggregate | None,
+    auth: _AuthRow | None,
+    twin_exists: bool,
+    now: datetime,
+) -> tuple[Status, tuple[str, ...]]:
+    """Apply every rule to one session's facts; return the verdict and its reasons."""
+    verdicts: list[tuple[Status, str]] = []
+    if parsed.salon_id is None:
+        verdicts.append(
+            (
+                Status.WARN,
+                "The session id follows neither spelling (962302 or company_962302), so it "
+                "cannot be tied to a salon; check the bot's configuration.",
+            )
+        )
+    if twin_exists:
+        verdicts.append(
+            (
+                Status.FAIL,
+                f"The salon is also stored as {parsed.twin!r}: two sessions for one salon "
+                "fight over the same WhatsApp number (this caused outages). Keep the one the "
+                "bot uses and clean up the other.",
+            )
+        )
+    if auth is None:
+        verdicts.append(
+            (
+                Status.WARN,
+                "Keys exist without an auth row (creds): the session was logged out or "
+                "deleted, and these keys are leftovers that can be cleaned up.",
+            )
+        )
+    elif auth.registered != "true":
+        verdicts.append(
+            (
+                Status.FAIL,
+                "The creds are not registered: the WhatsApp number was never paired or was "
+                "logged out. Pair the salon's WhatsApp again.",
+            )
+        )
+    total = sum(aggregate.counts.values()) if aggregate else 0
+    if not total:
+        verdicts.append(
+            (
+                Status.FAIL,
+                "The session has no keys at all: the bot is not connected with it. "
+                "Reconnect the salon's WhatsApp.",
+            )
+        )
+    else:
+        assert aggregate is not None  # noqa: S101 - total > 0 implies an aggregate
+        if aggregate.newest is not None:
+            age = now - aggregate.newest
+            if age >= config.stale_failure_after():
+                verdicts.append(
+                    (
+                        Status.FAIL,
+                        f"No key written for {_hours(age)}: the bot is likely disconnected "
+                        "or logged out. Check the bot's WhatsApp connection for this salon.",
+                    )
+                )
+            elif age >= config.stale_warning_after():
+                verdicts.append(
+                    (
+                        Status.WARN,
+                        f"No key written for {_hours(age)}: the session may be going quiet. "
+                        "Check that the salon's WhatsApp is still connected.",
+                    )
+                )
+        share = aggregate.expired / total
+        if share > config.max_expired_share():
+            verdicts.append(
+                (
+                    Status.FAIL,
+                    f"{share:.0%} of the keys are expired ({aggregate.expired} of {total}): "
+                    "the bot stopped using this session. Reconnect it, then clean up the "
+                    "expired keys.",
+                )
+            )
+        session_keys = aggregate.counts.get("session", 0)
+        if session_keys < config.min_session_keys():
+            verdicts.append(
+                (
+                    Status.WARN,
+                    f"Only {session_keys} 'session' keys (50-100 is normal): the bot talks "
+                    "to few contacts or lost its sessions; watch whether messages get through.",
+                )
+            )
+    status = worst(*(status for status, _ in verdicts))
+    # Most severe reasons first, so the first sentence is the one to act on.
+    ordered = sorted(verdicts, key=lambda verdict: -verdict[0].severity)
+    return status, tuple(reason for _, reason in ordered)
+
+
+def _build(
+    session_id: str,
+    *,
+    keys: dict[str, _KeyAggregate],
+    auth: dict[str, _AuthRow],
+    titles: dict[int, str | None],
+    now: datetime,
+) -> SessionHealth:
+    parsed = session_ids.describe(session_id)
+    aggregate = keys.get(session_id)
+    auth_row = auth.get(session_id)
+    twin = parsed.twin
+    twin_exists = bool(twin and (twin in keys or twin in auth))
+    status, reasons = _judge(
+        parsed=parsed, aggregate=aggregate, auth=auth_row, twin_exists=twin_exists, now=now
+    )
+    counts = dict(sorted(aggregate.counts.items())) if aggregate else {}
+    total = sum(counts.values())
+    expired = aggregate.expired if aggregate else 0
+    digits = phones.from_jid(auth_row.jid) if auth_row else None
+    return SessionHealth(
+        session_id=session_id,
+        salon_id=parsed.salon_id,
+        spelling=parsed.spelling,
+        salon_title=titles.get(parsed.salon_id) if parsed.salon_id is not None else None,
+        key_counts=counts,
+        total_keys=total,
+        session_keys=counts.get("session", 0),
+        expired_keys=expired,
+        expired_share=(expired / total) if total else 0.0,
+        newest_key_write=aggregate.newest if aggregate else None,
+        auth_updated_at=auth_row.updated_at if auth_row else None,
+        has_auth=auth_row is not None,
+        has_keys=total > 0,
+        phone_masked=phones.mask(digits),
+        registered=(auth_row.registered == "true") if auth_row else None,
+        platform=auth_row.platform if auth_row else None,
+        twin_session_id=twin if twin_exists else None,
+        status=status,
+        reasons=reasons,
+        phone_digits=digits,
+    )
+
+
+def _worst_first_key(health: SessionHealth) -> tuple:
+    """Sort key: FAIL before WARN before OK, then more reasons, then oldest write first."""
+    newest = health.newest_key_write
+    return (
+        -health.status.severity,
+        -len(health.reasons),
+        newest.timestamp() if newest else float("-inf"),
+        health.session_id,
+    )
+
+
+def _sessions(wanted: Sequence[str] | None, now: datetime) -> list[SessionHealth]:
+    keys, auth, titles = _fetch(None if wanted is None else _with_twins(wanted), now)
+    every = set(keys) | set(auth)
+    if wanted is not None:
+        every &= set(wanted)
+    result = [_build(sid, keys=keys, auth=auth, titles=titles, now=now) for sid in every]
+    result.sort(key=_worst_first_key)
+    return result
+
+
+# --- Public API ------------------------------------------------------------------------------
+
+
+def list_sessions(
+    *, now: datetime | None = None, session_ids: Iterable[str] | None = None
+) -> list[SessionHealth]:
+    """
+    The health of every session (or of the given session ids), worst first.
+
+    A session is any id found in ``whatsapp_auth`` or ``whatsapp_keys``. Three aggregate
+    queries answer all of them at once.
+
+    Args:
+        now: the moment to judge at (default: now).
+        session_ids: restrict to these stored ids; the other spelling of each is read too so
+            duplicates are still detected.
+
+    Raises:
+        BotDatabaseUnavailable: the bot database cannot be reached.
+        QueryTimedOut: the server cancelled a query.
+
+    """
+    now = now or timezone.now()
+    if session_ids is None:
+        return _sessions(None, now)
+    wanted = list(session_ids)
+    if not wanted:
+        return []
+    return _sessions(wanted, now)
+
+
+def get_session(session_id: str, *, now: datetime | None = None) -> SessionHealth:
+    """
+    The health of one stored session id.
+
+    Raises:
+        SessionNotFound: neither an auth row nor a key is stored under this id.
+        BotDatabaseUnavailable: the bot database cannot be reached.
+
+    """
+    now = now or timezone.now()
+    for health in _sessions([session_id], now):
+        if health.session_id == session_id:
+            return health
+    raise SessionNotFound(f"No WhatsApp session is stored under {session_id[:60]!r}.")
+
+
+def expired_status(total_expired: int) -> Status:
+    """The store-wide verdict on the number of expired keys (100 / 500 by default)."""
+    if total_expired > config.expired_keys_failure():
+        return Status.FAIL
+    if total_expired >= config.expired_keys_warning():
+        return Status.WARN
+    return Status.OK
+
+
+def store_health(*, now: datetime | None = None) -> StoreHealth:
+    """
+    The health of the whole store, from the same three aggregate queries.
+
+    Raises:
+        BotDatabaseUnavailable: the bot database cannot be reached.
+        QueryTimedOut: the server cancelled a query.
+
+    """
+    now = now or timezone.now()
+    keys, auth, titles = _fetch(None, now)
+    sessions = [
+        _build(sid, keys=keys, auth=auth, titles=titles, now=now) for sid in set(keys) | set(auth)
+    ]
+    sessions.sort(key=_worst_first_key)
+    by_status = dict.fromkeys(Status, 0)
+    for health in sessions:
+        by_status[health.status] += 1
+    keys_by_type: dict[str, int] = defaultdict(int)
+    for aggregate in keys.values():
+        for key_type, count in aggregate.counts.items():
+            keys_by_type[key_type] += count
+    total_expired = sum(aggregate.expired for aggregate in keys.values())
+    expired_verdict = expired_status(total_expired)
+    duplicates = tuple(
+        sorted(
+            {
+                h.salon_id
+                for h in sessions
+                if h.twin_session_id is not None and h.salon_id is not None
+            }
+        )
+    )
+    orphans = tuple(sorted(h.session_id for h in sessions if not h.has_auth))
+
+    verdicts: list[tuple[Status, str]] = []
+    if expired_verdict is not Status.OK:
+        verdicts.append(
+            (
+                expired_verdict,
+                f"{total_expired} expired keys in the store (warning at "
+                f"{config.expired_keys_warning()}, critical above "
+                f"{config.expired_keys_failure()}): run the expired-keys cleanup.",
+            )
+        )
+    if duplicates:
+        verdicts.append(
+            (
+                Status.FAIL,
+                f"{len(duplicates)} salon(s) stored under both spellings "
+                f"({', '.join(map(str, duplicates[:10]))}): keep one session each.",
+            )
+        )
+    if orphans:
+        verdicts.append(
+            (
+                Status.WARN,
+                f"{len(orphans)} session(s) have keys but no auth row: leftovers to clean up.",
+            )
+        )
+    if by_status[Status.FAIL]:
+        # One dying salon is serious for that salon but is not the whole store failing.
+        verdicts.append(
+            (
+                Status.WARN,
+                f"{by_status[Status.FAIL]} session(s) are failing; see the worst sessions.",
+            )
+        )
+    verdicts.sort(key=lambda verdict: -verdict[0].severity)
+    return StoreHealth(
+        sessions_by_status=by_status,
+        total_sessions=len(sessions),
+        total_expired_keys=total_expired,
+        expired_status=expired_verdict,
+        duplicate_salon_ids=duplicates,
+        orphan_session_ids=orphans,
+        keys_by_type=dict(sorted(keys_by_type.items())),
+        status=worst(*(status for status, _ in verdicts)),
+        reasons=tuple(reason for _, reason in verdicts),
+        worst=tuple(sessions[:WORST_COUNT]),
+    )

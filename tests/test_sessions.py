@@ -1,0 +1,213 @@
+"""Tests for observability.sessions: each status and reason from real rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from observability import sessions
+from observability.exceptions import SessionNotFound
+from observability.session_ids import Spelling
+from observability.sessions import Status
+from tests import factories
+
+pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+
+def healthy(session_id: str, *, written_at=None, session_keys: int = 20, **auth) -> None:
+    """A session the bot uses: auth row, enough session keys, all written recently."""
+    factories.make_auth(session_id, written_at=written_at, **auth)
+    factories.make_keys(session_id, "session", session_keys, written_at=written_at)
+    factories.make_keys(session_id, "pre-key", 5, written_at=written_at)
+
+
+def test_status__worst_and_severity():
+    """FAIL outranks WARN outranks OK, and nothing at all is OK."""
+    assert sessions.worst(Status.OK, Status.FAIL, Status.WARN) is Status.FAIL
+    assert sessions.worst() is Status.OK
+    assert Status.WARN.severity > Status.OK.severity
+
+
+def test_get_session__healthy_is_ok_with_facts():
+    """A freshly written, registered session is OK and carries its facts, phone masked."""
+    factories.make_company(962302, title="Лотос")
+    healthy("962302", phone="79001234567", platform="smba")
+    health = sessions.get_session("962302")
+    assert health.status is Status.OK
+    assert health.reasons == ()
+    assert health.salon_id == 962302
+    assert health.spelling is Spelling.BARE
+    assert health.salon_title == "Лотос"
+    assert health.key_counts == {"pre-key": 5, "session": 20}
+    assert health.total_keys == 25 and health.session_keys == 20
+    assert health.expired_keys == 0 and health.expired_share == 0.0
+    assert health.phone_masked == "7900***4567"
+    assert health.registered is True and health.platform == "smba"
+    assert health.has_auth and health.has_keys
+    assert health.twin_session_id is None
+    assert "79001234567" not in repr(health)
+
+
+def test_get_session__quiet_for_a_day_warns():
+    """No key written for 30 hours is a WARN that says so."""
+    healthy("company_1001", written_at=timezone.now() - timedelta(hours=30))
+    health = sessions.get_session("company_1001")
+    assert health.status is Status.WARN
+    assert health.spelling is Spelling.PREFIXED
+    assert any("No key written for 30 hours" in r for r in health.reasons)
+
+
+def test_get_session__quiet_for_two_days_fails():
+    """No key written for 3 days is a FAIL: the bot is likely disconnected."""
+    healthy("1002", written_at=timezone.now() - timedelta(days=3))
+    health = sessions.get_session("1002")
+    assert health.status is Status.FAIL
+    assert any("No key written for 3 days" in r and "disconnected" in r for r in health.reasons)
+
+
+def test_get_session__mostly_expired_fails():
+    """More than half of the keys past expires_at is a FAIL with the share shown."""
+    healthy("1003")
+    past = timezone.now() - timedelta(days=1)
+    factories.make_keys("1003", "sender-key", 30, expires_at=past)
+    health = sessions.get_session("1003")
+    assert health.expired_keys == 30
+    assert health.status is Status.FAIL
+    assert any("55% of the keys are expired (30 of 55)" in r for r in health.reasons)
+
+
+def test_get_session__few_session_keys_warns():
+    """Fewer than 10 session keys is a WARN."""
+    healthy("1004", session_keys=3)
+    health = sessions.get_session("1004")
+    assert health.status is Status.WARN
+    assert any("Only 3 'session' keys" in r for r in health.reasons)
+
+
+def test_get_session__both_spellings_fail_and_point_at_each_other():
+    """A salon stored under both spellings fails on both ids, each naming its twin."""
+    healthy("1005")
+    healthy("company_1005")
+    bare, prefixed = sessions.get_session("1005"), sessions.get_session("company_1005")
+    assert bare.status is Status.FAIL and prefixed.status is Status.FAIL
+    assert bare.twin_session_id == "company_1005"
+    assert prefixed.twin_session_id == "1005"
+    assert "also stored as 'company_1005'" in bare.reasons[0]
+
+
+def test_get_session__keys_without_auth_warn():
+    """Keys without an auth row are a WARN naming them leftovers."""
+    factories.make_keys("1006", "session", 20)
+    health = sessions.get_session("1006")
+    assert health.status is Status.WARN
+    assert not health.has_auth and health.is_orphan
+    assert health.registered is None and health.phone_masked is None
+    assert any("without an auth row" in r for r in health.reasons)
+
+
+def test_get_session__unregistered_creds_fail():
+    """Creds with registered=false are a FAIL asking to pair again."""
+    healthy("1007", registered=False)
+    health = sessions.get_session("1007")
+    assert health.status is Status.FAIL
+    assert health.registered is False
+    assert any("not registered" in r for r in health.reasons)
+
+
+def test_get_session__auth_without_keys_fails():
+    """An auth row with no key at all is a FAIL."""
+    factories.make_auth("1008")
+    health = sessions.get_session("1008")
+    assert health.status is Status.FAIL
+    assert not health.has_keys and health.newest_key_write is None
+    assert any("no keys at all" in r for r in health.reasons)
+
+
+def test_get_session__unknown_raises_not_found():
+    """An id with neither auth nor keys raises SessionNotFound."""
+    with pytest.raises(SessionNotFound):
+        sessions.get_session("424242")
+
+
+def test_get_session__thresholds_come_from_settings(settings):
+    """Raising the minimum of session keys in settings turns an OK session into WARN."""
+    healthy("1009", session_keys=20)
+    assert sessions.get_session("1009").status is Status.OK
+    settings.OBSERVABILITY_MIN_SESSION_KEYS = 50
+    assert sessions.get_session("1009").status is Status.WARN
+
+
+def test_list_sessions__worst_first_and_filtered():
+    """The list puts FAIL before WARN before OK, and session_ids restricts it."""
+    healthy("2001")
+    healthy("2002", session_keys=2)
+    healthy("2003", registered=False)
+    listed = sessions.list_sessions()
+    assert [h.session_id for h in listed] == ["2003", "2002", "2001"]
+    only = sessions.list_sessions(session_ids=["2001"])
+    assert [h.session_id for h in only] == ["2001"]
+    assert sessions.list_sessions(session_ids=[]) == []
+
+
+def test_list_sessions__filtered_still_sees_twins():
+    """Asking for one spelling still detects the other stored spelling."""
+    healthy("2004")
+    factories.make_keys("company_2004", "session", 1)
+    (health,) = sessions.list_sessions(session_ids=["2004"])
+    assert health.twin_session_id == "company_2004"
+    assert health.status is Status.FAIL
+
+
+def _seed_many(count: int, start: int) -> None:
+    for index in range(count):
+        sid = str(start + index)
+        factories.make_auth(sid, seed=index)
+        factories.make_keys(sid, "session", 2, seed=index)
+
+
+def test_list_sessions__query_count_does_not_grow():
+    """Three queries answer 10 sessions and 60 sessions alike."""
+    _seed_many(10, 3000)
+    with CaptureQueriesContext(connections["bot"]) as small:
+        assert len(sessions.list_sessions()) == 10
+    _seed_many(50, 4000)
+    with CaptureQueriesContext(connections["bot"]) as large:
+        assert len(sessions.list_sessions()) == 60
+    assert len(small.captured_queries) == len(large.captured_queries) == 3
+
+
+def test_store_health__expired_thresholds():
+    """Under 100 expired keys is OK, 100 is WARN, over 500 is FAIL."""
+    healthy("5001", session_keys=400)
+    past = timezone.now() - timedelta(days=1)
+    factories.make_keys("5001", "app-state-sync-version", 99, expires_at=past)
+    assert sessions.store_health().expired_status is Status.OK
+    factories.make_keys("5001", "sender-key", 1, expires_at=past)
+    store = sessions.store_health()
+    assert store.total_expired_keys == 100
+    assert store.expired_status is Status.WARN and store.status is Status.WARN
+    factories.make_keys("5001", "tctoken", 401, expires_at=past)
+    store = sessions.store_health()
+    assert store.expired_status is Status.FAIL and store.status is Status.FAIL
+    assert "501 expired keys" in store.reasons[0]
+
+
+def test_store_health__duplicates_orphans_and_worst():
+    """Duplicates fail the store; orphans are listed; the worst sessions come first."""
+    healthy("6001")
+    healthy("6002")
+    healthy("company_6002")
+    factories.make_keys("company_6003", "session", 12)
+    store = sessions.store_health()
+    assert store.total_sessions == 4
+    assert store.duplicate_salon_ids == (6002,)
+    assert store.orphan_session_ids == ("company_6003",)
+    assert store.status is Status.FAIL
+    assert store.sessions_by_status == {Status.OK: 1, Status.WARN: 1, Status.FAIL: 2}
+    assert store.keys_by_type == {"pre-key": 15, "session": 72}
+    assert {h.session_id for h in store.worst[:2]} == {"6002", "company_6002"}
+    assert store.worst[-1].session_id == "6001"
