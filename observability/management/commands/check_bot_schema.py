@@ -1,0 +1,70 @@
+"""Compare the live bot database's tables with the models and name every difference."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from observability import config, schema
+from observability.exceptions import ObservabilityError, SchemaDrift
+
+
+class Command(BaseCommand):
+    """``manage.py check_bot_schema [--database ALIAS] [--schema NAME] [--json]``."""
+
+    help = (
+        "Compare the bot database's columns (types and nullability) with this project's models "
+        "and list every difference; exits non-zero on drift. Needs only read access."
+    )
+
+    def add_arguments(self, parser):
+        """Declare the options."""
+        parser.add_argument(
+            "--database",
+            default=None,
+            help="Database alias to inspect (default: the bot alias).",
+        )
+        parser.add_argument(
+            "--schema",
+            default=None,
+            dest="schema_name",
+            help="PostgreSQL schema to inspect (default: the tables on the search path).",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            dest="as_json",
+            help="Print the report as JSON instead of text.",
+        )
+
+    def handle(self, *args, database=None, schema_name=None, as_json=False, **options):
+        """Run the check, print the report, and fail with SchemaDrift's exit code on drift."""
+        from django.conf import settings
+
+        alias = database or config.bot_database_alias()
+        if alias not in settings.DATABASES:
+            raise CommandError(
+                f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}.",
+                returncode=2,
+            )
+        try:
+            report = schema.check_drift(alias, schema_name=schema_name)
+        except ObservabilityError as error:
+            raise CommandError(error.message, returncode=error.exit_code) from error
+
+        if as_json:
+            self.stdout.write(json.dumps(report.as_dict(), indent=2))
+        elif report.clean:
+            self.stdout.write(
+                self.style.SUCCESS(f"The bot tables in {alias!r} match the models: no drift.")
+            )
+        else:
+            for difference in report.differences:
+                self.stdout.write(self.style.ERROR(difference.describe()))
+        if not report.clean:
+            drift = SchemaDrift(
+                f"{len(report.differences)} difference(s) between the bot tables in {alias!r} "
+                "and the models: update the models before trusting the admin."
+            )
+            raise CommandError(drift.message, returncode=drift.exit_code)
