@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from django.db import connections
@@ -69,6 +70,7 @@ class SessionHealth:
         status: the verdict.
         reasons: every rule that applies, as sentences an operator can act on.
         phone_digits: the unmasked number, for searching only; never render it.
+        salon_pk: ``companies.id`` of the salon's row, for links to its page.
 
     """
 
@@ -92,6 +94,7 @@ class SessionHealth:
     status: Status
     reasons: tuple[str, ...]
     phone_digits: str | None = field(default=None, repr=False, compare=False)
+    salon_pk: int | None = None
 
     @property
     def is_duplicate(self) -> bool:
@@ -173,7 +176,7 @@ _AUTH_SQL = """
 """
 
 _TITLES_SQL = """
-    SELECT DISTINCT ON (company_id) company_id, title
+    SELECT DISTINCT ON (company_id) company_id, title, id
       FROM companies
      WHERE company_id = ANY(%(salons)s)
   ORDER BY company_id, id
@@ -201,7 +204,7 @@ def _alias() -> str:
 
 def _fetch(
     session_filter: Sequence[str] | None, now: datetime
-) -> tuple[dict[str, _KeyAggregate], dict[str, _AuthRow], dict[int, str | None]]:
+) -> tuple[dict[str, _KeyAggregate], dict[str, _AuthRow], dict[int, tuple[str | None, int]]]:
     """Run the three aggregate queries, restricted to ``session_filter`` when given."""
     alias = _alias()
     params: dict = {"now": now}
@@ -229,10 +232,10 @@ def _fetch(
                 if parsed.salon_id is not None
             }
         )
-        titles: dict[int, str | None] = {}
+        titles: dict[int, tuple[str | None, int]] = {}
         if salons:
             cursor.execute(_TITLES_SQL, {"salons": salons})
-            titles = dict(cursor.fetchall())
+            titles = {salon: (title, pk) for salon, title, pk in cursor.fetchall()}
     return dict(keys), auth, titles
 
 
@@ -359,7 +362,7 @@ def _build(
     *,
     keys: dict[str, _KeyAggregate],
     auth: dict[str, _AuthRow],
-    titles: dict[int, str | None],
+    titles: dict[int, tuple[str | None, int]],
     now: datetime,
 ) -> SessionHealth:
     parsed = session_ids.describe(session_id)
@@ -374,11 +377,14 @@ def _build(
     total = sum(counts.values())
     expired = aggregate.expired if aggregate else 0
     digits = phones.from_jid(auth_row.jid) if auth_row else None
+    title, salon_pk = (
+        titles.get(parsed.salon_id, (None, None)) if parsed.salon_id else (None, None)
+    )
     return SessionHealth(
         session_id=session_id,
         salon_id=parsed.salon_id,
         spelling=parsed.spelling,
-        salon_title=titles.get(parsed.salon_id) if parsed.salon_id is not None else None,
+        salon_title=title,
         key_counts=counts,
         total_keys=total,
         session_keys=counts.get("session", 0),
@@ -395,6 +401,7 @@ def _build(
         status=status,
         reasons=reasons,
         phone_digits=digits,
+        salon_pk=salon_pk,
     )
 
 
@@ -556,3 +563,358 @@ def store_health(*, now: datetime | None = None) -> StoreHealth:
         reasons=tuple(reason for _, reason in verdicts),
         worst=tuple(sessions[:WORST_COUNT]),
     )
+
+
+# --- One session's detail (the session page and its key browser) -----------------------------
+
+
+@dataclass(frozen=True)
+class KeyTypeStats:
+    """
+    The keys of one type in one session.
+
+    Attributes:
+        key_type: the bot's key type.
+        count: keys of this type.
+        expired: of which past ``expires_at``.
+        oldest_write, newest_write: the earliest and latest write.
+        next_expiry: the soonest ``expires_at`` still ahead, if any.
+
+    """
+
+    key_type: str
+    count: int
+    expired: int
+    oldest_write: datetime | None
+    newest_write: datetime | None
+    next_expiry: datetime | None
+
+
+@dataclass(frozen=True)
+class DayCount:
+    """How many keys fall on one calendar day (in the project's time zone)."""
+
+    day: date
+    count: int
+
+
+@dataclass(frozen=True)
+class CredsField:
+    """
+    One field of a session's creds, described without its secret.
+
+    Attributes:
+        path: dotted path (``signedPreKey.keyPair.private``).
+        kind: ``buffer``, ``string``, ``number``, ``boolean``, ``object``, ``array``, ``null``.
+        length: bytes of a buffer, characters of a string, items of an array or object.
+        shown: the value in clear, only for allow-listed harmless fields (phones masked).
+        depth: nesting depth, for indentation.
+
+    """
+
+    path: str
+    kind: str
+    length: int | None
+    shown: str | None
+
+    @property
+    def depth(self) -> int:
+        """Nesting depth (0 for a top-level field)."""
+        return self.path.count(".")
+
+    @property
+    def name(self) -> str:
+        """The field's own name (last path segment)."""
+        return self.path.rsplit(".", 1)[-1]
+
+    @property
+    def is_secret(self) -> bool:
+        """True when the value is withheld (every field not on the allow list)."""
+        return self.shown is None and self.kind not in ("object", "null")
+
+
+@dataclass(frozen=True)
+class SessionDetail:
+    """Everything the session page shows beyond :class:`SessionHealth`."""
+
+    health: SessionHealth
+    key_types: tuple[KeyTypeStats, ...]
+    writes_per_day: tuple[DayCount, ...]
+    expiries_per_day: tuple[DayCount, ...]
+    creds: tuple[CredsField, ...]
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One key as the key browser shows it: never its value, only the value's size."""
+
+    key_type: str
+    key_id: str
+    created_at: datetime | None
+    updated_at: datetime | None
+    expires_at: datetime | None
+    value_kind: str
+    value_bytes: int
+    expired: bool
+
+    @property
+    def key_id_shown(self) -> str:
+        """The key id with every phone-like digit run masked (ids embed contacts' numbers)."""
+        return _LONG_DIGITS.sub(lambda match: phones.mask(match.group()) or "", self.key_id)
+
+
+_LONG_DIGITS = re.compile(r"\d{9,}")
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """One page of a session's keys."""
+
+    rows: tuple[KeyRow, ...]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        """Number of pages (at least 1)."""
+        return max(1, -(-self.total // self.per_page))
+
+
+#: Creds fields shown in clear: harmless counters and labels. Everything else (every Buffer,
+#: every unknown field) is a secret by default and shows as kind and length only.
+CREDS_CLEAR_FIELDS = frozenset(
+    {
+        "registered",
+        "platform",
+        "me.name",
+        "registrationId",
+        "nextPreKeyId",
+        "firstUnuploadedPreKeyId",
+        "accountSyncCounter",
+        "lastAccountSyncTimestamp",
+        "myAppStateKeyId",
+        "signedPreKey.keyId",
+        "accountSettings.unarchiveChats",
+        "accountSettings.defaultDisappearingMode",
+    }
+)
+#: Creds fields holding the session's own phone number: shown masked.
+CREDS_PHONE_FIELDS = frozenset({"me.id"})
+
+_KEY_TYPES_SQL = """
+    SELECT key_type, count(*),
+           count(*) FILTER (WHERE expires_at < %(now)s),
+           min(coalesce(updated_at, created_at)),
+           max(coalesce(updated_at, created_at)),
+           min(expires_at) FILTER (WHERE expires_at >= %(now)s)
+      FROM whatsapp_keys
+     WHERE company_id = %(sid)s
+  GROUP BY key_type
+  ORDER BY key_type
+"""
+
+# One query gives both charts: writes per day over the last days and expiries per day ahead.
+_DAYS_SQL = """
+    SELECT 'write', (timezone(%(tz)s, coalesce(updated_at, created_at)))::date AS day, count(*)
+      FROM whatsapp_keys
+     WHERE company_id = %(sid)s AND coalesce(updated_at, created_at) >= %(since)s
+  GROUP BY 2
+     UNION ALL
+    SELECT 'expiry', (timezone(%(tz)s, expires_at))::date, count(*)
+      FROM whatsapp_keys
+     WHERE company_id = %(sid)s AND expires_at >= %(now)s AND expires_at < %(until)s
+  GROUP BY 2
+"""
+
+# Walks the creds tree in SQL so secrets never reach Python: for each field its path, kind,
+# length, and its value only when the path is on the allow list. Buffers are leaves.
+_BUFFER = "(jsonb_typeof(value) = 'object' AND value ->> 'type' = 'Buffer')"
+_CREDS_SQL = f"""
+    WITH RECURSIVE walk(path, value) AS (
+        SELECT e.key, e.value
+          FROM whatsapp_auth,
+               jsonb_each(CASE WHEN jsonb_typeof(creds) = 'object' THEN creds
+                               ELSE '{{}}'::jsonb END) AS e
+         WHERE company_id = %(sid)s
+        UNION ALL
+        SELECT walk.path || '.' || e.key, e.value
+          FROM walk,
+               jsonb_each(
+                   CASE WHEN jsonb_typeof(walk.value) = 'object'
+                         AND coalesce(walk.value ->> 'type', '') <> 'Buffer'
+                        THEN walk.value ELSE '{{}}'::jsonb END
+               ) AS e
+    )
+    SELECT path,
+           CASE WHEN {_BUFFER} THEN 'buffer' ELSE jsonb_typeof(value) END,
+           CASE
+             WHEN {_BUFFER} AND jsonb_typeof(value -> 'data') = 'array'
+               THEN jsonb_array_length(value -> 'data')
+             WHEN {_BUFFER} AND jsonb_typeof(value -> 'data') = 'string'
+               THEN floor(length(rtrim(value ->> 'data', '=')) * 3 / 4)::int
+             WHEN jsonb_typeof(value) = 'string' THEN length(value #>> '{{}}')
+             WHEN jsonb_typeof(value) = 'array' THEN jsonb_array_length(value)
+             WHEN jsonb_typeof(value) = 'object'
+               THEN (SELECT count(*) FROM jsonb_object_keys(value))::int
+           END,
+           CASE WHEN path = ANY(%(clear)s)
+                 AND jsonb_typeof(value) IN ('string', 'number', 'boolean')
+                THEN value #>> '{{}}'
+           END
+      FROM walk
+  ORDER BY path
+"""  # noqa: S608 - only module constants are interpolated; values are parameters
+
+# A key's size without its content: the decoded bytes of a Buffer, else the JSON text's bytes.
+_VALUE_SIZE = """
+    CASE
+      WHEN jsonb_typeof(value) = 'object' AND value ->> 'type' = 'Buffer'
+        THEN CASE jsonb_typeof(value -> 'data')
+               WHEN 'array' THEN jsonb_array_length(value -> 'data')
+               WHEN 'string' THEN floor(length(rtrim(value ->> 'data', '=')) * 3 / 4)::int
+               ELSE octet_length(value::text)
+             END
+      ELSE octet_length(value::text)
+    END
+"""
+_VALUE_KIND = """
+    CASE WHEN jsonb_typeof(value) = 'object' AND value ->> 'type' = 'Buffer' THEN 'buffer'
+         ELSE jsonb_typeof(value) END
+"""
+
+
+def _phone_field(row_value: str | None) -> str | None:
+    return phones.mask_jid(row_value)
+
+
+def _creds_summary(cursor, session_id: str) -> tuple[CredsField, ...]:
+    clear = sorted(CREDS_CLEAR_FIELDS | CREDS_PHONE_FIELDS)
+    cursor.execute(_CREDS_SQL, {"sid": session_id, "clear": clear})
+    fields = []
+    for path, kind, length, shown in cursor.fetchall():
+        if path in CREDS_PHONE_FIELDS:
+            shown = _phone_field(shown)
+        fields.append(CredsField(path=path, kind=kind, length=length, shown=shown))
+    return tuple(fields)
+
+
+def _days(start: date, count: int, found: dict[date, int]) -> tuple[DayCount, ...]:
+    return tuple(
+        DayCount(
+            day=start + timedelta(days=offset), count=found.get(start + timedelta(days=offset), 0)
+        )
+        for offset in range(count)
+    )
+
+
+def session_detail(
+    session_id: str, *, now: datetime | None = None, days: int = 14
+) -> SessionDetail:
+    """
+    Everything the session page shows: health, keys by type, both charts, the creds summary.
+
+    A fixed number of queries whatever the session's size: the three health aggregates
+    restricted to this salon's two spellings, then one each for key types, the charts and
+    the creds walk.
+
+    Args:
+        session_id: the stored session id.
+        now: the moment to judge at.
+        days: how many days the charts cover, back for writes and ahead for expiries.
+
+    Raises:
+        SessionNotFound: nothing is stored under this id.
+        BotDatabaseUnavailable: the bot database cannot be reached.
+
+    """
+    now = now or timezone.now()
+    health = get_session(session_id, now=now)
+    alias = _alias()
+    tz = timezone.get_current_timezone()
+    today = timezone.localtime(now, tz).date()
+    with translate_database_errors(alias), connections[alias].cursor() as cursor:
+        cursor.execute(_KEY_TYPES_SQL, {"sid": session_id, "now": now})
+        key_types = tuple(KeyTypeStats(*row) for row in cursor.fetchall())
+        cursor.execute(
+            _DAYS_SQL,
+            {
+                "sid": session_id,
+                "tz": str(tz),
+                "now": now,
+                "since": now - timedelta(days=days),
+                "until": now + timedelta(days=days),
+            },
+        )
+        writes: dict[date, int] = {}
+        expiries: dict[date, int] = {}
+        for what, day, count in cursor.fetchall():
+            (writes if what == "write" else expiries)[day] = count
+        creds = _creds_summary(cursor, session_id) if health.has_auth else ()
+    return SessionDetail(
+        health=health,
+        key_types=key_types,
+        writes_per_day=_days(today - timedelta(days=days - 1), days, writes),
+        expiries_per_day=_days(today, days, expiries),
+        creds=creds,
+    )
+
+
+def browse_keys(
+    session_id: str,
+    *,
+    key_type: str | None = None,
+    expired: bool | None = None,
+    page: int = 1,
+    per_page: int = 100,
+    now: datetime | None = None,
+) -> KeyPage:
+    """
+    One page of a session's keys, ordered by type and id, values never read into Python.
+
+    Uses the primary key index (company_id, key_type, key_id) for both the filter and the
+    order, so deep pages of a big session stay cheap to find.
+
+    Args:
+        session_id: the stored session id.
+        key_type: only keys of this type.
+        expired: True for expired keys only, False for live (or never-expiring) ones only.
+        page: 1-based page number (clamped to the last page).
+        per_page: rows per page.
+        now: the moment that decides what is expired.
+
+    Raises:
+        BotDatabaseUnavailable: the bot database cannot be reached.
+
+    """
+    now = now or timezone.now()
+    conditions = ["company_id = %(sid)s"]
+    params: dict = {"sid": session_id, "now": now}
+    if key_type:
+        conditions.append("key_type = %(key_type)s")
+        params["key_type"] = key_type
+    if expired is True:
+        conditions.append("expires_at < %(now)s")
+    elif expired is False:
+        conditions.append("(expires_at IS NULL OR expires_at >= %(now)s)")
+    where = " AND ".join(conditions)
+    alias = _alias()
+    with translate_database_errors(alias), connections[alias].cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM whatsapp_keys WHERE {where}", params)  # noqa: S608
+        total = cursor.fetchone()[0]
+        pages = max(1, -(-total // per_page))
+        page = min(max(1, page), pages)
+        params.update(limit=per_page, offset=(page - 1) * per_page)
+        cursor.execute(
+            f"""
+            SELECT key_type, key_id, created_at, updated_at, expires_at,
+                   {_VALUE_KIND}, {_VALUE_SIZE}, coalesce(expires_at < %(now)s, false)
+              FROM whatsapp_keys
+             WHERE {where}
+          ORDER BY key_type, key_id
+             LIMIT %(limit)s OFFSET %(offset)s
+            """,  # noqa: S608 - only module constants and fixed conditions are interpolated
+            params,
+        )
+        rows = tuple(KeyRow(*row) for row in cursor.fetchall())
+    return KeyPage(rows=rows, total=total, page=page, per_page=per_page)
