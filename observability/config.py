@@ -106,3 +106,111 @@ def cleanup_backup_dir():
 def cleanup_schedule_hour() -> int:
     """Hour of the day (UTC) at which the queued expired-key cleanup runs."""
     return _get("CLEANUP_SCHEDULE_HOUR", 3)
+
+
+# --- Health checks, metrics and the store alert (observability.health_checks, .activity) ----
+
+
+def health_database_aliases() -> tuple[str, ...]:
+    """The database aliases the Database and ConnectionPool checks look at."""
+    return tuple(_get("HEALTH_DATABASE_ALIASES", ("default", bot_database_alias())))
+
+
+def health_statement_timeout() -> timedelta:
+    """Statement timeout of the Database check's trivial query (and of activity queries)."""
+    return _get("HEALTH_STATEMENT_TIMEOUT", timedelta(seconds=2))
+
+
+def health_connect_timeout() -> timedelta:
+    """How long a health check waits for a connection (pooled or new) before it fails."""
+    return _get("HEALTH_CONNECT_TIMEOUT", timedelta(seconds=2))
+
+
+def health_latency_warning() -> timedelta:
+    """A Database check answered slower than this is a warning."""
+    return _get("HEALTH_LATENCY_WARNING", timedelta(milliseconds=250))
+
+
+def activity_database_alias() -> str:
+    """The alias whose server's ``pg_stat_activity`` the connection budget reads."""
+    return _get("ACTIVITY_DATABASE", bot_database_alias())
+
+
+def activity_statement_timeout() -> timedelta:
+    """Statement timeout of each ``pg_stat_activity`` query."""
+    return _get("ACTIVITY_STATEMENT_TIMEOUT", timedelta(seconds=2))
+
+
+def connection_budget_overrides() -> dict[str, int]:
+    """Per-``application_name`` budgets that differ from :func:`connections_per_service`."""
+    return dict(_get("CONNECTION_BUDGET_OVERRIDES", {}))
+
+
+def connections_total_warning() -> float:
+    """Share of ``max_connections`` in use at or above which the budget check warns."""
+    return _get("CONNECTIONS_TOTAL_WARNING", 0.80)
+
+
+def connections_total_failure() -> float:
+    """Share of ``max_connections`` in use at or above which the budget check fails."""
+    return _get("CONNECTIONS_TOTAL_FAILURE", 0.95)
+
+
+def idle_in_transaction_warning() -> timedelta:
+    """A session idle in a transaction for longer than this is a warning (holds locks)."""
+    return _get("IDLE_IN_TRANSACTION_WARNING", timedelta(seconds=60))
+
+
+def long_query_warning() -> timedelta:
+    """A query running longer than this is a warning."""
+    return _get("LONG_QUERY_WARNING", timedelta(seconds=60))
+
+
+def store_check_timeout() -> timedelta:
+    """Statement timeout of the WhatsApp store check's queries."""
+    return _get("STORE_CHECK_TIMEOUT", timedelta(seconds=5))
+
+
+def store_health_cache_ttl() -> timedelta:
+    """How long a health endpoint or /metrics reuses this process's last store verdict."""
+    return _get("STORE_HEALTH_CACHE_TTL", timedelta(seconds=10))
+
+
+def queue_heartbeat_max_age() -> timedelta:
+    """A django-q2 cluster whose last heartbeat is older than this counts as dead."""
+    return _get("QUEUE_HEARTBEAT_MAX_AGE", timedelta(seconds=30))
+
+
+def cleanup_task_func() -> str:
+    """Dotted path of the scheduled cleanup task the queue check watches."""
+    return _get("CLEANUP_TASK_FUNC", "observability.tasks.cleanup_expired_keys_task")
+
+
+def cleanup_overdue_margin() -> timedelta:
+    """The scheduled cleanup may be this late past its period before the queue check warns."""
+    return _get("CLEANUP_OVERDUE_MARGIN", timedelta(hours=1))
+
+
+def task_failure_window() -> timedelta:
+    """Failed django-q2 tasks within this window make the queue check warn."""
+    return _get("TASK_FAILURE_WINDOW", timedelta(hours=24))
+
+
+def health_token() -> str:
+    """Bearer token that shows check messages and /metrics (empty: staff only)."""
+    return _get("HEALTH_TOKEN", "") or ""
+
+
+def metrics_max_application_labels() -> int:
+    """Distinct ``application_name`` labels in /metrics; the rest are summed as ``other``."""
+    return _get("METRICS_MAX_APPLICATION_LABELS", 20)
+
+
+def store_alert_cooldown() -> timedelta:
+    """The store alert reports the same cause to Sentry at most once in this period."""
+    return _get("STORE_ALERT_COOLDOWN", timedelta(minutes=30))
+
+
+def store_alert_cache_alias() -> str:
+    """The cache (shared between processes) that keeps the alert's last status and cooldowns."""
+    return _get("STORE_ALERT_CACHE", "default")

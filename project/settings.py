@@ -196,6 +196,11 @@ if _env_bool("BEHIND_TLS_PROXY", False):
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
+# --- Health checks and metrics ---------------------------------------------------------------
+
+#: Bearer token that shows health check messages and /metrics to monitors (empty: staff only).
+OBSERVABILITY_HEALTH_TOKEN = os.environ.get("HEALTH_TOKEN", "")
+
 # --- django-q2 -------------------------------------------------------------------------------
 
 # Read once by django-q2 at import: tests use project.settings_test to run tasks inline.

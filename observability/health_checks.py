@@ -1,0 +1,469 @@
+"""django-health-check plugins: database, pool, connection budget, WhatsApp store, job queue."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from django.db import connections, transaction
+from django.utils import timezone
+from django.utils.connection import ConnectionDoesNotExist
+from health_check.base import HealthCheck
+from health_check.exceptions import ServiceUnavailable, ServiceWarning
+
+from observability import activity, config
+from observability.exceptions import (
+    BotDatabaseUnavailable,
+    ObservabilityError,
+    QueryTimedOut,
+    translate_database_errors,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _seconds(delta: timedelta) -> str:
+    return f"{delta.total_seconds():g} s"
+
+
+def _raise_worst(failures: list[str], warnings: list[str]) -> None:
+    """Raise the most severe finding with every finding in the message; return when none."""
+    if failures:
+        raise ServiceUnavailable("; ".join(failures + warnings))
+    if warnings:
+        raise ServiceWarning("; ".join(warnings))
+
+
+@contextlib.contextmanager
+def _thread_connections_released(*aliases: str) -> Iterator[None]:
+    """
+    Close, at the end, the Django connections this block opened in the current thread.
+
+    Checks run in short-lived executor threads. A Django connection opened there and left open
+    keeps a pooled connection checked out after the thread dies, and the pool drains. This is
+    ``temporary_connection()`` without the cursor, for code (the ORM, django-q2, the cache)
+    that opens its own cursors. A connection that was already open (a test's transaction) is
+    left alone.
+    """
+    were_closed = {alias: connections[alias].connection is None for alias in aliases}
+    try:
+        yield
+    finally:
+        for alias, was_closed in were_closed.items():
+            if was_closed:
+                connections[alias].close()
+
+
+# --- Database ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Database(HealthCheck):
+    """
+    The database behind ``alias`` answers ``SELECT 1`` quickly.
+
+    FAIL when it cannot connect (refused, unreachable, no pooled connection within the connect
+    timeout) or the query is cancelled by the statement timeout; WARN when the round trip is
+    slower than ``health_latency_warning``.
+    """
+
+    alias: str = "default"
+
+    timeout = timedelta(seconds=5)
+
+    def run(self) -> None:
+        try:
+            result = activity.ping(self.alias)
+        except ConnectionDoesNotExist as error:
+            raise ServiceUnavailable(f"No database alias {self.alias!r} is configured.") from error
+        except QueryTimedOut as error:
+            raise ServiceUnavailable(
+                f"The {self.alias!r} database did not answer SELECT 1 within "
+                f"{_seconds(config.health_statement_timeout())}."
+            ) from error
+        except BotDatabaseUnavailable as error:
+            raise ServiceUnavailable(
+                f"Cannot connect to the {self.alias!r} database within "
+                f"{_seconds(config.health_connect_timeout())} (refused, unreachable or no "
+                "free pooled connection). Check that the server is running and reachable."
+            ) from error
+        limit = config.health_latency_warning()
+        if result.latency > limit:
+            raise ServiceWarning(
+                f"The {self.alias!r} database answered in "
+                f"{result.latency.total_seconds() * 1000:.0f} ms "
+                f"(warning above {limit.total_seconds() * 1000:.0f} ms)."
+            )
+
+
+# --- Connection pool --------------------------------------------------------------------------
+
+_previous_pool_stats: dict[str, activity.PoolStats] = {}
+_previous_pool_stats_lock = threading.Lock()
+
+
+def _pool_changes_since_last_check(alias: str) -> activity.PoolStats | None:
+    """The pool's stats with counters relative to the previous check in this process."""
+    stats = activity.pool_stats(alias)
+    if stats is None:
+        return None
+    with _previous_pool_stats_lock:
+        previous = _previous_pool_stats.get(alias)
+        _previous_pool_stats[alias] = stats
+    return stats.since(previous)
+
+
+@dataclasses.dataclass
+class ConnectionPool(HealthCheck):
+    """
+    This process's psycopg pool for ``alias`` served every request since the last check.
+
+    FAIL when a request timed out or failed, or a server connection attempt failed, since the
+    previous check in this process; WARN when requests had to wait for a free connection.
+    OK when pooling is off (``DB_POOL=0``): there is no pool to exhaust. The counters are read,
+    not reset, so /metrics still sees the cumulative values.
+    """
+
+    alias: str = "default"
+
+    timeout = timedelta(seconds=2)
+
+    def run(self) -> None:
+        try:
+            changes = _pool_changes_since_last_check(self.alias)
+        except ConnectionDoesNotExist as error:
+            raise ServiceUnavailable(f"No database alias {self.alias!r} is configured.") from error
+        if changes is None:
+            return
+        shape = (
+            f"pool {changes.pool_size}/{changes.pool_max} open, {changes.pool_available} idle, "
+            f"{changes.requests_waiting} waiting now"
+        )
+        failures: list[str] = []
+        warnings: list[str] = []
+        if changes.requests_errors:
+            failures.append(
+                f"{changes.requests_errors} request(s) for a {self.alias!r} connection timed out "
+                "or failed since the last check"
+            )
+        if changes.connections_errors:
+            failures.append(
+                f"{changes.connections_errors} attempt(s) to open a {self.alias!r} connection "
+                "failed since the last check"
+            )
+        if changes.requests_queued:
+            warnings.append(
+                f"{changes.requests_queued} request(s) waited for a {self.alias!r} connection "
+                f"({changes.requests_wait_ms} ms in total) since the last check: raise "
+                "DB_POOL_MAX_SIZE within the connection budget, or find what holds connections"
+            )
+        if failures or warnings:
+            _raise_worst(failures, [*warnings, shape])
+
+
+# --- Connection budget ------------------------------------------------------------------------
+
+
+def _budget(service: str, default: int, overrides: dict[str, int]) -> int:
+    return overrides.get(service, default)
+
+
+@dataclasses.dataclass
+class ConnectionBudget(HealthCheck):
+    """
+    The server's connections, by ``application_name``, stay within their budgets.
+
+    FAIL when the server's connections reach ``connections_total_failure`` of
+    ``max_connections``; WARN at ``connections_total_warning``, when a service holds more than
+    its budget (``connections_per_service``, default 3), when a session sits idle in a
+    transaction or a query runs longer than their thresholds. Offending services are named.
+    """
+
+    timeout = timedelta(seconds=5)
+
+    def run(self) -> None:
+        try:
+            server = activity.server_activity()
+        except ObservabilityError as error:
+            raise ServiceUnavailable(f"Cannot read pg_stat_activity: {error.message}") from error
+        failures: list[str] = []
+        warnings: list[str] = []
+        busiest = ", ".join(f"{s.service} {s.total}" for s in server.services[:5])
+        usage = (
+            f"{server.total} of {server.max_connections} server connections in use "
+            f"({server.usage:.0%}; busiest: {busiest})"
+        )
+        if server.usage >= config.connections_total_failure():
+            failures.append(f"{usage}, failure at {config.connections_total_failure():.0%}")
+        elif server.usage >= config.connections_total_warning():
+            warnings.append(f"{usage}, warning at {config.connections_total_warning():.0%}")
+
+        default_budget = config.connections_per_service()
+        overrides = config.connection_budget_overrides()
+        over = [
+            f"{s.service} {s.total}/{_budget(s.service, default_budget, overrides)}"
+            for s in server.services
+            if s.total > _budget(s.service, default_budget, overrides)
+        ]
+        if over:
+            warnings.append(f"over their connection budget: {', '.join(over)}")
+        idle = [
+            f"{s.service} ({s.idle_in_transaction_too_long}, oldest "
+            f"{s.longest_idle_in_transaction:.0f} s)"
+            for s in server.services
+            if s.idle_in_transaction_too_long
+        ]
+        if idle:
+            warnings.append(
+                f"idle in transaction for more than {_seconds(server.idle_after)}: "
+                f"{', '.join(idle)}"
+            )
+        slow = [
+            f"{s.service} ({s.long_running}, longest {s.longest_query:.0f} s)"
+            for s in server.services
+            if s.long_running
+        ]
+        if slow:
+            warnings.append(
+                f"queries running longer than {_seconds(server.long_after)}: {', '.join(slow)}"
+            )
+        _raise_worst(failures, warnings)
+
+
+# --- Job queue --------------------------------------------------------------------------------
+
+
+def _schedule_period(schedule, now: datetime) -> timedelta | None:
+    """How often a django-q2 schedule runs (None for one-off schedules)."""
+    from django_q.models import Schedule
+
+    if schedule.schedule_type == Schedule.ONCE:
+        return None
+    if schedule.schedule_type == Schedule.CRON:
+        from croniter import croniter
+
+        runs = croniter(schedule.cron, now)
+        first = runs.get_next(datetime)
+        return runs.get_next(datetime) - first
+    start = schedule.next_run or now
+    return schedule.calculate_next_run(start) - start
+
+
+@dataclasses.dataclass
+class JobQueue(HealthCheck):
+    """
+    django-q2 is alive and doing its work.
+
+    FAIL when no cluster has reported a heartbeat recently (the worker is down, or it uses a
+    cache the web server does not share); WARN when the scheduled cleanup
+    (``cleanup_task_func``) is missing or overdue by more than its period plus
+    ``cleanup_overdue_margin``, or when tasks failed within ``task_failure_window``.
+    """
+
+    timeout = timedelta(seconds=5)
+
+    def run(self) -> None:
+        with _thread_connections_released("default"), translate_database_errors("default"):
+            try:
+                failures, warnings = self._findings(timezone.now())
+            except ObservabilityError as error:
+                raise ServiceUnavailable(
+                    f"Cannot read the job queue's records: {error.message}"
+                ) from error
+        _raise_worst(failures, warnings)
+
+    def _findings(self, now: datetime) -> tuple[list[str], list[str]]:
+        from django_q.conf import Conf
+        from django_q.models import Failure, Schedule, Success
+        from django_q.status import Stat
+
+        failures: list[str] = []
+        warnings: list[str] = []
+        max_age = config.queue_heartbeat_max_age()
+        alive = [
+            stat
+            for stat in Stat.get_all()
+            if stat.status != Conf.STOPPED and now - stat.timestamp <= max_age
+        ]
+        if not alive:
+            failures.append(
+                f"no django-q2 cluster reported a heartbeat in the last {_seconds(max_age)}: "
+                "start `manage.py qcluster` (with DB_POOL=0) and check it shares the cache"
+            )
+
+        func = config.cleanup_task_func()
+        margin = config.cleanup_overdue_margin()
+        schedule = Schedule.objects.filter(func=func).order_by("next_run").first()
+        if schedule is None:
+            warnings.append(f"no schedule runs {func}: create the cleanup schedule")
+        else:
+            period = _schedule_period(schedule, now)
+            if schedule.next_run and schedule.next_run < now - margin:
+                warnings.append(
+                    f"the scheduled cleanup was due at {schedule.next_run:%Y-%m-%d %H:%M} UTC "
+                    "and has not run"
+                )
+            last = (
+                Success.objects.filter(func=func)
+                .order_by("-stopped")
+                .values_list("stopped", flat=True)
+                .first()
+            )
+            if period is not None and last is not None and now - last > period + margin:
+                warnings.append(
+                    f"the last successful cleanup finished at {last:%Y-%m-%d %H:%M} UTC, "
+                    f"longer ago than its period ({period}) plus {margin}"
+                )
+
+        window = config.task_failure_window()
+        failed = Failure.objects.filter(stopped__gte=now - window)
+        count = failed.count()
+        if count:
+            names = sorted(set(failed.values_list("func", flat=True)[:50]))
+            warnings.append(
+                f"{count} task(s) failed in the last {window}: {', '.join(names[:5])} "
+                "(see the admin's Failed tasks)"
+            )
+        return failures, warnings
+
+
+# --- WhatsApp store ---------------------------------------------------------------------------
+
+_store_cache_lock = threading.Lock()
+_store_cache: dict[str, tuple[float, object]] = {}
+
+
+def store_health_fresh():
+    """
+    Compute the store's health now, under the store check's statement timeout.
+
+    Returns:
+        observability.sessions.StoreHealth
+
+    Raises:
+        BotDatabaseUnavailable, QueryTimedOut: the bot database failed or was too slow.
+
+    """
+    from observability import sessions
+
+    alias = config.bot_database_alias()
+    timeout_ms = max(1, int(config.store_check_timeout().total_seconds() * 1000))
+    with (
+        _thread_connections_released(alias),
+        translate_database_errors(alias),
+        transaction.atomic(using=alias),
+    ):
+        with connections[alias].cursor() as cursor:
+            cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
+        return sessions.store_health()
+
+
+def store_health_cached():
+    """
+    The store's health, reused for ``store_health_cache_ttl`` within this process.
+
+    The verdict reads every key (a million in production), which takes longer than a monitor
+    poll should; a verdict a few seconds old is as good for a monitor. A TTL of zero turns the
+    reuse off.
+    """
+    ttl = config.store_health_cache_ttl().total_seconds()
+    if ttl <= 0:
+        return store_health_fresh()
+    with _store_cache_lock:
+        cached = _store_cache.get("store")
+        if cached is not None and time.monotonic() - cached[0] < ttl:
+            return cached[1]
+        result = store_health_fresh()
+        _store_cache["store"] = (time.monotonic(), result)
+        return result
+
+
+@dataclasses.dataclass
+class WhatsAppStore(HealthCheck):
+    """
+    The WhatsApp session store is healthy (``observability.sessions.store_health``).
+
+    FAIL when any session fails, when a salon is stored under both spellings, or when expired
+    keys exceed the critical threshold; WARN when any session warns, when expired keys reach
+    the warning threshold, or when keys exist without an auth row.
+    """
+
+    timeout = timedelta(seconds=6)
+
+    def run(self) -> None:
+        from observability.sessions import Status
+
+        try:
+            store = store_health_cached()
+        except QueryTimedOut as error:
+            raise ServiceUnavailable(
+                "The store's health could not be computed within "
+                f"{_seconds(config.store_check_timeout())}."
+            ) from error
+        except ObservabilityError as error:
+            raise ServiceUnavailable(error.message) from error
+        failures: list[str] = []
+        warnings: list[str] = []
+        failing = store.sessions_by_status.get(Status.FAIL, 0)
+        warning = store.sessions_by_status.get(Status.WARN, 0)
+        if failing:
+            examples = [h.session_id for h in store.worst if h.status is Status.FAIL][:5]
+            failures.append(
+                f"{failing} of {store.total_sessions} session(s) failing "
+                f"(worst: {', '.join(examples)})"
+            )
+        if warning:
+            warnings.append(f"{warning} of {store.total_sessions} session(s) warning")
+        expired = (
+            f"{store.total_expired_keys} expired keys (warning at "
+            f"{config.expired_keys_warning()}, critical above {config.expired_keys_failure()}): "
+            "run the expired-keys cleanup"
+        )
+        if store.expired_status is Status.FAIL:
+            failures.append(expired)
+        elif store.expired_status is Status.WARN:
+            warnings.append(expired)
+        if store.duplicate_salon_ids:
+            shown = ", ".join(map(str, store.duplicate_salon_ids[:10]))
+            failures.append(
+                f"{len(store.duplicate_salon_ids)} salon(s) stored under both spellings "
+                f"({shown}): keep one session each"
+            )
+        if store.orphan_session_ids:
+            warnings.append(
+                f"{len(store.orphan_session_ids)} session(s) have keys but no auth row"
+            )
+        _raise_worst(failures, warnings)
+
+
+#: Every check by group, as ``HealthCheckView`` accepts them (built per request so settings
+#: such as ``OBSERVABILITY_HEALTH_DATABASE_ALIASES`` apply without a restart).
+GROUPS = ("db", "pool", "connections", "whatsapp", "queue")
+
+
+def checks_for(group: str) -> list[HealthCheck]:
+    """
+    The checks of one group, or of every group for ``all``.
+
+    Groups: ``db``, ``pool``, ``connections``, ``whatsapp``, ``queue``.
+
+    Raises:
+        KeyError: the group is unknown.
+
+    """
+    aliases = config.health_database_aliases()
+    builders = {
+        "db": lambda: [Database(alias=alias) for alias in aliases],
+        "pool": lambda: [ConnectionPool(alias=alias) for alias in aliases],
+        "connections": lambda: [ConnectionBudget()],
+        "whatsapp": lambda: [WhatsAppStore()],
+        "queue": lambda: [JobQueue()],
+    }
+    if group == "all":
+        return [check for name in GROUPS for check in builders[name]()]
+    return builders[group]()
