@@ -287,7 +287,7 @@ class CleanupRun(models.Model):
         rows_deleted: rows deleted (committed), same shape.
         total_seen, total_deleted: the sums of the two.
         bytes_before, bytes_after: ``pg_total_relation_size`` of the tables touched.
-        backup_path: the backup file written before deleting (duplicates only).
+        backup_path: the backup files written before deleting (duplicates), one per line.
         outcome: running, succeeded, failed or refused.
         error: what went wrong (never carries a secret).
 
@@ -311,7 +311,7 @@ class CleanupRun(models.Model):
     total_deleted = models.BigIntegerField(default=0)
     bytes_before = models.BigIntegerField(null=True, blank=True)
     bytes_after = models.BigIntegerField(null=True, blank=True)
-    backup_path = models.CharField(max_length=1000, blank=True)
+    backup_path = models.TextField(blank=True)
     outcome = models.CharField(
         max_length=20, choices=Outcome.choices, default=Outcome.RUNNING, db_index=True
     )

@@ -171,7 +171,7 @@ class Migration(migrations.Migration):
                 ('total_deleted', models.BigIntegerField(default=0)),
                 ('bytes_before', models.BigIntegerField(blank=True, null=True)),
                 ('bytes_after', models.BigIntegerField(blank=True, null=True)),
-                ('backup_path', models.CharField(blank=True, max_length=1000)),
+                ('backup_path', models.TextField(blank=True)),
                 ('outcome', models.CharField(choices=[('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('refused', 'refused')], db_index=True, default='running', max_length=20)),
                 ('error', models.TextField(blank=True)),
             ],

@@ -1,0 +1,302 @@
+"""Salons stored under both spellings: report both sides and remove the stale one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.db import connections, transaction
+from django.utils import timezone
+
+from observability import config, session_ids
+from observability.cleanup import backup, engine, records, selection
+from observability.cleanup.locking import CleanupLock
+from observability.cleanup.report import CleanupReport, DuplicatePair, SessionSide
+from observability.exceptions import ObservabilityError, translate_database_errors
+
+#: The pseudo key type under which removed ``whatsapp_auth`` rows are counted.
+AUTH = "whatsapp_auth"
+
+# Every distinct session id in whatsapp_keys through idx_whatsapp_keys_company, one index
+# probe per session (a "loose index scan"), instead of reading every key.
+_KEY_SESSIONS_SQL = """
+WITH RECURSIVE ids AS (
+    (SELECT company_id FROM whatsapp_keys ORDER BY company_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT k.company_id FROM whatsapp_keys k WHERE k.company_id > ids.company_id
+            ORDER BY k.company_id LIMIT 1)
+    FROM ids WHERE ids.company_id IS NOT NULL
+)
+SELECT company_id FROM ids WHERE company_id IS NOT NULL
+UNION
+SELECT company_id FROM whatsapp_auth
+"""
+
+
+def _candidate_session_ids(cursor, salon_ids: tuple[int, ...]) -> list[str]:
+    if salon_ids:
+        return [s for salon_id in salon_ids for s in session_ids.spellings(salon_id)]
+    cursor.execute(_KEY_SESSIONS_SQL)
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _sides(cursor, ids: list[str], *, lock: bool = False) -> dict[str, SessionSide]:
+    """Auth times, key counts by type and newest key write of each session id."""
+    sides = {session_id: SessionSide(session_id=session_id) for session_id in ids}
+    cursor.execute(
+        "SELECT company_id, created_at, updated_at FROM whatsapp_auth "  # noqa: S608
+        "WHERE company_id = ANY(%s)" + (" FOR UPDATE" if lock else ""),
+        [ids],
+    )
+    for session_id, created_at, updated_at in cursor.fetchall():
+        sides[session_id].auth_created_at = created_at
+        sides[session_id].auth_updated_at = updated_at
+    cursor.execute(
+        "SELECT company_id, key_type, count(*), max(updated_at) FROM whatsapp_keys "
+        "WHERE company_id = ANY(%s) GROUP BY 1, 2",
+        [ids],
+    )
+    for session_id, key_type, n, newest in cursor.fetchall():
+        side = sides[session_id]
+        side.keys[key_type] = int(n)
+        side.total_keys += int(n)
+        if newest is not None and (
+            side.newest_key_write is None or newest > side.newest_key_write
+        ):
+            side.newest_key_write = newest
+    return sides
+
+
+def _exists(side: SessionSide) -> bool:
+    return side.has_auth or side.total_keys > 0
+
+
+def decide(pair: DuplicatePair, now: datetime, min_idle: timedelta) -> None:
+    """
+    Choose the stale side (the one with the older newest write), or refuse to choose.
+
+    Refuses when a side cannot be dated, both were last written at the same instant, the
+    stale side was written within ``min_idle`` (the bot may still be writing both), or
+    removing it would take the salon's only ``whatsapp_auth`` row.
+    """
+    pair.stale = pair.live = None
+    pair.verdict = "refused"
+    bare, prefixed = pair.bare, pair.prefixed
+    if bare.newest_write is None or prefixed.newest_write is None:
+        pair.reason = "a side has no dated write (no updated_at); cannot tell which is stale"
+        return
+    if bare.newest_write == prefixed.newest_write:
+        pair.reason = "both sides were last written at the same instant"
+        return
+    stale, live = (
+        (bare, prefixed) if bare.newest_write < prefixed.newest_write else (prefixed, bare)
+    )
+    idle = now - stale.newest_write
+    if idle < min_idle:
+        pair.reason = (
+            f"the stale side {stale.session_id!r} was written {_hours(idle)} ago, less than "
+            f"{_hours(min_idle)}: the bot may still be writing both spellings"
+        )
+        return
+    if stale.has_auth and not live.has_auth:
+        pair.reason = (
+            f"the live side {live.session_id!r} has no whatsapp_auth row; removing "
+            f"{stale.session_id!r} would remove the salon's only credentials"
+        )
+        return
+    pair.stale, pair.live = stale.session_id, live.session_id
+    pair.verdict = "remove-stale"
+    pair.reason = (
+        f"{live.session_id!r} was written {_hours(now - live.newest_write)} ago, "
+        f"{stale.session_id!r} {_hours(idle)} ago"
+    )
+
+
+def _hours(period: timedelta) -> str:
+    hours = period.total_seconds() / 3600
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def find_duplicates(
+    cursor, salon_ids: tuple[int, ...], now: datetime, min_idle: timedelta
+) -> list[DuplicatePair]:
+    """Every salon (of those asked, or all) present under both spellings, decided."""
+    by_salon: dict[int, set[str]] = {}
+    for raw in _candidate_session_ids(cursor, salon_ids):
+        described = session_ids.describe(raw)
+        if described.salon_id is not None:
+            by_salon.setdefault(described.salon_id, set()).add(raw)
+    candidates = sorted(s for salon, ids in by_salon.items() if len(ids) == 2 for s in ids)
+    if not candidates:
+        return []
+    sides = _sides(cursor, candidates)
+    pairs = []
+    for salon_id in sorted(by_salon):
+        if len(by_salon[salon_id]) != 2:
+            continue
+        bare, prefixed = (sides[s] for s in session_ids.spellings(salon_id))
+        if not (_exists(bare) and _exists(prefixed)):
+            continue
+        pair = DuplicatePair(salon_id=salon_id, bare=bare, prefixed=prefixed)
+        decide(pair, now, min_idle)
+        pairs.append(pair)
+    return pairs
+
+
+def _remove_stale_side(
+    alias: str, pair: DuplicatePair, run_id: int, now: datetime, min_idle: timedelta
+) -> None:
+    """
+    Back up then delete the stale side, in one transaction, exactly the rows backed up.
+
+    Both sides' auth rows are locked and the decision is taken again inside the
+    transaction; the stale side's rows are locked, written to the backup (fsynced), and
+    deleted by primary key. A key the bot inserts meanwhile is not in the backup and so is
+    not deleted. Any failure rolls the whole side back; the backup file then stays as a
+    harmless extra.
+    """
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        engine.set_local_timeouts(cursor)
+        fresh = _sides(cursor, list(session_ids.spellings(pair.salon_id)), lock=True)
+        again = DuplicatePair(
+            salon_id=pair.salon_id,
+            bare=fresh[session_ids.bare(pair.salon_id)],
+            prefixed=fresh[session_ids.prefixed(pair.salon_id)],
+        )
+        decide(again, now, min_idle)
+        if again.verdict != "remove-stale" or again.stale != pair.stale:
+            pair.verdict = "refused"
+            pair.stale = pair.live = None
+            pair.reason = "the sessions changed while the cleanup ran: " + (
+                again.reason or "the stale side changed"
+            )
+            return
+        cursor.execute(
+            "SELECT row_to_json(a)::text FROM whatsapp_auth a WHERE company_id = %s",
+            [pair.stale],
+        )
+        auth_rows = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            "SELECT k.key_type, k.key_id, row_to_json(k)::text FROM whatsapp_keys k "
+            "WHERE company_id = %s ORDER BY key_type, key_id FOR UPDATE",
+            [pair.stale],
+        )
+        key_rows = cursor.fetchall()
+        path = backup.new_backup_path(f"duplicates-{pair.salon_id}-{pair.stale}")
+        header = {
+            "operation": "duplicates",
+            "run_id": run_id,
+            "salon_id": pair.salon_id,
+            "session_id": pair.stale,
+            "kept_session_id": pair.live,
+            "written_at": timezone.now().isoformat(),
+        }
+        backup.write(
+            path,
+            header,
+            [(backup.TABLES[0], row) for row in auth_rows]
+            + [(backup.TABLES[1], row[2]) for row in key_rows],
+        )
+        pair.backup_path = str(path)
+        cursor.execute(
+            "DELETE FROM whatsapp_keys WHERE company_id = %s AND (key_type, key_id) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[])) RETURNING key_type",
+            [pair.stale, [row[0] for row in key_rows], [row[1] for row in key_rows]],
+        )
+        removed: dict[str, int] = {}
+        for (key_type,) in cursor.fetchall():
+            removed[key_type] = removed.get(key_type, 0) + 1
+        cursor.execute("DELETE FROM whatsapp_auth WHERE company_id = %s", [pair.stale])
+        if cursor.rowcount:
+            removed[AUTH] = cursor.rowcount
+        if sum(removed.values()) != len(auth_rows) + len(key_rows):
+            raise ObservabilityError(
+                f"Removing {pair.stale!r} deleted {sum(removed.values())} rows but "
+                f"{len(auth_rows) + len(key_rows)} were backed up; rolled back."
+            )
+        pair.removed = removed
+        pair.verdict = "removed"
+
+
+def cleanup_duplicates(
+    *,
+    salons: Iterable[str | int] | None = None,
+    min_idle: timedelta | None = None,
+    apply: bool = False,
+    started_by: str = "command",
+    now: datetime | None = None,
+) -> CleanupReport:
+    """
+    Report salons stored under both spellings and, when applying, remove each stale side.
+
+    Each removal is one transaction preceded by a backup file (see
+    :func:`_remove_stale_side`); pairs that cannot be decided safely are reported as
+    refused and left alone.
+
+    Args:
+        salons: restrict to these salons (either spelling); None: every salon.
+        min_idle: the stale side must be unwritten this long (setting, default 24 h).
+        apply: remove the stale sides; False (the default) reports only.
+        started_by: who started the run, for the record.
+        now: the current time (tests).
+
+    Returns:
+        The report, with ``duplicates`` describing every pair and ``backup_paths``.
+
+    Raises:
+        BadInput, MalformedSessionId, SessionNotFound: before anything runs.
+        CleanupAlreadyRunning, BotDatabaseUnavailable, QueryTimedOut: see the engine.
+
+    """
+    alias = config.bot_database_alias()
+    min_idle = selection.period(min_idle, config.cleanup_duplicate_min_idle(), "minimum idle time")
+    with translate_database_errors(alias):
+        chosen = selection.build(salons=salons, alias=alias)
+    now = now or timezone.now()
+    parameters = {
+        "salon_ids": list(chosen.salon_ids),
+        "min_idle_hours": min_idle / timedelta(hours=1),
+        "now": now.isoformat(),
+    }
+
+    def body(report: CleanupReport, recorder: records.RunRecorder, lock: CleanupLock) -> None:
+        with connections[alias].cursor() as cursor:
+            report.duplicates = find_duplicates(cursor, chosen.salon_ids, now, min_idle)
+        for pair in report.duplicates:
+            if pair.verdict == "remove-stale":
+                stale = pair.bare if pair.stale == pair.bare.session_id else pair.prefixed
+                report.rows_seen[stale.session_id] = {**stale.keys}
+                if stale.has_auth:
+                    report.rows_seen[stale.session_id][AUTH] = 1
+        report.total_seen = records.total(report.rows_seen)
+        recorder.save(rows_seen=report.rows_seen, total_seen=report.total_seen)
+        if not apply:
+            return
+        for pair in report.duplicates:
+            if pair.verdict != "remove-stale":
+                continue
+            lock.ensure_held()
+            try:
+                _remove_stale_side(alias, pair, report.run_id, now, min_idle)
+            finally:
+                if pair.backup_path:
+                    report.backup_paths.append(pair.backup_path)
+            if pair.verdict == "removed":
+                report.rows_deleted[pair.stale] = dict(pair.removed)
+                report.total_deleted += sum(pair.removed.values())
+                report.batches += 1
+                recorder.save(
+                    rows_deleted=report.rows_deleted,
+                    total_deleted=report.total_deleted,
+                    backup_path="\n".join(report.backup_paths),
+                )
+
+    return engine.execute_run(
+        operation="duplicates",
+        parameters=parameters,
+        started_by=started_by,
+        apply=apply,
+        alias=alias,
+        body=body,
+        tables=("whatsapp_auth", "whatsapp_keys"),
+    )

@@ -1,0 +1,424 @@
+"""The cleanup service deletes exactly what it reports, in locked, recorded, rollback-safe batches."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import timedelta
+
+import psycopg
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from observability import cleanup
+from observability.cleanup import LOCK_KEY
+from observability.exceptions import (
+    BadInput,
+    BotDatabaseUnavailable,
+    CleanupAlreadyRunning,
+    MalformedSessionId,
+    QueryTimedOut,
+    SessionNotFound,
+)
+from observability.models import CleanupRun, WhatsAppAuth, WhatsAppKey
+from tests import factories
+
+bot_tables = pytest.mark.django_db(databases=["default", "bot"])
+bot_tables_committed = pytest.mark.django_db(databases=["default", "bot"], transaction=True)
+
+DAY = timedelta(days=1)
+
+
+def _expired(session_id: str, key_type: str, count: int, *, days_ago: float = 20, seed=1):
+    """Keys written ``days_ago`` days ago with the bot's expiry (7 or 14 days after)."""
+    written = timezone.now() - timedelta(days=days_ago)
+    return factories.make_keys(session_id, key_type, count, written_at=written, seed=seed)
+
+
+def _keys(session_id: str | None = None) -> dict[tuple[str, str], int]:
+    """Key counts by (session, key type), as a user of the table would see them."""
+    queryset = WhatsAppKey.objects.all()
+    if session_id:
+        queryset = queryset.filter(company_id=session_id)
+    counts: dict[tuple[str, str], int] = {}
+    for key in queryset.only("company_id", "key_type"):
+        counts[(key.company_id, key.key_type)] = counts.get((key.company_id, key.key_type), 0) + 1
+    return counts
+
+
+def _raw_bot_connection() -> psycopg.Connection:
+    """A second, real connection to the test bot database (autocommit)."""
+    settings_dict = connections["bot"].settings_dict
+    return psycopg.connect(
+        dbname=settings_dict["NAME"],
+        host=settings_dict["HOST"],
+        user=settings_dict["USER"],
+        autocommit=True,
+    )
+
+
+@pytest.fixture
+def truncate_bot_tables():
+    """Committed rows of the unmanaged bot tables are not flushed by Django: remove them."""
+    yield
+    with _raw_bot_connection() as conn:
+        conn.execute("TRUNCATE whatsapp_keys, whatsapp_auth")
+
+
+class Hook:
+    """A progress receiver that calls ``action`` after the ``after``-th committed batch."""
+
+    def __init__(self, after: int, action) -> None:
+        self.after, self.action, self.batches, self.total = after, action, 0, None
+
+    def start(self, total: int) -> None:
+        self.total = total
+
+    def advance(self, rows: int) -> None:
+        self.batches += 1
+        if self.batches == self.after:
+            self.action()
+
+    def close(self) -> None:
+        pass
+
+
+# --- Expired keys --------------------------------------------------------------------------
+
+
+@bot_tables
+def test_cleanup_expired_keys__dry_run_deletes_nothing_and_apply_deletes_what_it_reported():
+    """A dry run changes nothing; the applied run then deletes exactly the counts reported."""
+    factories.make_auth("962302")
+    _expired("962302", "pre-key", 12)
+    _expired("962302", "session", 5)
+    _expired("company_111", "sender-key", 3)
+    factories.make_keys("962302", "session", 4, seed=2)  # written now: live
+    before = _keys()
+
+    dry = cleanup.cleanup_expired_keys()
+    assert _keys() == before
+    assert dry.dry_run and dry.total_deleted == 0
+    assert dry.rows_seen == {
+        "962302": {"pre-key": 12, "session": 5},
+        "company_111": {"sender-key": 3},
+    }
+
+    applied = cleanup.cleanup_expired_keys(apply=True, batch_size=4)
+    assert applied.rows_deleted == dry.rows_seen
+    assert applied.total_deleted == 20
+    assert applied.batches == 5  # 4 + 4 + 4 + 4 + 4
+    assert _keys() == {("962302", "session"): 4}
+    assert applied.bytes_before > 0 and applied.bytes_after > 0
+    assert applied.row_bytes_deleted > 0
+
+
+@bot_tables
+def test_cleanup_expired_keys__every_run_is_recorded():
+    """Dry and applied runs leave a CleanupRun with counts by session and key type."""
+    _expired("962302", "pre-key", 3)
+    dry = cleanup.cleanup_expired_keys(started_by="task")
+    applied = cleanup.cleanup_expired_keys(apply=True)
+
+    dry_run = CleanupRun.objects.get(pk=dry.run_id)
+    assert dry_run.dry_run is True
+    assert dry_run.outcome == "succeeded"
+    assert dry_run.started_by == "task"
+    assert dry_run.rows_seen == {"962302": {"pre-key": 3}}
+    assert dry_run.total_deleted == 0
+    assert dry_run.finished_at >= dry_run.started_at
+
+    applied_run = CleanupRun.objects.get(pk=applied.run_id)
+    assert applied_run.dry_run is False
+    assert applied_run.outcome == "succeeded"
+    assert applied_run.rows_deleted == {"962302": {"pre-key": 3}}
+    assert applied_run.total_seen == applied_run.total_deleted == 3
+    assert applied_run.bytes_before is not None and applied_run.bytes_after is not None
+    assert applied_run.parameters["batch_size"] == 5000
+    assert applied_run.parameters["grace_days"] == 7
+
+
+@bot_tables
+def test_cleanup_expired_keys__grace_period_keeps_recently_expired_keys():
+    """Keys expired 3 days ago survive the default 7-day grace; a 2-day grace takes them."""
+    _expired("962302", "pre-key", 2, days_ago=10)  # expired 3 days ago
+    _expired("962302", "session", 3, days_ago=20)  # expired 13 days ago
+    factories.make_keys("962302", "device-list", 2, expires_at=None)  # never expires
+
+    report = cleanup.cleanup_expired_keys(apply=True)
+    assert report.rows_deleted == {"962302": {"session": 3}}
+    assert _keys() == {("962302", "pre-key"): 2, ("962302", "device-list"): 2}
+
+    report = cleanup.cleanup_expired_keys(apply=True, grace=2 * DAY)
+    assert report.rows_deleted == {"962302": {"pre-key": 2}}
+    assert _keys() == {("962302", "device-list"): 2}
+
+
+@bot_tables
+def test_cleanup_expired_keys__key_type_filter_touches_only_that_type():
+    """--key-type pre-key deletes expired pre-keys only."""
+    _expired("962302", "pre-key", 4)
+    _expired("962302", "session", 4)
+    report = cleanup.cleanup_expired_keys(apply=True, key_types=["pre-key"])
+    assert report.rows_deleted == {"962302": {"pre-key": 4}}
+    assert _keys() == {("962302", "session"): 4}
+
+
+@bot_tables
+@pytest.mark.parametrize("typed", ["962302", "company_962302", " 962302 "])
+def test_cleanup_expired_keys__salon_selects_both_spellings(typed):
+    """A salon id in either spelling cleans both of its sessions and no other salon's."""
+    _expired("962302", "pre-key", 2)
+    _expired("company_962302", "pre-key", 3)
+    _expired("company_555", "pre-key", 4)
+    report = cleanup.cleanup_expired_keys(apply=True, salons=[typed])
+    assert report.rows_deleted == {"962302": {"pre-key": 2}, "company_962302": {"pre-key": 3}}
+    assert _keys() == {("company_555", "pre-key"): 4}
+
+
+@bot_tables
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"salons": ["96x302"]}, MalformedSessionId),
+        ({"salons": ["company_"]}, MalformedSessionId),
+        ({"salons": ["777"]}, SessionNotFound),
+        ({"batch_size": -5}, BadInput),
+        ({"batch_size": 0}, BadInput),
+        ({"grace": -DAY}, BadInput),
+        ({"key_types": ["prekey"]}, BadInput),
+        ({"sessions": []}, BadInput),
+    ],
+)
+def test_cleanup_expired_keys__bad_input_is_refused_before_anything_runs(kwargs, error):
+    """Bad input raises an exit-code-2 error, deletes nothing and records no run."""
+    _expired("962302", "pre-key", 3)
+    with pytest.raises(error) as raised:
+        cleanup.cleanup_expired_keys(apply=True, **kwargs)
+    assert raised.value.exit_code == 2
+    assert _keys() == {("962302", "pre-key"): 3}
+    assert not CleanupRun.objects.exists()
+
+
+@bot_tables
+def test_cleanup_expired_keys__second_run_is_refused_while_the_lock_is_held():
+    """A run holding the advisory lock (a real second connection) makes an applied run refuse."""
+    _expired("962302", "pre-key", 3)
+    with _raw_bot_connection() as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]
+        with pytest.raises(CleanupAlreadyRunning) as raised:
+            cleanup.cleanup_expired_keys(apply=True)
+        assert raised.value.exit_code == 5
+        # A dry run deletes nothing, so it does not need the lock.
+        assert cleanup.cleanup_expired_keys().total_seen == 3
+    assert _keys() == {("962302", "pre-key"): 3}
+    refused = CleanupRun.objects.get(outcome="refused")
+    assert refused.dry_run is False
+    assert "in progress" in refused.error
+    # The other connection is gone, and with it the lock.
+    assert cleanup.cleanup_expired_keys(apply=True).total_deleted == 3
+
+
+@bot_tables
+def test_cleanup_expired_keys__releases_the_lock_after_the_run():
+    """After a run the lock is free for anyone (nothing lingers in pg_locks)."""
+    _expired("962302", "pre-key", 1)
+    cleanup.cleanup_expired_keys(apply=True)
+    with _raw_bot_connection() as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]
+
+
+# --- Orphan keys ---------------------------------------------------------------------------
+
+
+@bot_tables
+def test_cleanup_orphan_keys__deletes_old_keys_of_sessions_without_auth():
+    """Old keys of a session with no auth row go; recent orphans and paired sessions stay."""
+    written_old = timezone.now() - 10 * DAY
+    factories.make_auth("962302")
+    factories.make_keys("962302", "session", 3, written_at=written_old)
+    factories.make_keys("company_444", "session", 5, written_at=written_old)
+    factories.make_keys("company_444", "pre-key", 2, written_at=written_old)
+    factories.make_keys("company_333", "session", 2)  # pairing right now: keep
+
+    dry = cleanup.cleanup_orphan_keys()
+    assert dry.rows_seen == {"company_444": {"session": 5, "pre-key": 2}}
+    applied = cleanup.cleanup_orphan_keys(apply=True, batch_size=3)
+    assert applied.rows_deleted == dry.rows_seen
+    assert _keys() == {("962302", "session"): 3, ("company_333", "session"): 2}
+    assert cleanup.cleanup_orphan_keys(apply=True, min_age=timedelta(0)).rows_deleted == {
+        "company_333": {"session": 2}
+    }
+
+
+# --- Duplicate spellings -------------------------------------------------------------------
+
+
+def _duplicate_salon(*, stale_days: float = 5):
+    """Salon 962302 written now under ``company_962302``, last written long ago bare."""
+    now = timezone.now()
+    stale = now - timedelta(days=stale_days)
+    factories.make_auth("962302", written_at=stale, seed=1)
+    factories.make_keys("962302", "session", 4, written_at=stale, seed=1)
+    factories.make_keys("962302", "pre-key", 3, written_at=stale, seed=1, expires_at=None)
+    factories.make_auth("company_962302", written_at=now, seed=2)
+    factories.make_keys("company_962302", "session", 6, written_at=now, seed=2)
+
+
+def _rows_exactly(session_id: str) -> list[str]:
+    """Every column of a session's rows as PostgreSQL prints them."""
+    with connections["bot"].cursor() as cursor:
+        cursor.execute(
+            "SELECT a::text FROM whatsapp_auth a WHERE company_id = %s "
+            "UNION ALL SELECT k::text FROM whatsapp_keys k WHERE company_id = %s ORDER BY 1",
+            [session_id, session_id],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@bot_tables
+def test_cleanup_duplicates__reports_both_sides():
+    """The report shows each side's auth age, key counts and newest write, and the stale side."""
+    _duplicate_salon()
+    report = cleanup.cleanup_duplicates()
+    (pair,) = report.duplicates
+    assert pair.salon_id == 962302
+    assert pair.bare.keys == {"session": 4, "pre-key": 3}
+    assert pair.prefixed.keys == {"session": 6}
+    assert pair.bare.has_auth and pair.prefixed.has_auth
+    assert pair.prefixed.newest_write > pair.bare.newest_write
+    assert (pair.stale, pair.live, pair.verdict) == ("962302", "company_962302", "remove-stale")
+    assert report.rows_seen == {"962302": {"session": 4, "pre-key": 3, "whatsapp_auth": 1}}
+    assert WhatsAppAuth.objects.count() == 2
+
+
+@bot_tables
+def test_cleanup_duplicates__removes_the_stale_side_and_the_backup_restores_it_exactly(
+    tmp_path, settings
+):
+    """Apply keeps the live side, writes a 0600 backup, and restore puts every byte back."""
+    settings.OBSERVABILITY_CLEANUP_BACKUP_DIR = tmp_path / "backups"
+    _duplicate_salon()
+    stale_before = _rows_exactly("962302")
+    live_before = _rows_exactly("company_962302")
+
+    report = cleanup.cleanup_duplicates(apply=True, salons=["962302"])
+    (pair,) = report.duplicates
+    assert pair.verdict == "removed"
+    assert pair.removed == {"session": 4, "pre-key": 3, "whatsapp_auth": 1}
+    assert _rows_exactly("962302") == []
+    assert _rows_exactly("company_962302") == live_before
+    path = report.backup_paths[0]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    run = CleanupRun.objects.get(pk=report.run_id)
+    assert run.backup_path == path and run.total_deleted == 8 and run.outcome == "succeeded"
+
+    check = cleanup.restore_backup(path)  # dry run: reads and counts only
+    assert check.total_seen == 8 and _rows_exactly("962302") == []
+    cleanup.restore_backup(path, apply=True)
+    assert _rows_exactly("962302") == stale_before
+    assert _rows_exactly("company_962302") == live_before
+
+    with pytest.raises(BadInput, match="exist already"):
+        cleanup.restore_backup(path, apply=True)
+    assert _rows_exactly("962302") == stale_before
+
+
+@bot_tables
+def test_cleanup_duplicates__refuses_when_the_stale_side_is_still_written(tmp_path, settings):
+    """Both sides written within the idle time: reported as refused, nothing removed."""
+    settings.OBSERVABILITY_CLEANUP_BACKUP_DIR = tmp_path
+    _duplicate_salon(stale_days=0.1)
+    report = cleanup.cleanup_duplicates(apply=True)
+    (pair,) = report.duplicates
+    assert pair.verdict == "refused"
+    assert "may still be writing both" in pair.reason
+    assert report.total_deleted == 0
+    assert WhatsAppAuth.objects.count() == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+@bot_tables
+def test_restore_backup__refuses_a_truncated_file(tmp_path, settings):
+    """A backup cut short is refused before anything is inserted."""
+    import gzip
+
+    settings.OBSERVABILITY_CLEANUP_BACKUP_DIR = tmp_path
+    _duplicate_salon()
+    path = cleanup.cleanup_duplicates(apply=True).backup_paths[0]
+    lines = gzip.open(path, "rt").read().splitlines()
+    broken = tmp_path / "broken.jsonl.gz"
+    with gzip.open(broken, "wt") as stream:
+        stream.write("\n".join(lines[:-2]) + "\n")
+    with pytest.raises(BadInput, match="incomplete"):
+        cleanup.restore_backup(broken, apply=True)
+    assert _rows_exactly("962302") == []
+
+
+# --- Faults (real second connections, committed data) -------------------------------------
+
+
+@bot_tables_committed
+def test_cleanup_expired_keys__lock_timeout_mid_run_keeps_committed_batches(
+    truncate_bot_tables, settings
+):
+    """A batch that times out on a lock rolls back alone; the run is recorded failed; a rerun
+    finishes the job."""
+    settings.OBSERVABILITY_CLEANUP_LOCK_TIMEOUT = timedelta(milliseconds=100)
+    _expired("962302", "pre-key", 50)
+    blocker = _raw_bot_connection()
+    blocker.autocommit = False
+
+    def block_the_table():
+        # SHARE mode conflicts with DELETE's ROW EXCLUSIVE lock: the next batch must wait.
+        blocker.execute("LOCK TABLE whatsapp_keys IN SHARE MODE")
+
+    try:
+        with pytest.raises(QueryTimedOut):
+            cleanup.cleanup_expired_keys(
+                apply=True, batch_size=10, progress=Hook(after=2, action=block_the_table)
+            )
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert WhatsAppKey.objects.count() == 30  # two batches of 10 committed, the third not
+    failed = CleanupRun.objects.get()
+    assert failed.outcome == "failed"
+    assert failed.total_deleted == 20
+    assert failed.rows_deleted == {"962302": {"pre-key": 20}}
+    assert "did not answer in time" in failed.error
+
+    rerun = cleanup.cleanup_expired_keys(apply=True, batch_size=10)
+    assert rerun.total_seen == rerun.total_deleted == 30
+    assert WhatsAppKey.objects.count() == 0
+
+
+@bot_tables_committed
+def test_cleanup_expired_keys__connection_killed_mid_run_is_recorded_and_rerun_continues(
+    truncate_bot_tables,
+):
+    """pg_terminate_backend on the cleanup's connection: committed batches stay, run failed."""
+    _expired("962302", "session", 40)
+    with connections["bot"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+    pid = connections["bot"].connection.info.backend_pid
+    killer = _raw_bot_connection()
+
+    def terminate():
+        killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    try:
+        with pytest.raises(BotDatabaseUnavailable):
+            cleanup.cleanup_expired_keys(
+                apply=True, batch_size=10, progress=Hook(after=1, action=terminate)
+            )
+    finally:
+        killer.close()
+    assert WhatsAppKey.objects.count() == 30
+    failed = CleanupRun.objects.get()
+    assert (failed.outcome, failed.total_deleted) == ("failed", 10)
+
+    rerun = cleanup.cleanup_expired_keys(apply=True, batch_size=10)
+    assert rerun.total_deleted == 30
+    assert WhatsAppKey.objects.count() == 0
