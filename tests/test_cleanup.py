@@ -1,4 +1,4 @@
-"""The cleanup service deletes exactly what it reports, in locked, recorded, rollback-safe batches."""
+"""The cleanup service deletes exactly what it reports, in locked, recorded, safe batches."""
 
 from __future__ import annotations
 
@@ -347,7 +347,8 @@ def test_restore_backup__refuses_a_truncated_file(tmp_path, settings):
     settings.OBSERVABILITY_CLEANUP_BACKUP_DIR = tmp_path
     _duplicate_salon()
     path = cleanup.cleanup_duplicates(apply=True).backup_paths[0]
-    lines = gzip.open(path, "rt").read().splitlines()
+    with gzip.open(path, "rt") as stream:
+        lines = stream.read().splitlines()
     broken = tmp_path / "broken.jsonl.gz"
     with gzip.open(broken, "wt") as stream:
         stream.write("\n".join(lines[:-2]) + "\n")
@@ -363,8 +364,7 @@ def test_restore_backup__refuses_a_truncated_file(tmp_path, settings):
 def test_cleanup_expired_keys__lock_timeout_mid_run_keeps_committed_batches(
     truncate_bot_tables, settings
 ):
-    """A batch that times out on a lock rolls back alone; the run is recorded failed; a rerun
-    finishes the job."""
+    """A batch timing out on a lock rolls back alone; the run is recorded failed; rerun ends it."""
     settings.OBSERVABILITY_CLEANUP_LOCK_TIMEOUT = timedelta(milliseconds=100)
     _expired("962302", "pre-key", 50)
     blocker = _raw_bot_connection()
