@@ -1,0 +1,289 @@
+"""The demo data set: every session state ops must recognise, realistic rows, deterministic."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connections
+from django.utils import timezone
+
+from observability import demo_data, fakes
+from observability.demo_data import SIZES, DemoSize
+from observability.exceptions import BadInput
+
+pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+SMALL = SIZES["small"]
+
+
+@pytest.fixture
+def now():
+    """The reference time the demo rows are written relative to (whole seconds)."""
+    return timezone.now().replace(microsecond=0)
+
+
+@pytest.fixture
+def seeded(now):
+    """The small demo data set in the test bot database (rolled back after the test)."""
+    demo_data.seed_demo_data(SMALL, seed=1, now=now)
+    return now
+
+
+def _rows(sql: str, params=None) -> list[tuple]:
+    with connections["bot"].cursor() as cursor:
+        cursor.execute(sql, params or [])
+        return cursor.fetchall()
+
+
+_PER_SESSION = """
+SELECT k.company_id,
+       a.company_id IS NOT NULL AS has_auth,
+       count(*) FILTER (WHERE k.key_type = 'session') AS session_keys,
+       %s - max(k.updated_at) AS newest_age,
+       count(*) FILTER (WHERE k.expires_at < %s)::float / count(*) AS expired_share
+FROM whatsapp_keys k LEFT JOIN whatsapp_auth a USING (company_id)
+GROUP BY k.company_id, a.company_id
+"""
+
+
+def _sessions(now) -> dict[str, tuple]:
+    return {row[0]: row[1:] for row in _rows(_PER_SESSION, [now, now])}
+
+
+def test_seed__writes_the_requested_counts(seeded):
+    """The small size writes 40 sessions, 8,000 keys and 1,500 clients."""
+    session_ids = _rows(
+        "SELECT count(*) FROM (SELECT company_id FROM whatsapp_auth "
+        "UNION SELECT company_id FROM whatsapp_keys) s"
+    )
+    assert session_ids == [(SMALL.sessions,)]
+    assert _rows("SELECT count(*) FROM whatsapp_keys") == [(SMALL.keys,)]
+    assert _rows("SELECT count(*) FROM clients") == [(SMALL.clients,)]
+
+
+def test_seed__salon_962302_under_both_spellings(seeded):
+    """962302 has an auth row and keys under both 962302 and company_962302."""
+    assert _rows(
+        "SELECT company_id FROM whatsapp_auth WHERE company_id IN ('962302', 'company_962302') "
+        "ORDER BY 1"
+    ) == [("962302",), ("company_962302",)]
+    sessions = _sessions(seeded)
+    assert sessions["962302"][1] > 0
+    assert sessions["company_962302"][1] > 0
+    assert _rows("SELECT count(*) FROM companies WHERE company_id = 962302") == [(1,)]
+
+
+def test_seed__has_healthy_sessions_written_today(seeded):
+    """Most sessions have 50-100 session keys, the newest written minutes ago, few expired."""
+    healthy = [
+        session_id
+        for session_id, (has_auth, session_keys, newest_age, expired_share) in _sessions(
+            seeded
+        ).items()
+        if has_auth
+        and 50 <= session_keys <= 100
+        and newest_age < timedelta(hours=1)
+        and expired_share < 0.05
+    ]
+    assert "company_962302" in healthy
+    assert len(healthy) >= SMALL.sessions // 2
+
+
+def test_seed__has_a_stale_session_30_hours_old(seeded):
+    """A session's newest key is exactly 30 hours old (warning, not yet failure)."""
+    ages = [row[2] for row in _sessions(seeded).values() if row[0]]
+    assert timedelta(hours=30) in ages
+
+
+def test_seed__has_a_dead_session_with_most_keys_expired(seeded):
+    """A session last wrote 3 days ago and more than half its keys are expired."""
+    dead = [
+        row
+        for row in _sessions(seeded).values()
+        if row[0] and row[2] == timedelta(days=3) and row[3] > 0.5
+    ]
+    assert len(dead) == 1
+
+
+def test_seed__has_a_suspicious_session_with_few_session_keys(seeded):
+    """A logged-in session has fewer than 10 session keys."""
+    assert any(row[0] and 0 < row[1] < 10 for row in _sessions(seeded).values())
+
+
+def test_seed__has_keys_whose_session_has_no_auth_row(seeded):
+    """Some keys belong to a session id with no whatsapp_auth row."""
+    orphans = [sid for sid, row in _sessions(seeded).items() if not row[0]]
+    assert len(orphans) == 1
+
+
+def test_seed__has_a_not_registered_session(seeded):
+    """One session's creds say registered = false and carry no account."""
+    rows = _rows(
+        "SELECT creds ? 'me', creds ? 'account' FROM whatsapp_auth "
+        "WHERE creds->>'registered' = 'false'"
+    )
+    assert rows == [(False, False)]
+
+
+def test_seed__every_key_type_with_the_bots_expiry_rule(seeded):
+    """Every key type appears; expires_at is 7 or 14 days after the write as the bot sets it."""
+    rows = _rows(
+        "SELECT key_type, array_agg(DISTINCT expires_at - updated_at) FROM whatsapp_keys "
+        "WHERE expires_at IS NOT NULL GROUP BY key_type"
+    )
+    assert {key_type for key_type, _ in rows} == set(fakes.KEY_TYPES)
+    for key_type, lifetimes in rows:
+        written = seeded
+        assert lifetimes == [fakes.bot_expires_at(key_type, written) - written], key_type
+    # A few legacy rows never expire (NULL), as the schema allows.
+    assert _rows("SELECT count(*) > 0 FROM whatsapp_keys WHERE expires_at IS NULL") == [(True,)]
+
+
+def test_seed__creds_and_values_use_baileys_buffers(seeded):
+    """Binary values are {"type": "Buffer", "data": ...} in creds and key values."""
+    assert _rows(
+        "SELECT creds->'noiseKey'->'private'->>'type', creds->'me'->>'id' ~ '^79[0-9]{9}:' "
+        "FROM whatsapp_auth WHERE company_id = 'company_962302'"
+    ) == [("Buffer", True)]
+    assert _rows(
+        "SELECT DISTINCT value->'public'->>'type' FROM whatsapp_keys WHERE key_type = 'pre-key'"
+    ) == [("Buffer",)]
+
+
+def test_seed__clients_have_russian_names_and_both_phone_forms(seeded):
+    """Clients carry Cyrillic names, normalized 79XXXXXXXXX phones and typed raw phones."""
+    rows = _rows("SELECT name, phone, raw_phone, company_id FROM clients")
+    assert all(re.fullmatch(r"[А-ЯЁ][а-яё]+( [А-ЯЁ][а-яё]+)?", name) for name, *_ in rows)
+    assert all(re.fullmatch(r"79\d{9}", phone) for _, phone, _, _ in rows)
+    raw = [raw for _, _, raw, _ in rows if raw]
+    assert any(re.fullmatch(r"\+7 \(\d{3}\) \d{3}-\d{2}-\d{2}", value) for value in raw)
+    assert any(re.fullmatch(r"8 \d{3} \d{3} \d{2} \d{2}", value) for value in raw)
+    phone, raw_phone = next((p, r) for _, p, r, _ in rows if r and r.startswith("+7 ("))
+    assert re.sub(r"\D", "", raw_phone) == phone
+    assert sum(1 for *_, salon in rows if salon == 962302) == 500  # a third of 1,500
+
+
+def test_seed__salons_have_russian_titles_and_random_secrets(seeded):
+    """Salons have Russian titles and addresses; every API key and webhook secret differs."""
+    rows = _rows("SELECT title, address, api_key, webhook_secret FROM companies")
+    assert all(re.search(r"[А-Яа-я]", title) for title, *_ in rows)
+    assert all(address.startswith("г. ") for _, address, _, _ in rows)
+    assert len({api_key for _, _, api_key, _ in rows}) == len(rows)
+    assert len({secret for *_, secret in rows}) == len(rows)
+
+
+_DIGEST = """
+SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM (
+  SELECT company_id, key_type, key_id, value::text, created_at, updated_at, expires_at
+    FROM whatsapp_keys
+  UNION ALL SELECT company_id, creds::text, null, null, created_at, updated_at, null
+    FROM whatsapp_auth
+) t
+"""
+_DIGEST_OTHERS = (
+    "SELECT md5(string_agg(c::text, '|' ORDER BY c.id)) FROM companies c "
+    "UNION ALL SELECT md5(string_agg(c::text, '|' ORDER BY c.id)) FROM clients c"
+)
+
+
+def _digest() -> tuple:
+    return (_rows(_DIGEST)[0][0], *[row[0] for row in _rows(_DIGEST_OTHERS)])
+
+
+def test_seed__same_seed_gives_the_same_rows(now):
+    """Two runs with one seed and one reference time write identical rows (ids included)."""
+    # replace=True restarts the id sequences (other tests' inserts advanced them).
+    demo_data.seed_demo_data(SMALL, seed=7, now=now, replace=True)
+    first = _digest()
+    demo_data.seed_demo_data(SMALL, seed=7, now=now, replace=True)
+    assert _digest() == first
+    demo_data.seed_demo_data(SMALL, seed=8, now=now, replace=True)
+    assert _digest()[0] != first[0]
+
+
+def test_seed__refuses_a_database_with_data(seeded):
+    """Without --replace or --if-empty a non-empty bot database is refused, untouched."""
+    with pytest.raises(FileExistsError, match="hold data"):
+        demo_data.seed_demo_data(SMALL, seed=2)
+    assert demo_data.seed_demo_data(SMALL, seed=2, if_empty=True).skipped
+    assert _rows("SELECT count(*) FROM whatsapp_keys") == [(SMALL.keys,)]
+
+
+def test_seed__replace_empties_the_tables_first(seeded):
+    """--replace truncates, so the counts are the new size's, not the sum."""
+    size = DemoSize(sessions=10, keys=5_000, clients=30)
+    summary = demo_data.seed_demo_data(size, replace=True)
+    assert (summary.sessions, summary.keys, summary.clients) == (10, 5_000, 30)
+    assert _rows("SELECT count(*), min(id) FROM clients") == [(30, 1)]
+
+
+def test_build_plan__large_size_adds_up_exactly():
+    """The large plan has 1,000 sessions and exactly 1,000,000 keys (no database needed)."""
+    plan = demo_data.build_plan(SIZES["large"], seed=1)
+    assert len(plan.sessions) == 1_000
+    assert sum(sum(s.key_counts.values()) for s in plan.sessions) == 1_000_000
+    assert len({s.session_id for s in plan.sessions}) == 1_000
+    healthy = [s for s in plan.sessions if s.state is demo_data.SessionState.HEALTHY]
+    assert all(50 <= s.key_counts["session"] <= 100 for s in healthy)
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (DemoSize(sessions=-1, keys=8_000, clients=10), "--sessions must be zero or more"),
+        (DemoSize(sessions=40, keys=8_000, clients=-5), "--clients must be zero or more"),
+        (DemoSize(sessions=3, keys=8_000, clients=10), "--sessions must be at least 7"),
+        (DemoSize(sessions=40, keys=100, clients=10), "--keys must be at least"),
+    ],
+)
+def test_demo_size__bad_sizes_are_refused(size, message):
+    """Negative or too small sizes are refused with a message naming the option."""
+    with pytest.raises(BadInput, match=re.escape(message)):
+        demo_data.build_plan(size)
+
+
+def test_seed_demo_data_command__writes_and_reports(now):
+    """The command writes the small set and says how much it wrote."""
+    out = io.StringIO()
+    call_command("seed_demo_data", "--seed", "3", stdout=out)
+    assert "40 WhatsApp sessions and 8,000 keys" in out.getvalue()
+
+
+def test_seed_demo_data_command__if_empty_skips_quietly(seeded):
+    """--if-empty on a database with data succeeds and writes nothing."""
+    out = io.StringIO()
+    call_command("seed_demo_data", "--if-empty", stdout=out)
+    assert "nothing written" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--sessions", "-2"], "--sessions must be zero or more"),
+        (["--keys", "-1"], "--keys must be zero or more"),
+        (["--database", "nope"], "Unknown database alias 'nope'"),
+    ],
+)
+def test_seed_demo_data_command__bad_input_is_a_usage_error(arguments, message):
+    """Bad numbers and aliases fail with exit code 2 and a message naming the problem."""
+    with pytest.raises(CommandError, match=re.escape(message)) as failure:
+        call_command("seed_demo_data", *arguments)
+    assert failure.value.returncode == 2
+
+
+def test_seed_demo_data_command__unknown_size_is_refused():
+    """An unknown --size lists the valid ones."""
+    with pytest.raises(CommandError, match="invalid choice: 'huge'"):
+        call_command("seed_demo_data", "--size", "huge")
+
+
+def test_seed_demo_data_command__refuses_data_without_replace(seeded):
+    """A database with data is refused with a hint at --replace and --if-empty."""
+    with pytest.raises(CommandError, match="--replace") as failure:
+        call_command("seed_demo_data")
+    assert failure.value.returncode == 2
