@@ -4,3 +4,11 @@ Each submodule registers one area; importing them here is what registers them.
 """
 
 from __future__ import annotations
+
+from django.contrib import admin as _django_admin
+
+# --- Sessions, salons, clients and the store overview (issue 4) -------------------------------
+from observability.admin import clients, salons, sessions  # noqa: E402, F401
+
+# The index links to the store overview (observability/templates/admin/observability/index.html).
+_django_admin.site.index_template = "admin/observability/index.html"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 
 
 class ReadOnlyModelAdmin(admin.ModelAdmin):
@@ -23,3 +24,17 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         """Nobody deletes rows here; cleanup goes through the audited operations."""
         return False
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Refuse at once (403), before any query: there is no form to add a bot row."""
+        raise PermissionDenied
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """Refuse at once (403), before any query: deletes go through cleanup only."""
+        raise PermissionDenied
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Show the read-only page; refuse any POST (403) before it reaches a form."""
+        if request.method not in ("GET", "HEAD"):
+            raise PermissionDenied
+        return super().change_view(request, object_id, form_url, extra_context)

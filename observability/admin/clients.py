@@ -1,0 +1,266 @@
+"""The clients admin: read-only, searchable by name or any spelling of a phone."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.cache import cache
+from django.db.models import Q
+
+from observability import config, phones
+from observability.admin import display
+from observability.admin.base import ReadOnlyModelAdmin
+from observability.exceptions import translate_database_errors
+from observability.models import Client, Company
+
+#: How long the filters' choices (salons, loyalty levels, segments) are cached.
+CHOICES_TTL_SECONDS = 300
+
+
+def _cached_choices(name: str, compute) -> list[tuple[str, str]]:
+    """Filter choices from a cached query: scanning 100,000 clients per page view is waste."""
+    key = f"observability:admin:choices:{name}"
+    choices = cache.get(key)
+    if choices is None:
+        with translate_database_errors():
+            choices = compute()
+        cache.set(key, choices, CHOICES_TTL_SECONDS)
+    return choices
+
+
+class SalonFilter(admin.SimpleListFilter):
+    """The salon (``clients.company_id``), by salon id and title."""
+
+    title = "salon"
+    parameter_name = "salon"
+
+    def lookups(self, request, model_admin):
+        def compute():
+            rows = Company.objects.using(config.bot_database_alias()).values_list(
+                "company_id", "title"
+            )
+            return [(str(salon), f"{salon} {title or ''}".strip()) for salon, title in rows]
+
+        return _cached_choices("salons", compute)
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        try:
+            return queryset.filter(company_id=int(value))
+        except ValueError:
+            return queryset.none()
+
+
+class _ValuesFilter(admin.SimpleListFilter):
+    """A filter over the distinct values of one column, with cached choices."""
+
+    column = ""
+
+    def lookups(self, request, model_admin):
+        def compute():
+            values = (
+                Client.objects.using(config.bot_database_alias())
+                .exclude(**{f"{self.column}__isnull": True})
+                .order_by(self.column)
+                .values_list(self.column, flat=True)
+                .distinct()
+            )
+            return [(value, value) for value in values]
+
+        return _cached_choices(self.column, compute)
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(**{self.column: value})
+
+
+class LoyaltyFilter(_ValuesFilter):
+    """``loyalty_level``."""
+
+    title = "loyalty level"
+    parameter_name = "loyalty"
+    column = "loyalty_level"
+
+
+class SegmentFilter(_ValuesFilter):
+    """``client_segment``."""
+
+    title = "segment"
+    parameter_name = "segment"
+    column = "client_segment"
+
+
+@admin.register(Client)
+class ClientAdmin(ReadOnlyModelAdmin):
+    """Clients: phones masked, arrays and jsonb shown readably."""
+
+    list_display = (
+        "name",
+        "phone_masked",
+        "company_id",
+        "loyalty_level",
+        "client_segment",
+        "visit_count",
+        "last_visit_date",
+        "blacklisted",
+    )
+    list_display_links = ("name", "phone_masked")
+    list_filter = (SalonFilter, "blacklisted", LoyaltyFilter, SegmentFilter)
+    date_hierarchy = "last_visit_date"
+    search_fields = ("name",)
+    search_help_text = "Name, or phone number in any spelling (+7 (900) 123-45-67, 8 900 ...)."
+    show_full_result_count = False
+    list_per_page = 50
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "phone_masked",
+                    "raw_phone_masked",
+                    "email",
+                    "company_id",
+                    "yclients_id",
+                    "status",
+                    "source",
+                    "blacklisted",
+                    "notes",
+                )
+            },
+        ),
+        (
+            "Visits",
+            {
+                "fields": (
+                    "visit_count",
+                    "first_visit_date",
+                    "last_visit_date",
+                    "total_spent",
+                    "average_bill",
+                    "discount",
+                    "loyalty_level",
+                    "client_segment",
+                    "last_services_display",
+                    "last_service_ids_display",
+                    "favorite_staff_ids_display",
+                    "preferred_time_slots_display",
+                    "branch_ids_display",
+                    "tags_display",
+                    "visit_history_display",
+                    "preferences_display",
+                )
+            },
+        ),
+        (
+            "Goods and AI",
+            {
+                "fields": (
+                    "services_amount",
+                    "goods_amount",
+                    "goods_count",
+                    "goods_purchases_display",
+                    "created_by_ai",
+                    "last_ai_interaction",
+                    "ai_messages_count",
+                    "ai_satisfaction_score",
+                    "ai_context_display",
+                    "created_at",
+                    "updated_at",
+                    "last_sync_at",
+                )
+            },
+        ),
+    )
+    readonly_fields = (
+        "phone_masked",
+        "raw_phone_masked",
+        "last_services_display",
+        "last_service_ids_display",
+        "favorite_staff_ids_display",
+        "preferred_time_slots_display",
+        "branch_ids_display",
+        "tags_display",
+        "visit_history_display",
+        "preferences_display",
+        "goods_purchases_display",
+        "ai_context_display",
+    )
+
+    def get_search_results(self, request, queryset, search_term):
+        """
+        A phone in any spelling is normalized and matched exactly (``idx_clients_phone``).
+
+        Anything else searches the name (case-insensitive substring).
+        """
+        term = (search_term or "").strip()
+        if not term:
+            return queryset, False
+        if phones.looks_like_phone(term):
+            return queryset.filter(phone=phones.normalize(term)), False
+        return queryset.filter(Q(name__icontains=term)), False
+
+    def changelist_view(self, request, extra_context=None):
+        """Rendered inside the error translation (the queryset runs lazily)."""
+        with translate_database_errors():
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                response.render()
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Rendered inside the error translation."""
+        with translate_database_errors():
+            response = super().change_view(request, object_id, form_url, extra_context)
+            if hasattr(response, "render"):
+                response.render()
+        return response
+
+    @admin.display(description="phone")
+    def phone_masked(self, obj):
+        return phones.mask(obj.phone) or "—"
+
+    @admin.display(description="phone as typed")
+    def raw_phone_masked(self, obj):
+        return phones.mask(obj.raw_phone) or "—"
+
+    @admin.display(description="last services")
+    def last_services_display(self, obj):
+        return display.array(obj.last_services)
+
+    @admin.display(description="last service ids")
+    def last_service_ids_display(self, obj):
+        return display.array(obj.last_service_ids)
+
+    @admin.display(description="favourite staff ids")
+    def favorite_staff_ids_display(self, obj):
+        return display.array(obj.favorite_staff_ids)
+
+    @admin.display(description="preferred time slots")
+    def preferred_time_slots_display(self, obj):
+        return display.array(obj.preferred_time_slots)
+
+    @admin.display(description="branch ids")
+    def branch_ids_display(self, obj):
+        return display.array(obj.branch_ids)
+
+    @admin.display(description="tags")
+    def tags_display(self, obj):
+        return display.array(obj.tags)
+
+    @admin.display(description="visit history")
+    def visit_history_display(self, obj):
+        return display.pretty_json(obj.visit_history)
+
+    @admin.display(description="preferences")
+    def preferences_display(self, obj):
+        return display.pretty_json(obj.preferences)
+
+    @admin.display(description="goods purchases")
+    def goods_purchases_display(self, obj):
+        return display.pretty_json(obj.goods_purchases)
+
+    @admin.display(description="AI context")
+    def ai_context_display(self, obj):
+        return display.pretty_json(obj.ai_context)

@@ -1,0 +1,180 @@
+"""The salons admin (``companies``): read-only, secrets never loaded, links to sessions."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from observability import phones, session_ids, sessions
+from observability.admin import display
+from observability.admin.base import ReadOnlyModelAdmin
+from observability.admin.sessions import clients_url, session_url
+from observability.exceptions import translate_database_errors
+from observability.models import Company
+
+#: Columns never read from ``companies``: secrets, and jsonb blobs that may hold tokens.
+WITHHELD_FIELDS = frozenset(
+    {"api_key", "webhook_secret", "whatsapp_session_data", "whatsapp_config"}
+)
+#: Columns holding phone numbers: shown masked through a method, never raw.
+PHONE_FIELDS = frozenset({"phone", "whatsapp_phone", "marketplace_user_phone"})
+#: Every column the admin may load.
+LOADED_FIELDS = tuple(
+    field.attname for field in Company._meta.concrete_fields if field.name not in WITHHELD_FIELDS
+)
+
+
+@admin.register(Company)
+class SalonAdmin(ReadOnlyModelAdmin):
+    """Salons: WhatsApp state and links; ``api_key`` and ``webhook_secret`` never loaded."""
+
+    list_display = (
+        "company_id",
+        "title",
+        "status",
+        "whatsapp_enabled",
+        "whatsapp_connected",
+        "whatsapp_phone_masked",
+        "disconnected_at",
+        "links",
+    )
+    list_display_links = ("company_id", "title")
+    list_filter = ("status", "whatsapp_enabled", "whatsapp_connected")
+    search_fields = ("title",)
+    search_help_text = "Salon id or title."
+    show_full_result_count = False
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "company_id",
+                    "title",
+                    "status",
+                    "address",
+                    "phone_masked",
+                    "email",
+                    "website",
+                    "timezone",
+                    "working_hours",
+                    "currency",
+                    "links",
+                )
+            },
+        ),
+        (
+            "WhatsApp",
+            {
+                "fields": (
+                    "whatsapp_enabled",
+                    "whatsapp_connected",
+                    "whatsapp_phone_masked",
+                    "whatsapp_connected_at",
+                    "disconnected_at",
+                    "whatsapp_channel_enabled",
+                    "sessions_state",
+                )
+            },
+        ),
+        (
+            "Integration",
+            {
+                "fields": (
+                    "yclients_id",
+                    "integration_status",
+                    "connected_at",
+                    "sync_enabled",
+                    "last_sync_at",
+                    "ai_enabled",
+                    "sms_channel_enabled",
+                    "sms_short_names_display",
+                    "telegram_enabled",
+                    "telegram_premium_until",
+                    "last_payment_date",
+                    "subscription_expires_at",
+                    "marketplace_user_name",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
+    )
+    readonly_fields = (
+        "phone_masked",
+        "whatsapp_phone_masked",
+        "links",
+        "sessions_state",
+        "sms_short_names_display",
+    )
+
+    def get_queryset(self, request):
+        """Never load the secret columns, not even into memory."""
+        return super().get_queryset(request).only(*LOADED_FIELDS)
+
+    def get_search_results(self, request, queryset, search_term):
+        """A number searches the salon id exactly; anything else the title."""
+        term = (search_term or "").strip()
+        if term.removeprefix(session_ids.PREFIX).isdigit():
+            try:
+                return queryset.filter(company_id=session_ids.parse_salon_id(term)), False
+            except Exception:  # noqa: BLE001 - an out-of-range number matches no salon
+                return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def changelist_view(self, request, extra_context=None):
+        """Rendered inside the error translation (the queryset runs lazily)."""
+        with translate_database_errors():
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                response.render()
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Rendered inside the error translation."""
+        with translate_database_errors():
+            response = super().change_view(request, object_id, form_url, extra_context)
+            if hasattr(response, "render"):
+                response.render()
+        return response
+
+    @admin.display(description="phone")
+    def phone_masked(self, obj):
+        return phones.mask(obj.phone) or "—"
+
+    @admin.display(description="WhatsApp phone")
+    def whatsapp_phone_masked(self, obj):
+        return phones.mask(obj.whatsapp_phone) or "—"
+
+    @admin.display(description="SMS short names")
+    def sms_short_names_display(self, obj):
+        return display.array(obj.sms_short_names)
+
+    @admin.display(description="links")
+    def links(self, obj):
+        search = reverse("admin:observability_whatsappauth_changelist") + f"?q={obj.company_id}"
+        return format_html(
+            '<a href="{}">sessions</a> · <a href="{}">clients</a>',
+            search,
+            clients_url(obj.company_id),
+        )
+
+    @admin.display(description="stored sessions")
+    def sessions_state(self, obj):
+        found = sessions.list_sessions(session_ids=session_ids.spellings(obj.company_id))
+        if not found:
+            return "No WhatsApp session stored for this salon."
+        return format_html_join(
+            mark_safe("<br>"),  # noqa: S308 - a constant
+            '{} <a href="{}">{}</a> {}',
+            (
+                (
+                    display.badge(h.status),
+                    session_url(h.session_id),
+                    h.session_id,
+                    h.reasons[0] if h.reasons else "",
+                )
+                for h in found
+            ),
+        )

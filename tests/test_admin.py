@@ -1,0 +1,331 @@
+"""Tests for the ops admin: sessions, key browser, overview, salons, clients; no secret shown."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+import pytest
+from django.contrib.admin.utils import quote
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from observability.models import Client, Company, WhatsAppAuth, WhatsAppKey
+from tests import factories
+
+pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+SALON = 962302
+PHONE = "79161234567"
+CLIENT_PHONE = "79001112233"
+
+
+def session_page(session_id: str) -> str:
+    return reverse("admin:observability_whatsappauth_change", args=[quote(session_id)])
+
+
+def keys_page(session_id: str) -> str:
+    return reverse("admin:observability_whatsappauth_keys", args=[quote(session_id)])
+
+
+@pytest.fixture
+def seeded():
+    """A salon with secrets, a healthy session, a failing twin, keys and two clients."""
+    company = factories.make_company(SALON, title="Салон Лотос", phone="+7 (495) 765-43-21")
+    factories.make_auth(str(SALON), phone=PHONE, platform="smba")
+    factories.make_keys(str(SALON), "session", 20)
+    factories.make_keys(str(SALON), "pre-key", 5)
+    factories.make_keys(str(SALON), "app-state-sync-key", 3)
+    old = timezone.now() - timedelta(days=20)
+    factories.make_keys(str(SALON), "sender-key", 4, written_at=old)
+    factories.make_auth(f"company_{SALON}", seed=2, phone=PHONE, registered=False)
+    factories.make_keys(f"company_{SALON}", "session", 2, written_at=old)
+    factories.make_keys("company_777", "tctoken", 3)  # keys without auth row
+    client = factories.make_client(
+        SALON,
+        1,
+        phone=CLIENT_PHONE,
+        raw_phone="+7 (900) 111-22-33",
+        tags=["vip", "morning"],
+        visit_history=[{"date": "2025-11-01", "service": "Стрижка"}],
+        loyalty_level="gold",
+        client_segment="regular",
+        last_visit_date=timezone.now().date(),
+    )
+    factories.make_client(SALON, 2, name="Борис Петров", phone="79005556677")
+    return {"company": company, "client": client}
+
+
+def _buffers(value, found: list[bytes]) -> None:
+    """Collect the bytes of every Buffer in a jsonb value."""
+    if isinstance(value, dict):
+        if value.get("type") == "Buffer":
+            data = value["data"]
+            found.append(bytes(data) if isinstance(data, list) else base64.b64decode(data))
+            return
+        for item in value.values():
+            _buffers(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _buffers(item, found)
+
+
+def secrets_in_store() -> list[str]:
+    """Every secret string a page must never contain, in every form it could leak in."""
+    forms: list[str] = []
+    buffers: list[bytes] = []
+    for auth in WhatsAppAuth.objects.all():
+        _buffers(auth.creds, buffers)
+        forms += [auth.creds["advSecretKey"], auth.creds["pairingCode"], auth.creds["me"]["lid"]]
+        forms.append(auth.creds["me"]["id"].split(":")[0])
+    for key in WhatsAppKey.objects.all():
+        _buffers(key.value, buffers)
+    for data in buffers:
+        forms += [
+            base64.b64encode(data).decode(),
+            data.hex(),
+            str(list(data)),
+            ",".join(map(str, data)),
+        ]
+    for company in Company.objects.all():
+        forms += [company.api_key, company.webhook_secret]
+    for client in Client.objects.all():
+        forms.append(client.phone)
+    return [form for form in forms if form]
+
+
+def admin_pages(seeded) -> list[str]:
+    company, client = seeded["company"], seeded["client"]
+    changelist = reverse("admin:observability_whatsappauth_changelist")
+    return [
+        reverse("admin:index"),
+        reverse("admin:app_list", args=["observability"]),
+        changelist,
+        changelist + "?status=FAIL",
+        changelist + "?q=%2B7+(916)+123-45-67",
+        session_page(str(SALON)),
+        session_page(f"company_{SALON}"),
+        session_page("company_777"),
+        keys_page(str(SALON)),
+        keys_page(str(SALON)) + "?type=session",
+        keys_page(str(SALON)) + "?expired=yes",
+        reverse("admin:observability_whatsappauth_overview"),
+        reverse("admin:observability_company_changelist"),
+        reverse("admin:observability_company_changelist") + f"?q={SALON}",
+        reverse("admin:observability_company_change", args=[company.pk]),
+        reverse("admin:observability_client_changelist"),
+        reverse("admin:observability_client_changelist") + f"?salon={SALON}",
+        reverse("admin:observability_client_changelist") + "?q=8+900+111+22+33",
+        reverse("admin:observability_client_change", args=[client.pk]),
+    ]
+
+
+def test_admin_pages__render_without_any_secret(admin_client, seeded):
+    """Every admin page over the seeded salon answers 200 and holds no secret in any form."""
+    secrets = secrets_in_store()
+    assert len(secrets) > 100
+    for url in admin_pages(seeded):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        html = response.content.decode()
+        leaked = [secret for secret in secrets if secret in html]
+        assert not leaked, (url, leaked[:3])
+
+
+def test_admin_pages__anonymous_sent_to_login(client, seeded):
+    """An anonymous visitor is redirected to the login page from every admin URL."""
+    for url in admin_pages(seeded)[1:]:
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith(reverse("admin:login")), url
+
+
+def test_admin_pages__staff_without_permission_refused(client, django_user_model, seeded):
+    """A staff user without view permission gets no bot data."""
+    user = django_user_model.objects.create_user("ops", password="pw", is_staff=True)
+    client.force_login(user)
+    for url in (session_page(str(SALON)), keys_page(str(SALON))):
+        assert client.get(url).status_code == 403
+
+
+@pytest.mark.parametrize("model", ["whatsappauth", "company", "client"])
+def test_bot_models__add_change_delete_refused_for_superuser(admin_client, seeded, model):
+    """Add, change (POST) and delete answer 403 even for a superuser."""
+    pk = {
+        "whatsappauth": quote(str(SALON)),
+        "company": seeded["company"].pk,
+        "client": seeded["client"].pk,
+    }[model]
+    assert admin_client.get(reverse(f"admin:observability_{model}_add")).status_code == 403
+    assert admin_client.post(reverse(f"admin:observability_{model}_add")).status_code == 403
+    change = reverse(f"admin:observability_{model}_change", args=[pk])
+    assert admin_client.post(change, {"title": "x"}).status_code == 403
+    delete = reverse(f"admin:observability_{model}_delete", args=[pk])
+    assert admin_client.get(delete).status_code == 403
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert WhatsAppAuth.objects.count() == 2 and Company.objects.count() == 1
+
+
+def test_keys_model__not_registered(admin_client):
+    """The composite-key model has no admin of its own (keys are browsed per session)."""
+    assert admin_client.get("/admin/observability/whatsappkey/").status_code == 404
+
+
+def test_changelist__worst_first_with_columns(admin_client, seeded):
+    """The failing twin comes first; the row shows badge, salon, masked phone and reasons."""
+    response = admin_client.get(reverse("admin:observability_whatsappauth_changelist"))
+    html = response.content.decode()
+    assert html.index(f"company_{SALON}</strong>") < html.index(f">{SALON}</strong>")
+    assert "7916***4567" in html
+    assert "Салон Лотос" in html
+    assert "not registered" in html
+    assert 'class="obs-badge obs-fail"' in html
+    assert 'name="_selected_action"' in html  # action checkboxes
+
+
+def test_changelist__filters_and_search(admin_client, seeded):
+    """Status, spelling and duplicate filters and search by phone/title/id select sessions."""
+    url = reverse("admin:observability_whatsappauth_changelist")
+
+    def ids(query: str) -> set[str]:
+        response = admin_client.get(url + query)
+        return {obj.company_id for obj in response.context["cl"].result_list}
+
+    assert ids("?status=FAIL") == {str(SALON), f"company_{SALON}"}
+    assert ids("?status=OK") == set()
+    assert ids("?spelling=prefixed") == {f"company_{SALON}"}
+    assert ids("?duplicate=yes") == {str(SALON), f"company_{SALON}"}
+    assert ids("?platform=smba") == {str(SALON)}
+    assert ids("?q=8+916+123+45+67") == {str(SALON), f"company_{SALON}"}
+    assert ids("?q=лотос") == {str(SALON), f"company_{SALON}"}
+    assert ids(f"?q=company_{SALON}") == {f"company_{SALON}"}
+    assert ids("?q=nothing-like-this") == set()
+
+
+def test_changelist__export_action_masks_phones(admin_client, seeded):
+    """The CSV action exports the selected sessions' health with phones masked."""
+    response = admin_client.post(
+        reverse("admin:observability_whatsappauth_changelist"),
+        {"action": "export_health_csv", "_selected_action": [str(SALON)]},
+    )
+    body = response.content.decode()
+    assert response.status_code == 200 and "7916***4567" in body and PHONE not in body
+
+
+def test_session_page__health_chart_creds_links(admin_client, seeded):
+    """The session page shows reasons, twin warning, charts, masked creds and links."""
+    html = admin_client.get(session_page(str(SALON))).content.decode()
+    assert 'id="twin-warning"' in html and session_page(f"company_{SALON}") in html
+    assert "also stored as" in html
+    assert html.count('class="obs-chart"') == 2 and "Key writes per day" in html
+    assert "signedPreKey.keyPair.private" in html and "advSecretKey" in html
+    assert "7916***4567" in html  # me.id masked
+    assert f"?salon={SALON}" in html  # clients link
+    assert reverse("admin:observability_company_change", args=[seeded["company"].pk]) in html
+    assert keys_page(str(SALON)) in html
+
+
+def test_session_page__unknown_session_is_404(admin_client):
+    """A session id with nothing stored answers 404 with a plain message, not a traceback."""
+    response = admin_client.get(session_page("31337"))
+    assert response.status_code == 404
+    assert "No WhatsApp session is stored under" in response.content.decode()
+    assert admin_client.get(keys_page("31337")).status_code == 404
+
+
+def test_key_browser__filters_and_sizes(admin_client, seeded):
+    """The key browser filters by type and expiry and shows sizes, never values."""
+    response = admin_client.get(keys_page(str(SALON)) + "?type=sender-key&expired=yes")
+    page = response.context["page"]
+    assert page.total == 4
+    assert {row.key_type for row in page.rows} == {"sender-key"}
+    assert all(row.expired and row.value_bytes == 48 for row in page.rows)
+    live = admin_client.get(keys_page(str(SALON)) + "?expired=no").context["page"]
+    assert live.total == 28
+    html = admin_client.get(keys_page(str(SALON)) + "?type=session").content.decode()
+    assert "48 bytes" in html and "***" in html  # contact phones in key ids are masked
+
+
+def test_overview__counts_duplicates_orphans(admin_client, seeded):
+    """The overview shows counts per status, the duplicate salon and the orphan keys."""
+    response = admin_client.get(reverse("admin:observability_whatsappauth_overview"))
+    store = response.context["store"]
+    assert store.total_sessions == 3
+    assert store.duplicate_salon_ids == (SALON,)
+    html = response.content.decode()
+    assert session_page("company_777") in html
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert reverse("admin:observability_whatsappauth_overview") in index
+
+
+def test_salon_admin__never_loads_secrets(admin_client, seeded):
+    """The salon list and page never select api_key or webhook_secret."""
+    company = seeded["company"]
+    with CaptureQueriesContext(connections["bot"]) as queries:
+        admin_client.get(reverse("admin:observability_company_changelist"))
+        html = admin_client.get(
+            reverse("admin:observability_company_change", args=[company.pk])
+        ).content.decode()
+    sql = " ".join(query["sql"] for query in queries.captured_queries)
+    assert "api_key" not in sql and "webhook_secret" not in sql
+    assert "7495***4321" in html and "Салон Лотос" in html
+
+
+def test_client_admin__search_by_any_phone_spelling_uses_exact_match(admin_client, seeded):
+    """Searching '+7 (900) 111-22-33' finds the client through an exact phone match."""
+    url = reverse("admin:observability_client_changelist")
+    with CaptureQueriesContext(connections["bot"]) as queries:
+        response = admin_client.get(url, {"q": "+7 (900) 111-22-33"})
+    assert [c.pk for c in response.context["cl"].result_list] == [seeded["client"].pk]
+    sql = " ".join(query["sql"] for query in queries.captured_queries)
+    assert '"clients"."phone" = \'79001112233\'' in sql and "LIKE" not in sql
+    by_name = admin_client.get(url, {"q": "борис"}).context["cl"].result_list
+    assert [c.name for c in by_name] == ["Борис Петров"]
+
+
+def test_client_admin__filters_and_readable_fields(admin_client, seeded):
+    """Filters by salon, loyalty and segment work; arrays and jsonb read as text."""
+    url = reverse("admin:observability_client_changelist")
+    gold = admin_client.get(url, {"loyalty": "gold", "segment": "regular"})
+    assert [c.pk for c in gold.context["cl"].result_list] == [seeded["client"].pk]
+    assert admin_client.get(url, {"blacklisted__exact": "1"}).context["cl"].result_count == 0
+    html = admin_client.get(
+        reverse("admin:observability_client_change", args=[seeded["client"].pk])
+    ).content.decode()
+    assert "vip, morning" in html and "Стрижка" in html and "7900***2233" in html
+
+
+def _seed_sessions(count: int, start: int) -> None:
+    for index in range(count):
+        sid = str(start + index)
+        factories.make_auth(sid, seed=index)
+        factories.make_keys(sid, "session", 3, seed=index)
+
+
+def _count_queries(admin_client, url: str) -> tuple[int, int]:
+    with (
+        CaptureQueriesContext(connections["default"]) as default,
+        CaptureQueriesContext(connections["bot"]) as bot,
+    ):
+        assert admin_client.get(url).status_code == 200
+    return len(default.captured_queries), len(bot.captured_queries)
+
+
+def test_query_counts__same_for_10_and_200_sessions(admin_client):
+    """The changelist, overview and a session page run as many queries at 10 as at 200."""
+    urls = [
+        reverse("admin:observability_whatsappauth_changelist"),
+        reverse("admin:observability_whatsappauth_changelist") + "?status=WARN",
+        reverse("admin:observability_whatsappauth_overview"),
+        session_page("100000"),
+        keys_page("100000"),
+    ]
+    _seed_sessions(10, 100000)
+    admin_client.get(urls[0])  # warm the session/user caches
+    small = [_count_queries(admin_client, url) for url in urls]
+    _seed_sessions(190, 200000)
+    large = [_count_queries(admin_client, url) for url in urls]
+    assert small == large
+    assert all(bot <= 8 for _, bot in large)
