@@ -124,7 +124,8 @@ class ConnectionPool(HealthCheck):
     This process's psycopg pool for ``alias`` served every request since the last check.
 
     FAIL when a request timed out or failed, or a server connection attempt failed, since the
-    previous check in this process; WARN when requests had to wait for a free connection.
+    previous check in this process; WARN when requests had to wait for a connection another
+    caller held (waits for the pool to open a new connection do not count).
     OK when pooling is off (``DB_POOL=0``): there is no pool to exhaust. The counters are read,
     not reset, so /metrics still sees the cumulative values.
     """
@@ -156,11 +157,15 @@ class ConnectionPool(HealthCheck):
                 f"{changes.connections_errors} attempt(s) to open a {self.alias!r} connection "
                 "failed since the last check"
             )
-        if changes.requests_queued:
+        # A pool with min_size 0 queues every request that makes it open a new connection;
+        # only the requests beyond those waited for a connection someone else was holding.
+        waited_for_busy = changes.requests_queued - changes.connections_num
+        if waited_for_busy > 0:
             warnings.append(
-                f"{changes.requests_queued} request(s) waited for a {self.alias!r} connection "
-                f"({changes.requests_wait_ms} ms in total) since the last check: raise "
-                "DB_POOL_MAX_SIZE within the connection budget, or find what holds connections"
+                f"{waited_for_busy} request(s) waited for a busy {self.alias!r} connection "
+                f"({changes.requests_wait_ms} ms of waiting in total) since the last check: "
+                "raise DB_POOL_MAX_SIZE within the connection budget, or find what holds "
+                "connections"
             )
         if failures or warnings:
             _raise_worst(failures, [*warnings, shape])
