@@ -1,0 +1,236 @@
+"""Tests of /health/ and its groups: status codes, formats, who sees messages, the CLI."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connections
+
+from observability import health_views
+from tests.health_support import (
+    closed_port,
+    committed_bot_sql,
+    extra_alias,
+    real_connections,
+)
+
+pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+TOKEN = "s3cr3t-health-token-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def _health_settings(settings):
+    settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
+    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
+
+
+def _get(client, url: str, **headers):
+    return client.get(url, headers={"Accept": "application/json", **headers})
+
+
+def _bearer(token: str = TOKEN) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_health_db__ok_answers_200_json(client):
+    """Both databases up: 200 and one OK per alias."""
+    response = _get(client, "/health/db/")
+    assert response.status_code == 200
+    assert response.json() == {
+        "Database(alias='default')": "OK",
+        "Database(alias='bot')": "OK",
+    }
+
+
+def test_health__format_parameter_selects_json(client):
+    """?format=json answers JSON even to a browser's Accept header."""
+    response = client.get("/health/pool/?format=json", headers={"Accept": "text/html"})
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {
+        "ConnectionPool(alias='default')",
+        "ConnectionPool(alias='bot')",
+    }
+
+
+def test_health__html_by_default(client):
+    """A browser gets the HTML status page."""
+    response = client.get("/health/connections/", headers={"Accept": "text/html"})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert b"System status" in response.content
+    assert b"ConnectionBudget()" in response.content
+
+
+def test_health__all_runs_every_group(client):
+    """/health/ lists the checks of every group."""
+    response = _get(client, "/health/", **_bearer())
+    assert set(response.json()) == {
+        "Database(alias='default')",
+        "Database(alias='bot')",
+        "ConnectionPool(alias='default')",
+        "ConnectionPool(alias='bot')",
+        "ConnectionBudget()",
+        "WhatsAppStore()",
+        "JobQueue()",
+    }
+
+
+def test_health__warning_answers_200(client):
+    """A service over its budget is a warning: HTTP 200 (the library alone would say 500)."""
+    with real_connections("svc-view-over", 4):
+        response = _get(client, "/health/connections/", **_bearer())
+    assert response.status_code == 200
+    assert response.json()["ConnectionBudget()"].startswith("Warning: ")
+    assert "svc-view-over 4/3" in response.json()["ConnectionBudget()"]
+
+
+def test_health__failure_answers_500(client, settings):
+    """Connections at the failure share of max_connections: HTTP 500."""
+    settings.OBSERVABILITY_CONNECTIONS_TOTAL_FAILURE = 0.05
+    with real_connections("svc-view-flood", 6):
+        response = _get(client, "/health/connections/", **_bearer())
+    assert response.status_code == 500
+    assert response.json()["ConnectionBudget()"].startswith("Unavailable: ")
+
+
+def test_health__anonymous_sees_status_only(client):
+    """Anonymous callers get the status word without the message naming services."""
+    with real_connections("svc-view-anon", 4):
+        response = _get(client, "/health/connections/")
+    assert response.status_code == 200
+    assert response.json() == {"ConnectionBudget()": "Warning"}
+    assert b"svc-view-anon" not in response.content
+
+
+def test_health__anonymous_html_hides_messages(client):
+    """The HTML page shows an anonymous caller the status word only."""
+    with real_connections("svc-view-anon-html", 4):
+        response = client.get("/health/connections/", headers={"Accept": "text/html"})
+    assert b"Warning" in response.content
+    assert b"svc-view-anon-html" not in response.content
+
+
+def test_health__staff_sees_messages(client, django_user_model):
+    """A logged-in staff user reads the messages."""
+    staff = django_user_model.objects.create_user("ops", password="x", is_staff=True)
+    client.force_login(staff)
+    with real_connections("svc-view-staff", 4):
+        response = _get(client, "/health/connections/")
+    assert "svc-view-staff 4/3" in response.json()["ConnectionBudget()"]
+
+
+def test_health__non_staff_user_sees_status_only(client, django_user_model):
+    """A logged-in user without staff status is treated like an anonymous caller."""
+    user = django_user_model.objects.create_user("someone", password="x")
+    client.force_login(user)
+    with real_connections("svc-view-user", 4):
+        response = _get(client, "/health/connections/")
+    assert response.json() == {"ConnectionBudget()": "Warning"}
+
+
+def test_health__wrong_token_is_refused(client):
+    """A wrong bearer token gets 401 and no check result at all."""
+    with real_connections("svc-view-wrong", 4):
+        response = _get(client, "/health/connections/", **_bearer("not-the-token"))
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert b"svc-view-wrong" not in response.content
+    assert b"ConnectionBudget" not in response.content
+
+
+def test_health__no_token_configured_refuses_every_token(client, settings):
+    """With HEALTH_TOKEN unset even an empty bearer token is refused."""
+    settings.OBSERVABILITY_HEALTH_TOKEN = ""
+    assert _get(client, "/health/db/", Authorization="Bearer ").status_code == 401
+
+
+def test_token_matches__compares_in_constant_time(monkeypatch):
+    """The token comparison goes through hmac.compare_digest with both tokens."""
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(health_views.hmac, "compare_digest", spy)
+    assert health_views.token_matches(TOKEN) is True
+    assert health_views.token_matches(TOKEN[:-1] + "X") is False
+    assert calls == [
+        (TOKEN.encode(), TOKEN.encode()),
+        ((TOKEN[:-1] + "X").encode(), TOKEN.encode()),
+    ]
+
+
+@pytest.mark.slow
+def test_health_db__database_down_answers_500_json_within_the_timeout(client, settings):
+    """A database on a closed port: /health/db/ says 500 in seconds; other groups still answer."""
+    options = {k: v for k, v in connections.settings["bot"]["OPTIONS"].items() if k != "pool"}
+    with extra_alias("down", HOST="127.0.0.1", PORT=str(closed_port()), OPTIONS=options):
+        settings.OBSERVABILITY_HEALTH_DATABASE_ALIASES = ("default", "down")
+        started = time.monotonic()
+        response = _get(client, "/health/db/", **_bearer())
+        elapsed = time.monotonic() - started
+        assert response.status_code == 500
+        assert response["Content-Type"] == "application/json"
+        body = response.json()
+        assert body["Database(alias='default')"] == "OK"
+        assert body["Database(alias='down')"].startswith("Unavailable: Cannot connect")
+        assert elapsed < 4
+        assert _get(client, "/health/connections/").status_code == 200
+        assert _get(client, "/health/pool/").status_code == 200
+
+
+def test_health_whatsapp__fails_on_committed_failing_sessions(client):
+    """Sessions the bot stopped writing 3 days ago: /health/whatsapp/ answers 500, counted."""
+    committed_bot_sql(
+        """
+        INSERT INTO whatsapp_auth (company_id, creds, updated_at)
+        VALUES ('962777', '{"registered": true, "me": {"id": "79001234567:1@s.whatsapp.net"}}',
+                now() - interval '3 days');
+        INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, updated_at, expires_at)
+        SELECT '962777', 'session', 'k' || i, '{}', now() - interval '3 days',
+               now() + interval '4 days'
+          FROM generate_series(1, 20) AS i;
+        """
+    )
+    try:
+        anonymous = _get(client, "/health/whatsapp/")
+        with_token = _get(client, "/health/whatsapp/", **_bearer())
+    finally:
+        committed_bot_sql(
+            "DELETE FROM whatsapp_keys WHERE company_id = '962777';"
+            "DELETE FROM whatsapp_auth WHERE company_id = '962777';"
+        )
+    assert anonymous.status_code == 500
+    assert anonymous.json() == {"WhatsAppStore()": "Unavailable"}
+    message = with_token.json()["WhatsAppStore()"]
+    assert "1 of 1 session(s) failing (worst: 962777)" in message
+    assert "79001234567" not in json.dumps(with_token.json())
+
+
+def test_health_command__runs_the_same_checks_in_process(capsys):
+    """`manage.py health_check observability:health-db --no-http` prints each check, exit 0."""
+    with pytest.raises(SystemExit) as exited:
+        call_command("health_check", "observability:health-db", "--no-http")
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "Database(alias='default'): OK" in out
+    assert "Database(alias='bot'): OK" in out
+
+
+def test_health_command__exits_1_on_failure(capsys, settings):
+    """The command exits non-zero when a check fails."""
+    options = {k: v for k, v in connections.settings["bot"]["OPTIONS"].items() if k != "pool"}
+    with extra_alias("down", HOST="127.0.0.1", PORT=str(closed_port()), OPTIONS=options):
+        settings.OBSERVABILITY_HEALTH_DATABASE_ALIASES = ("down",)
+        with pytest.raises(SystemExit) as exited:
+            call_command("health_check", "observability:health-db", "--no-http")
+    assert exited.value.code == 1
+    assert "Database(alias='down'): Unavailable" in capsys.readouterr().out
