@@ -12,3 +12,6 @@ from observability.admin import clients, salons, sessions  # noqa: E402, F401
 
 # The index links to the store overview (observability/templates/admin/observability/index.html).
 _django_admin.site.index_template = "admin/observability/index.html"
+
+# --- Cleanup runs (read-only) and the sessions' queue-cleanup action (issue 6) ----------------
+from observability.admin import cleanup  # noqa: E402, F401

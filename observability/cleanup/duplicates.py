@@ -172,12 +172,16 @@ def _remove_stale_side(
             )
             return
         cursor.execute(
-            "SELECT row_to_json(a)::text FROM whatsapp_auth a WHERE company_id = %s",
+            "SELECT row_to_json(a)::text, pg_column_size(a.*) FROM whatsapp_auth a "
+            "WHERE company_id = %s",
             [pair.stale],
         )
-        auth_rows = [row[0] for row in cursor.fetchall()]
+        auth_fetched = cursor.fetchall()
+        auth_rows = [row[0] for row in auth_fetched]
+        row_bytes = sum(row[1] for row in auth_fetched)
         cursor.execute(
-            "SELECT k.key_type, k.key_id, row_to_json(k)::text FROM whatsapp_keys k "
+            "SELECT k.key_type, k.key_id, row_to_json(k)::text, pg_column_size(k.*) "
+            "FROM whatsapp_keys k "
             "WHERE company_id = %s ORDER BY key_type, key_id FOR UPDATE",
             [pair.stale],
         )
@@ -215,6 +219,7 @@ def _remove_stale_side(
                 f"{len(auth_rows) + len(key_rows)} were backed up; rolled back."
             )
         pair.removed = removed
+        pair.row_bytes = row_bytes + sum(row[3] for row in key_rows)
         pair.verdict = "removed"
 
 
@@ -284,6 +289,7 @@ def cleanup_duplicates(
             if pair.verdict == "removed":
                 report.rows_deleted[pair.stale] = dict(pair.removed)
                 report.total_deleted += sum(pair.removed.values())
+                report.row_bytes_deleted += pair.row_bytes
                 report.batches += 1
                 recorder.save(
                     rows_deleted=report.rows_deleted,

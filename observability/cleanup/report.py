@@ -152,6 +152,7 @@ class DuplicatePair:
         reason: why (shown to the operator).
         backup_path: the backup written before removing the stale side.
         removed: rows removed by table and key type.
+        row_bytes: the size of the removed rows.
 
     """
 
@@ -164,6 +165,7 @@ class DuplicatePair:
     reason: str = ""
     backup_path: str = ""
     removed: dict[str, int] = field(default_factory=dict)
+    row_bytes: int = 0
 
     def as_dict(self) -> dict:
         """JSON-ready data."""
@@ -177,6 +179,7 @@ class DuplicatePair:
             "reason": self.reason,
             "backup_path": self.backup_path,
             "removed": self.removed,
+            "row_bytes": self.row_bytes,
         }
 
 

@@ -1,0 +1,165 @@
+"""Cleanup in the admin: the run records (read-only) and the queue-cleanup session action."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+
+from observability import config
+from observability.admin.base import ReadOnlyModelAdmin
+from observability.exceptions import ObservabilityError
+from observability.models import CleanupRun
+
+logger = logging.getLogger(__name__)
+
+#: The permission that lets a staff user start a cleanup from the admin (superusers have it).
+CLEANUP_PERMISSION = "observability.add_cleanuprun"
+
+
+def started_by(request) -> str:
+    """``admin:<username>``: who queued it, for the run record."""
+    return f"admin:{request.user.get_username()}"
+
+
+@admin.action(description="Queue cleanup of expired keys for the selected sessions")
+def queue_expired_keys_cleanup(modeladmin, request, queryset):
+    """
+    Show the dry-run counts of the selected sessions, then queue the cleanup when confirmed.
+
+    The first step is itself a recorded dry run (the counts shown are exactly what the
+    queued run would delete now); the confirmation queues
+    ``observability.tasks.cleanup_expired_keys_task`` with django-q2, whose result shows up
+    in the cleanup runs and in django-q2's own admin.
+    """
+    from django_q.tasks import async_task
+
+    from observability import cleanup, tasks
+
+    if not request.user.has_perm(CLEANUP_PERMISSION):
+        modeladmin.message_user(
+            request,
+            "You may not start cleanups (permission “Can add cleanup run” is needed).",
+            messages.ERROR,
+        )
+        return None
+    session_ids = sorted(queryset.values_list("company_id", flat=True))
+    if request.POST.get("post") == "yes":
+        task_id = async_task(
+            tasks.CLEANUP_EXPIRED_KEYS,
+            sessions=session_ids,
+            started_by=started_by(request),
+            task_name=f"cleanup expired keys of {len(session_ids)} session(s)",
+        )
+        modeladmin.message_user(
+            request,
+            f"Queued the cleanup of expired keys for {len(session_ids)} session(s) "
+            f"(task {task_id}). Its result appears under Cleanup runs.",
+            messages.SUCCESS,
+        )
+        return None
+    try:
+        preview = cleanup.cleanup_expired_keys(
+            sessions=session_ids, started_by=started_by(request)
+        )
+    except ObservabilityError as error:
+        modeladmin.message_user(request, error.message, messages.ERROR)
+        return None
+    rows = [
+        (session_id, key_type, count)
+        for session_id in sorted(preview.rows_seen)
+        for key_type, count in sorted(preview.rows_seen[session_id].items())
+    ]
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Queue cleanup of expired keys?",
+        "opts": modeladmin.model._meta,
+        "session_ids": session_ids,
+        "rows": rows,
+        "total": preview.total_seen,
+        "cutoff": preview.parameters["cutoff"],
+        "grace_days": preview.parameters["grace_days"],
+        "batch_size": config.cleanup_batch_size(),
+        "preview_run_id": preview.run_id,
+        "action_name": "queue_expired_keys_cleanup",
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/observability/cleanup_confirm.html", context)
+
+
+def _pretty(data) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@admin.register(CleanupRun)
+class CleanupRunAdmin(ReadOnlyModelAdmin):
+    """Every cleanup run, dry or applied, newest first; nothing here can be changed."""
+
+    list_display = (
+        "started_at",
+        "operation",
+        "mode",
+        "outcome",
+        "started_by",
+        "total_seen",
+        "total_deleted",
+        "duration",
+    )
+    list_filter = ("operation", "outcome", "dry_run")
+    search_fields = ("started_by", "error", "backup_path")
+    date_hierarchy = "started_at"
+    fields = (
+        "operation",
+        "mode",
+        "outcome",
+        "started_by",
+        "started_at",
+        "finished_at",
+        "duration",
+        "total_seen",
+        "total_deleted",
+        "rows_seen_pretty",
+        "rows_deleted_pretty",
+        "parameters_pretty",
+        "bytes_before",
+        "bytes_after",
+        "backup_path",
+        "error",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="mode", ordering="dry_run")
+    def mode(self, obj):
+        return "dry run" if obj.dry_run else "applied"
+
+    @admin.display(description="duration")
+    def duration(self, obj):
+        if obj.finished_at is None:
+            return "—"
+        return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
+
+    @admin.display(description="rows seen")
+    def rows_seen_pretty(self, obj):
+        return _pretty(obj.rows_seen)
+
+    @admin.display(description="rows deleted")
+    def rows_deleted_pretty(self, obj):
+        return _pretty(obj.rows_deleted)
+
+    @admin.display(description="parameters")
+    def parameters_pretty(self, obj):
+        return _pretty(obj.parameters)
+
+
+def _register_session_action() -> None:
+    """Offer the action on the sessions changelist (its ``actions`` is a plain list)."""
+    from observability.admin.sessions import SessionAdmin
+
+    if queue_expired_keys_cleanup not in SessionAdmin.actions:
+        SessionAdmin.actions = [*SessionAdmin.actions, queue_expired_keys_cleanup]
+
+
+_register_session_action()
