@@ -1,0 +1,160 @@
+"""The cleanup commands: dry run by default, --apply, --json, exit codes, nothing on bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from observability.cleanup import LOCK_KEY
+from observability.models import CleanupRun, WhatsAppKey
+from tests import factories
+from tests.cleanup_support import raw_bot_connection, run_manage
+
+bot_tables = pytest.mark.django_db(databases=["default", "bot"])
+
+
+def _call(name: str, *args: str) -> str:
+    out = StringIO()
+    call_command(name, *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def _seed():
+    old = timezone.now() - timedelta(days=20)
+    factories.make_auth("962302")
+    factories.make_keys("962302", "pre-key", 6, written_at=old)
+    factories.make_keys("company_962302", "session", 2, written_at=old)
+    factories.make_keys("962302", "session", 3)
+
+
+@bot_tables
+def test_cleanup_expired_keys_command__dry_run_by_default_then_apply():
+    """Without --apply nothing is deleted and the output says how to delete; --apply deletes."""
+    _seed()
+    out = _call("cleanup_expired_keys")
+    assert "Dry run: 8 rows would be deleted; nothing was." in out
+    assert "962302" in out and "pre-key" in out
+    assert WhatsAppKey.objects.count() == 11
+
+    out = _call("cleanup_expired_keys", "--apply", "--batch-size", "5")
+    assert "Deleted 8 of 8 rows in 2 batches" in out
+    assert WhatsAppKey.objects.count() == 3
+    run = CleanupRun.objects.filter(dry_run=False).get()
+    assert run.started_by.startswith("command")
+
+
+@bot_tables
+def test_cleanup_expired_keys_command__json_salon_and_key_type():
+    """--json prints the report; --salon (either spelling) and --key-type narrow it."""
+    _seed()
+    report = json.loads(
+        _call(
+            "cleanup_expired_keys",
+            "--salon",
+            "company_962302",
+            "--key-type",
+            "session",
+            "--grace-days",
+            "1",
+            "--apply",
+            "--json",
+        )
+    )
+    assert report["rows_deleted"] == {"company_962302": {"session": 2}}
+    assert report["parameters"]["grace_days"] == 1
+    assert report["dry_run"] is False
+    assert WhatsAppKey.objects.count() == 9
+
+
+@bot_tables
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--salon", "96230x"], "is not a salon id"),
+        (["--salon", "5550001"], "No WhatsApp session exists for salon 5550001"),
+        (["--batch-size", "-10"], "batch size must be between 1"),
+        (["--grace-days", "-1"], "cannot be negative"),
+        (["--key-type", "nonsense"], "Unknown key type"),
+    ],
+)
+def test_cleanup_expired_keys_command__bad_input_exits_2_and_deletes_nothing(args, message):
+    """Bad input: a clear message, exit code 2, no key deleted."""
+    _seed()
+    with pytest.raises(CommandError, match=message) as raised:
+        _call("cleanup_expired_keys", "--apply", *args)
+    assert raised.value.returncode == 2
+    assert WhatsAppKey.objects.count() == 11
+
+
+@bot_tables
+def test_cleanup_expired_keys_command__json_error_shape():
+    """With --json a failure also prints the error as JSON."""
+    out = StringIO()
+    with pytest.raises(CommandError):
+        call_command("cleanup_expired_keys", "--salon", "x", "--json", stdout=out)
+    assert json.loads(out.getvalue())["error"]["code"] == "malformed_session_id"
+
+
+@bot_tables
+def test_cleanup_orphan_keys_command__grace_days_is_the_minimum_age():
+    """Orphan keys written 3 days ago go only with --grace-days below 3."""
+    factories.make_keys("company_444", "session", 4, written_at=timezone.now() - timedelta(days=3))
+    assert "Dry run: 0 rows" in _call("cleanup_orphan_keys")
+    assert "Deleted 0 of 0" in _call("cleanup_orphan_keys", "--apply")
+    assert "Deleted 4 of 4" in _call("cleanup_orphan_keys", "--apply", "--grace-days", "2")
+    assert not WhatsAppKey.objects.exists()
+
+
+@bot_tables
+def test_cleanup_duplicates_command__report_apply_restore(tmp_path, settings):
+    """The report names both sides; --apply removes the stale one; --restore puts it back."""
+    settings.OBSERVABILITY_CLEANUP_BACKUP_DIR = tmp_path
+    old = timezone.now() - timedelta(days=4)
+    factories.make_auth("962302", written_at=old)
+    factories.make_keys("962302", "session", 3, written_at=old)
+    factories.make_auth("company_962302", seed=2)
+    factories.make_keys("company_962302", "session", 5, seed=2)
+
+    out = _call("cleanup_duplicates")
+    assert "Salon 962302" in out
+    assert "would remove '962302', keep 'company_962302'" in out
+    assert "Dry run: 4 rows would be deleted" in out
+
+    out = _call("cleanup_duplicates", "--apply")
+    assert "removed '962302', kept 'company_962302'" in out
+    (backup,) = tmp_path.iterdir()
+    assert f"backup: {backup}" in out
+    assert WhatsAppKey.objects.filter(company_id="962302").count() == 0
+
+    assert "Add --apply to insert them" in _call("cleanup_duplicates", "--restore", str(backup))
+    assert "Restored 4 rows of '962302'" in _call(
+        "cleanup_duplicates", "--restore", str(backup), "--apply"
+    )
+    assert WhatsAppKey.objects.filter(company_id="962302").count() == 3
+
+    with pytest.raises(CommandError, match="No backup file") as raised:
+        _call("cleanup_duplicates", "--restore", str(tmp_path / "missing.jsonl.gz"))
+    assert raised.value.returncode == 2
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=["default", "bot"], transaction=True)
+def test_cleanup_command__real_process_says_another_run_holds_the_lock():
+    """A real `manage.py cleanup_expired_keys --apply` while the lock is held: exit 5, says so."""
+    with raw_bot_connection() as holder:
+        assert holder.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]
+        result = run_manage("cleanup_expired_keys", "--apply")
+    assert result.returncode == 5, result.stderr
+    assert "Another cleanup run is in progress" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert CleanupRun.objects.get().outcome == "refused"
+
+    bad = run_manage("cleanup_expired_keys", "--batch-size", "-1", "--apply")
+    assert bad.returncode == 2
+    assert "batch size" in bad.stderr and "Traceback" not in bad.stderr

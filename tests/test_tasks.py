@@ -1,0 +1,197 @@
+"""Queued jobs: the cleanup task, the health task, their Sentry reporting, the schedules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+from django_q.models import Schedule, Task
+
+from observability import tasks
+from observability.cleanup import LOCK_KEY
+from observability.exceptions import CleanupAlreadyRunning
+from observability.models import CleanupRun, WhatsAppKey
+from tests import factories
+from tests.cleanup_support import raw_bot_connection
+from tests.sentry_server import SentryServer, sentry_initialised
+
+bot_tables = pytest.mark.django_db(databases=["default", "bot"])
+
+
+def _expired(session_id: str, count: int, seed: int = 1):
+    old = timezone.now() - timedelta(days=20)
+    return factories.make_keys(session_id, "pre-key", count, written_at=old, seed=seed)
+
+
+@pytest.fixture
+def sentry():
+    """A real local Sentry endpoint with the project's Sentry set-up pointed at it."""
+    server = SentryServer().start()
+    try:
+        with sentry_initialised(server.dsn):
+            yield server
+    finally:
+        server.stop()
+
+
+@bot_tables
+def test_cleanup_expired_keys_task__deletes_and_returns_the_report():
+    """The task applies the cleanup (not a dry run), records it as "task", returns the report."""
+    _expired("962302", 4)
+    factories.make_keys("962302", "session", 2)
+    result = tasks.cleanup_expired_keys_task()
+    assert result["dry_run"] is False
+    assert result["rows_deleted"] == {"962302": {"pre-key": 4}}
+    assert WhatsAppKey.objects.count() == 2
+    assert CleanupRun.objects.get().started_by == "task"
+
+
+@bot_tables
+def test_cleanup_expired_keys_task__queued_runs_inline_in_tests():
+    """async_task runs synchronously in tests and its result lands in django-q2's records."""
+    from django_q.tasks import async_task, result
+
+    _expired("962302", 3)
+    task_id = async_task(tasks.CLEANUP_EXPIRED_KEYS, salons=["962302"])
+    assert result(task_id)["total_deleted"] == 3
+    assert Task.objects.get(id=task_id).success is True
+    assert not WhatsAppKey.objects.exists()
+
+
+@bot_tables
+def test_cleanup_expired_keys_task__checks_in_and_reports_failures_to_sentry(sentry):
+    """The scheduled run checks in with the cron monitor; a failure is captured, then raised."""
+    _expired("962302", 1)
+    tasks.cleanup_expired_keys_task()
+    assert sentry.wait_for(lambda s: len(s.check_ins()) >= 2)
+    statuses = [c["status"] for c in sentry.check_ins()]
+    assert statuses == ["in_progress", "ok"]
+    assert sentry.check_ins()[0]["monitor_slug"] == tasks.CLEANUP_MONITOR
+    assert sentry.check_ins()[0]["monitor_config"]["schedule"]["value"] == "0 3 * * *"
+
+    sentry.clear()
+    with raw_bot_connection() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+        with pytest.raises(CleanupAlreadyRunning):
+            tasks.cleanup_expired_keys_task()
+    assert sentry.wait_for(lambda s: s.events() and len(s.check_ins()) >= 2)
+    (event,) = sentry.events()
+    assert event["exception"]["values"][-1]["type"] == "CleanupAlreadyRunning"
+    assert [c["status"] for c in sentry.check_ins()] == ["in_progress", "error"]
+
+
+@bot_tables
+def test_check_store_health__calls_the_alerting_service_under_a_monitor(sentry, monkeypatch):
+    """The 5-minute task runs observability.alerts.check_store_and_alert and checks in."""
+    alerts = pytest.importorskip("observability.alerts")
+    calls = []
+    monkeypatch.setattr(alerts, "check_store_and_alert", lambda: calls.append(1) or "checked")
+    assert tasks.check_store_health() == "checked"
+    assert calls == [1]
+    assert sentry.wait_for(lambda s: len(s.check_ins()) >= 2)
+    assert sentry.check_ins()[0]["monitor_slug"] == tasks.HEALTH_MONITOR
+
+
+@pytest.mark.django_db
+def test_setup_schedules__creates_each_schedule_once_however_often_it_runs(settings):
+    """Three runs leave two schedules; a new hour updates the cleanup schedule in place."""
+    for _ in range(3):
+        call_command("setup_schedules", stdout=StringIO())
+    assert Schedule.objects.count() == 2
+    cleanup_schedule = Schedule.objects.get(func=tasks.CLEANUP_EXPIRED_KEYS)
+    health_schedule = Schedule.objects.get(func=tasks.CHECK_STORE_HEALTH)
+    assert (cleanup_schedule.schedule_type, cleanup_schedule.cron) == (Schedule.CRON, "0 3 * * *")
+    assert health_schedule.cron == "*/5 * * * *"
+    assert cleanup_schedule.next_run > timezone.now()  # not run the moment it is installed
+    assert cleanup_schedule.next_run.hour == 3
+
+    settings.OBSERVABILITY_CLEANUP_SCHEDULE_HOUR = 4
+    out = StringIO()
+    call_command("setup_schedules", stdout=out)
+    assert "updated: observability: cleanup expired keys" in out.getvalue()
+    assert Schedule.objects.count() == 2
+    assert Schedule.objects.get(func=tasks.CLEANUP_EXPIRED_KEYS).cron == "0 4 * * *"
+
+
+@pytest.mark.django_db
+def test_setup_schedules__refuses_an_impossible_hour(settings):
+    """An hour outside 0-23 is a configuration error, and no schedule is written."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.OBSERVABILITY_CLEANUP_SCHEDULE_HOUR = 25
+    with pytest.raises(ImproperlyConfigured, match="0 to 23"):
+        call_command("setup_schedules", stdout=StringIO())
+    assert not Schedule.objects.exists()
+
+
+# --- The admin action ----------------------------------------------------------------------
+
+
+@bot_tables
+def test_queue_cleanup_action__confirms_with_dry_run_counts_then_queues(admin_client):
+    """The action shows the dry-run counts; confirming runs the task; both are recorded."""
+    factories.make_auth("962302")
+    factories.make_auth("company_111", seed=2)
+    _expired("962302", 5)
+    _expired("company_111", 2, seed=2)
+    url = reverse("admin:observability_whatsappauth_changelist")
+    form = {"action": "queue_expired_keys_cleanup", "_selected_action": ["962302"]}
+
+    page = admin_client.post(url, form)
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert 'id="cleanup-total">5<' in body
+    assert "pre-key" in body
+    assert WhatsAppKey.objects.count() == 7
+    preview = CleanupRun.objects.get()
+    assert (preview.dry_run, preview.started_by) == (True, "admin:admin")
+
+    done = admin_client.post(url, {**form, "post": "yes"}, follow=True)
+    assert "Queued the cleanup of expired keys for 1 session" in done.content.decode()
+    assert list(WhatsAppKey.objects.values_list("company_id", flat=True).distinct()) == [
+        "company_111"
+    ]
+    applied = CleanupRun.objects.get(dry_run=False)
+    assert applied.started_by == "admin:admin"
+    assert applied.rows_deleted == {"962302": {"pre-key": 5}}
+    assert Task.objects.filter(func=tasks.CLEANUP_EXPIRED_KEYS, success=True).count() == 1
+
+
+@bot_tables
+def test_queue_cleanup_action__needs_the_cleanup_permission(client):
+    """A staff user who may only view sessions cannot queue a cleanup."""
+    factories.make_auth("962302")
+    _expired("962302", 2)
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)  # noqa: S106
+    user.user_permissions.add(Permission.objects.get(codename="view_whatsappauth"))
+    client.force_login(user)
+    url = reverse("admin:observability_whatsappauth_changelist")
+    response = client.post(
+        url,
+        {"action": "queue_expired_keys_cleanup", "_selected_action": ["962302"], "post": "yes"},
+        follow=True,
+    )
+    assert "You may not start cleanups" in response.content.decode()
+    assert WhatsAppKey.objects.count() == 2
+    assert not CleanupRun.objects.exists()
+
+
+@bot_tables
+def test_cleanup_run_admin__lists_runs_read_only(admin_client):
+    """The run records are listed and shown, and cannot be added, changed or deleted."""
+    _expired("962302", 1)
+    tasks.cleanup_expired_keys_task()
+    run = CleanupRun.objects.get()
+    changelist = admin_client.get(reverse("admin:observability_cleanuprun_changelist"))
+    assert changelist.status_code == 200 and "expired_keys" in changelist.content.decode()
+    detail = admin_client.get(reverse("admin:observability_cleanuprun_change", args=[run.pk]))
+    assert detail.status_code == 200 and "pre-key" in detail.content.decode()
+    assert admin_client.get(reverse("admin:observability_cleanuprun_add")).status_code == 403
+    delete = reverse("admin:observability_cleanuprun_delete", args=[run.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert CleanupRun.objects.filter(pk=run.pk).exists()
