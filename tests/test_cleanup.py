@@ -422,3 +422,160 @@ def test_cleanup_expired_keys__connection_killed_mid_run_is_recorded_and_rerun_c
     rerun = cleanup.cleanup_expired_keys(apply=True, batch_size=10)
     assert rerun.total_deleted == 30
     assert WhatsAppKey.objects.count() == 0
+
+
+# --- A killed process and a concurrent writer (real processes and connections) ------------
+
+
+_SLOW_DELETE_SQL = """
+CREATE OR REPLACE FUNCTION test_slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(0.002); RETURN OLD; END $$;
+CREATE TRIGGER test_slow_delete BEFORE DELETE ON whatsapp_keys
+    FOR EACH ROW EXECUTE FUNCTION test_slow_delete();
+"""
+
+
+def _insert_expired_sql(conn, count: int, session_id: str = "962302") -> None:
+    """Insert ``count`` keys that expired 23 days ago, fast (one statement)."""
+    conn.execute(
+        "INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, created_at, "
+        "updated_at, expires_at) SELECT %s, 'session', 'k' || g, "
+        "jsonb_build_object('n', g), now() - interval '30 days', now() - interval '30 days', "
+        "now() - interval '23 days' FROM generate_series(1, %s) g",
+        [session_id, count],
+    )
+
+
+def _wait_until(predicate, timeout: float = 10.0, step: float = 0.02) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+@pytest.mark.slow
+@bot_tables_committed
+def test_cleanup_expired_keys__sigkill_mid_batch_leaves_no_partial_batch(truncate_bot_tables):
+    """A real process killed with SIGKILL inside a batch: only whole batches are gone."""
+    import signal
+
+    from tests.cleanup_support import start_manage
+
+    total, batch = 2000, 200
+    observer = _raw_bot_connection()
+    try:
+        _insert_expired_sql(observer, total)
+        observer.execute(_SLOW_DELETE_SQL)  # ~0.4 s per batch: time to kill one mid-way
+
+        def remaining() -> int:
+            return observer.execute("SELECT count(*) FROM whatsapp_keys").fetchone()[0]
+
+        def deleting_pid():
+            row = observer.execute(
+                "SELECT pid FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE 'DELETE FROM whatsapp_keys%%' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            return row[0] if row else None
+
+        process = start_manage("cleanup_expired_keys", "--apply", "--batch-size", str(batch))
+        try:
+            # Wait for a committed batch, then for the next batch's DELETE to be running.
+            assert _wait_until(lambda: remaining() < total, timeout=12), process.stderr
+            assert _wait_until(lambda: deleting_pid() is not None)
+            pid = deleting_pid()
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=5)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == -signal.SIGKILL
+        # The orphaned backend finishes its statement, cannot commit, and goes away.
+        assert _wait_until(
+            lambda: (
+                not observer.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]
+                ).fetchone()
+            )
+        )
+        left = remaining()
+        assert 0 < left < total
+        assert (total - left) % batch == 0, f"a partial batch was committed: {left} left"
+        killed = CleanupRun.objects.get()
+        assert killed.outcome == "running"  # nobody could record its end...
+        assert killed.total_deleted == total - left  # ...but its committed batches are counted
+
+        observer.execute("DROP TRIGGER test_slow_delete ON whatsapp_keys")
+        # The killed process's lock went with its connection: a rerun finishes the job.
+        assert _wait_until(
+            lambda: (
+                observer.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                ).fetchone()[0]
+                == 0
+            )
+        )
+        rerun = cleanup.cleanup_expired_keys(apply=True)
+        assert rerun.total_deleted == left
+        assert remaining() == 0
+        killed.refresh_from_db()
+        assert killed.outcome == "failed" and "Interrupted" in killed.error
+    finally:
+        observer.execute("DROP TRIGGER IF EXISTS test_slow_delete ON whatsapp_keys")
+        observer.close()
+
+
+@bot_tables_committed
+def test_cleanup_expired_keys__concurrent_writer_waits_at_most_one_batch(truncate_bot_tables):
+    """The bot rewriting expired keys mid-cleanup waits at most one batch; its keys survive."""
+    import random
+    import threading
+    import time
+
+    total = 20_000
+    with _raw_bot_connection() as setup:
+        _insert_expired_sql(setup, total)
+    written: set[str] = set()
+    latencies: list[float] = []
+    stop = threading.Event()
+    warmed_up = threading.Event()
+
+    def bot_writer():
+        rng = random.Random(7)
+        with _raw_bot_connection() as conn:
+            while not stop.is_set():
+                key_id = f"k{rng.randint(1, total)}"
+                started = time.monotonic()
+                conn.execute(
+                    "INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, expires_at) "
+                    "VALUES ('962302', 'session', %s, '{\"rewritten\": true}', "
+                    "now() + interval '7 days') ON CONFLICT (company_id, key_type, key_id) "
+                    "DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
+                    [key_id],
+                )
+                latencies.append(time.monotonic() - started)
+                written.add(key_id)
+                if len(latencies) == 20:
+                    warmed_up.set()
+
+    thread = threading.Thread(target=bot_writer)
+    thread.start()
+    try:
+        assert warmed_up.wait(10)
+        during_start = len(latencies)
+        report = cleanup.cleanup_expired_keys(apply=True, batch_size=2000)
+        during = latencies[during_start:]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert report.batches >= 9
+    assert len(during) > 20, "the writer must have written while the cleanup ran"
+    assert max(during) <= report.slowest_batch_seconds + 0.25
+    survivors = set(
+        WhatsAppKey.objects.filter(company_id="962302").values_list("key_id", flat=True)
+    )
+    assert survivors == written  # every rewritten key kept, every other expired key gone
+    assert not WhatsAppKey.objects.filter(expires_at__lt=timezone.now()).exists()
