@@ -1,18 +1,28 @@
 """
 The project's exception vocabulary, and how each failure is shown to every kind of caller.
 
-Each error class names, in one place, its machine code, its HTTP status and its command exit
-code. Views, the admin, health checks, tasks and commands raise these and never invent their
-own mapping. Database driver errors are translated into them at the data layer's edge by
-:func:`translate_database_errors`.
+Each error class names, in one place, its machine code, its HTTP status, its command exit code,
+its title and what an operator should do about it. This module is also the one place that turns
+an error into what a caller sees: the JSON body (:func:`json_response`), the staff page
+(:func:`html_response`) and a management command's failure (:func:`command_error`). Views, the
+admin, health checks, tasks and commands raise these and never invent their own mapping.
+
+Database driver errors are translated into this vocabulary at the data layer's edge by
+:func:`translate_database_errors`; :func:`from_database_error` is the same decision for code
+that already holds the error (the middleware, for lazy querysets evaluated while rendering).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from django.db import utils as db_utils
+
+if TYPE_CHECKING:
+    from django.core.management.base import CommandError
+    from django.http import HttpRequest, HttpResponse, JsonResponse
 
 #: Exit code for bad input (argparse uses 2 as well).
 EXIT_USAGE = 2
@@ -26,13 +36,19 @@ class ObservabilityError(Exception):
         code: short machine-readable name, stable across releases.
         http_status: the HTTP status a web caller receives.
         exit_code: the exit status of a management command that fails with it.
+        title: the heading of the staff page.
+        what_to_do: one sentence telling the operator how to get unstuck.
+        retry_after: seconds a web caller should wait before retrying (``Retry-After``), or None.
 
     """
 
     code = "error"
     http_status = 500
     exit_code = 1
+    title = "Something went wrong"
     default_message = "Something went wrong."
+    what_to_do = "Retry; if it keeps failing, give the team the time and the page you opened."
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.default_message)
@@ -53,14 +69,18 @@ class BadInput(ObservabilityError):
     code = "bad_input"
     http_status = 400
     exit_code = EXIT_USAGE
+    title = "Invalid input"
     default_message = "The input is not valid."
+    what_to_do = "Correct the input and try again."
 
 
 class MalformedSessionId(BadInput):
     """A session or salon id that is neither ``962302`` nor ``company_962302``."""
 
     code = "malformed_session_id"
+    title = "Invalid salon id"
     default_message = "A session id is a salon number such as 962302 or company_962302."
+    what_to_do = "Use the salon number, e.g. 962302, or the session id company_962302."
 
 
 class SessionNotFound(ObservabilityError):
@@ -69,7 +89,9 @@ class SessionNotFound(ObservabilityError):
     code = "session_not_found"
     http_status = 404
     exit_code = EXIT_USAGE
+    title = "Session not found"
     default_message = "No WhatsApp session exists for that salon."
+    what_to_do = "Check the salon id; the WhatsApp sessions list shows every session stored."
 
 
 class BotDatabaseUnavailable(ObservabilityError):
@@ -78,9 +100,15 @@ class BotDatabaseUnavailable(ObservabilityError):
     code = "bot_database_unavailable"
     http_status = 503
     exit_code = 3
+    title = "Bot database unavailable"
     default_message = (
         "The bot database is unavailable. Check that it is running and reachable, then retry."
     )
+    what_to_do = (
+        "Check that the bot's PostgreSQL is running and reachable from this server "
+        "(BOT_DATABASE_URL), then retry. Pages over this project's own records still work."
+    )
+    retry_after = 30
 
 
 class QueryTimedOut(ObservabilityError):
@@ -89,7 +117,13 @@ class QueryTimedOut(ObservabilityError):
     code = "query_timed_out"
     http_status = 504
     exit_code = 4
+    title = "Query timed out"
     default_message = "The bot database did not answer in time; the query was cancelled."
+    what_to_do = (
+        "Retry in a minute. If it keeps happening the server is overloaded or a lock is held: "
+        "look at the health page and the database's active queries."
+    )
+    retry_after = 60
 
 
 class CleanupAlreadyRunning(ObservabilityError):
@@ -98,7 +132,9 @@ class CleanupAlreadyRunning(ObservabilityError):
     code = "cleanup_already_running"
     http_status = 409
     exit_code = 5
+    title = "Cleanup already running"
     default_message = "Another cleanup run is in progress; wait for it to finish and retry."
+    what_to_do = "Wait for the running cleanup to finish (see the cleanup runs), then retry."
 
 
 class SchemaDrift(ObservabilityError):
@@ -107,46 +143,200 @@ class SchemaDrift(ObservabilityError):
     code = "schema_drift"
     http_status = 500
     exit_code = 6
+    title = "Bot database schema differs"
     default_message = "The bot database's schema differs from what this project expects."
+    what_to_do = (
+        "Compare the bot's tables with the models (see README) and update this project "
+        "before running anything that writes to the bot database."
+    )
+
+
+def error_classes() -> list[type[ObservabilityError]]:
+    """Every error class of the vocabulary, base first, in definition order (for docs, tests)."""
+    found: list[type[ObservabilityError]] = []
+    pending: list[type[ObservabilityError]] = [ObservabilityError]
+    while pending:
+        cls = pending.pop(0)
+        if cls not in found:
+            found.append(cls)
+            pending.extend(cls.__subclasses__())
+    return found
+
+
+# --- Translating database errors --------------------------------------------------------------
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def _is_timeout(error: BaseException) -> bool:
     import psycopg.errors
 
-    cause = getattr(error, "__cause__", None) or error
-    return isinstance(cause, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable)
+    return any(
+        isinstance(cause, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable)
+        for cause in _causes(error)
+    )
 
 
-@contextlib.contextmanager
-def translate_database_errors(alias: str = "bot") -> Iterator[None]:
+def _is_missing_table_or_column(error: BaseException) -> bool:
+    import psycopg.errors
+
+    return any(
+        isinstance(cause, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedColumn)
+        for cause in _causes(error)
+    )
+
+
+def _default_alias() -> str:
+    from observability import config
+
+    return config.bot_database_alias()
+
+
+def from_database_error(
+    error: BaseException, alias: str | None = None
+) -> ObservabilityError | None:
     """
-    Turn driver and pool errors raised inside the block into the project's vocabulary.
+    The project's error for a driver or pool error raised while talking to ``alias``.
 
     Args:
-        alias: the database alias the block talks to, named in the message.
+        error: the exception raised by Django's database layer, psycopg or psycopg_pool.
+        alias: the database alias the failing code talked to (default: the bot alias).
 
-    Raises:
-        QueryTimedOut: the server cancelled a statement (statement or lock timeout).
-        BotDatabaseUnavailable: the connection failed, was lost, or the pool timed out.
+    Returns:
+        :class:`QueryTimedOut`, :class:`BotDatabaseUnavailable` or :class:`SchemaDrift`, or
+        None when the error is not one this vocabulary covers (a bug: let it surface).
 
     """
     import psycopg
     import psycopg_pool
 
+    alias = alias or _default_alias()
+    if isinstance(error, ObservabilityError):
+        return error
+    if isinstance(
+        error,
+        db_utils.OperationalError
+        | db_utils.InterfaceError
+        | psycopg.OperationalError
+        | psycopg.InterfaceError
+        | psycopg_pool.PoolTimeout,
+    ):
+        if _is_timeout(error):
+            return QueryTimedOut()
+        return BotDatabaseUnavailable(
+            f"The {alias!r} database is unavailable. Check that it is running and reachable, "
+            "then retry."
+        )
+    if isinstance(error, db_utils.ProgrammingError | psycopg.ProgrammingError) and (
+        _is_missing_table_or_column(error)
+    ):
+        return SchemaDrift(
+            f"The {alias!r} database lacks a table or column this project reads: its schema "
+            "differs from the models."
+        )
+    return None
+
+
+@contextlib.contextmanager
+def translate_database_errors(alias: str | None = None) -> Iterator[None]:
+    """
+    Turn driver and pool errors raised inside the block into the project's vocabulary.
+
+    Args:
+        alias: the database alias the block talks to, named in the message (default: the bot
+            alias from ``observability.config``).
+
+    Raises:
+        QueryTimedOut: the server cancelled a statement (statement or lock timeout).
+        BotDatabaseUnavailable: the connection failed, was lost, or the pool timed out.
+        SchemaDrift: a table or column the query names does not exist.
+
+    """
     try:
         yield
     except ObservabilityError:
         raise
-    except (
-        db_utils.OperationalError,
-        db_utils.InterfaceError,
-        psycopg.OperationalError,
-        psycopg.InterfaceError,
-        psycopg_pool.PoolTimeout,
-    ) as error:
-        if _is_timeout(error):
-            raise QueryTimedOut() from error
-        raise BotDatabaseUnavailable(
-            f"The {alias!r} database is unavailable. Check that it is running and reachable, "
-            "then retry."
-        ) from error
+    except Exception as error:
+        translated = from_database_error(error, alias)
+        if translated is None:
+            raise
+        raise translated from error
+
+
+# --- Showing an error to each kind of caller --------------------------------------------------
+
+
+def json_response(error: ObservabilityError) -> JsonResponse:
+    """The JSON answer for API callers and monitors: ``{"error": {"code", "message"}}``."""
+    from django.http import JsonResponse
+
+    response = JsonResponse(error.as_json(), status=error.http_status)
+    if error.retry_after:
+        response["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def html_response(
+    error: ObservabilityError, request: HttpRequest, *, event_id: str | None = None
+) -> HttpResponse:
+    """
+    The staff page: the admin's look, the message, what to do, and the Sentry event id.
+
+    Rendering never touches the bot database, so it works while that database is down.
+    """
+    from django.contrib import admin
+    from django.template.response import TemplateResponse
+
+    context = {
+        **admin.site.each_context(request),
+        "title": error.title,
+        "error": error,
+        "what_to_do": error.what_to_do,
+        "event_id": event_id,
+    }
+    response = TemplateResponse(
+        request, "observability/error.html", context, status=error.http_status
+    )
+    if error.retry_after:
+        response["Retry-After"] = str(error.retry_after)
+    return response.render()
+
+
+def command_error(error: ObservabilityError) -> CommandError:
+    """
+    The ``CommandError`` a management command raises for ``error``: message, then what to do.
+
+    Django prints it without a traceback and exits with the error's ``exit_code``.
+    """
+    from django.core.management.base import CommandError
+
+    return CommandError(f"{error.message} {error.what_to_do}", returncode=error.exit_code)
+
+
+@contextlib.contextmanager
+def command_errors(alias: str | None = None) -> Iterator[None]:
+    """
+    Inside a command's ``handle``: turn this vocabulary (and database errors) into CommandError.
+
+    Example::
+
+        def handle(self, *args, **options):
+            with command_errors():
+                run_cleanup(...)
+
+    Raises:
+        CommandError: carrying the message, what to do and the error's exit code.
+
+    """
+    try:
+        with translate_database_errors(alias):
+            yield
+    except ObservabilityError as error:
+        raise command_error(error) from error

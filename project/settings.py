@@ -44,6 +44,9 @@ DB_POOL_MAX_SIZE = int(os.environ.get("DB_POOL_MAX_SIZE", "3"))
 DB_POOL_TIMEOUT = float(os.environ.get("DB_POOL_TIMEOUT", "5"))
 #: A ceiling on any single statement this project runs on the bot database.
 BOT_STATEMENT_TIMEOUT_MS = int(os.environ.get("BOT_STATEMENT_TIMEOUT_MS", "30000"))
+#: Seconds to wait for the bot database to accept a connection: an unreachable server then
+#: fails fast ("bot database unavailable") instead of holding a worker (libpq connect_timeout).
+BOT_CONNECT_TIMEOUT = int(os.environ.get("BOT_CONNECT_TIMEOUT", "5"))
 
 
 def _database(config: dict, application_name: str, extra_options: dict | None = None) -> dict:
@@ -98,7 +101,10 @@ DATABASES = {
     "bot": _database(
         _bot_config,
         APPLICATION_NAME,
-        {"options": f"-c statement_timeout={BOT_STATEMENT_TIMEOUT_MS}"},
+        {
+            "options": f"-c statement_timeout={BOT_STATEMENT_TIMEOUT_MS}",
+            "connect_timeout": BOT_CONNECT_TIMEOUT,
+        },
     ),
 }
 # The bot's tables sit in their own alias and are never migrated (observability.routers).
@@ -138,6 +144,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees view errors first: the project's errors become one JSON/HTML answer.
+    "observability.middleware.ObservabilityErrorMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -230,3 +238,35 @@ LOGGING = {
         "pgserver": {"level": "WARNING"},
     },
 }
+
+# --- Sentry (observability.sentry) -----------------------------------------------------------
+
+
+def _env_rate(name: str) -> float:
+    raw = os.environ.get(name, "") or "0"
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be a number between 0 and 1, not {raw!r}."
+        ) from None
+
+
+#: Off when empty. Events are scrubbed before sending (README "Sentry").
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+SENTRY_ENVIRONMENT = os.environ.get(
+    "SENTRY_ENVIRONMENT", "embedded" if EMBEDDED_DATABASE else "production"
+)
+SENTRY_TRACES_SAMPLE_RATE = _env_rate("SENTRY_TRACES_SAMPLE_RATE")
+SENTRY_PROFILES_SAMPLE_RATE = _env_rate("SENTRY_PROFILES_SAMPLE_RATE")
+
+from observability import __version__ as _observability_version  # noqa: E402
+from observability.sentry import init_sentry  # noqa: E402
+
+SENTRY_ENABLED = init_sentry(
+    dsn=SENTRY_DSN,
+    environment=SENTRY_ENVIRONMENT,
+    release=f"observability@{_observability_version}",
+    traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+    profiles_sample_rate=SENTRY_PROFILES_SAMPLE_RATE,
+)

@@ -26,3 +26,24 @@ def bot_db(db, django_db_blocker, request):
     if marker is None or "bot" not in (marker.kwargs.get("databases") or ()):
         pytest.fail('use @pytest.mark.django_db(databases=["default", "bot"]) with bot_db')
     return None
+
+
+# --- Sentry (issue 7): a real ingestion endpoint on 127.0.0.1 ---------------------------------
+
+
+@pytest.fixture
+def sentry_server():
+    """
+    A running fake Sentry ingestion server, with the SDK initialised against it (project way).
+
+    Yields the server (``.dsn``, ``.events()``, ``.check_ins()``, ``.raw``, ``.wait_for()``);
+    the SDK is switched off and the server stopped afterwards.
+    """
+    from tests.sentry_server import SentryServer, sentry_initialised
+
+    server = SentryServer().start()
+    try:
+        with sentry_initialised(server.dsn):
+            yield server
+    finally:
+        server.stop()

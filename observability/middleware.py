@@ -1,0 +1,122 @@
+"""
+One way of failing on the web: the project's errors become one JSON shape or one staff page.
+
+Any view (the admin included) that raises an :class:`~observability.exceptions.ObservabilityError`
+answers with the error's HTTP status: the JSON body ``{"error": {"code", "message"}}`` for JSON
+callers, the admin-styled error page for people. A driver error from the bot's database alias
+that escaped the service layer (typically a lazy queryset evaluated by an admin changelist
+while rendering) is translated the same way, so the admin keeps working while the bot database
+is down: pages over the project's own tables open, pages over the bot's tables say the bot
+database is unavailable. Server-side failures (5xx) are reported to Sentry here, because a
+response returned by middleware never reaches Django's own error reporting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+
+from observability import config, exceptions
+
+logger = logging.getLogger(__name__)
+
+#: Paths whose callers are machines: always answered in JSON.
+JSON_PATH_PREFIXES = ("/health/", "/metrics")
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """True for monitors and API callers (``?format=json``, an Accept header, machine paths)."""
+    if request.GET.get("format") == "json":
+        return True
+    if request.path.startswith(JSON_PATH_PREFIXES):
+        return True
+    accept = request.headers.get("Accept", "")
+    if "application/json" not in accept:
+        return False
+    return request.get_preferred_type(["text/html", "application/json"]) == "application/json"
+
+
+def database_alias_of(error: BaseException) -> str | None:
+    """
+    The database alias whose connection raised ``error``, read from the traceback's frames.
+
+    Django's error wrapper does not record the alias, but the frames that raised it belong to a
+    connection (``DatabaseWrapper``) or a cursor wrapper that knows its own.
+    """
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.utils import CursorWrapper
+
+    for cause in exceptions._causes(error):
+        traceback: TracebackType | None = cause.__traceback__
+        alias = None
+        while traceback is not None:
+            owner = traceback.tb_frame.f_locals.get("self")
+            if isinstance(owner, BaseDatabaseWrapper):
+                alias = owner.alias
+            elif isinstance(owner, CursorWrapper):
+                alias = owner.db.alias
+            traceback = traceback.tb_next
+        if alias is not None:
+            return alias
+    return None
+
+
+class ObservabilityErrorMiddleware:
+    """Answer the project's errors (and bot-database failures) with the mapped response."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """Turn a known failure into its response; leave anything else to Django (a 500)."""
+        error, alias = self._translate(exception)
+        if error is None:
+            return None
+        event_id = None
+        if error.http_status >= 500:
+            event_id = self._report(request, error, exception, alias)
+        else:
+            logger.info("%s %s answered %s: %s", request.method, request.path, error.code, error)
+        if wants_json(request):
+            return exceptions.json_response(error)
+        return exceptions.html_response(error, request, event_id=event_id)
+
+    @staticmethod
+    def _translate(
+        exception: Exception,
+    ) -> tuple[exceptions.ObservabilityError | None, str | None]:
+        if isinstance(exception, exceptions.ObservabilityError):
+            return exception, None
+        if not isinstance(exception, DatabaseError):
+            return None, None
+        alias = database_alias_of(exception)
+        if alias != config.bot_database_alias():
+            # The project's own database failing is a real outage: Django's 500 and Sentry.
+            return None, alias
+        return exceptions.from_database_error(exception, alias), alias
+
+    @staticmethod
+    def _report(
+        request: HttpRequest,
+        error: exceptions.ObservabilityError,
+        original: Exception,
+        alias: str | None,
+    ) -> str | None:
+        from observability.sentry import capture_error
+
+        match = getattr(request, "resolver_match", None)
+        operation = f"view:{match.view_name}" if match and match.view_name else "view"
+        logger.warning(
+            "%s %s failed with %s (%s)", request.method, request.path, error.code, operation
+        )
+        if original is not error:
+            # Keep the driver error as the cause, so Sentry shows where the query was made.
+            error.__cause__ = original
+        return capture_error(error, operation=operation, alias=alias)
