@@ -199,6 +199,11 @@ SECURE_HSTS_SECONDS = int(
 )
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+if not SECURE_HSTS_PRELOAD:
+    # Preloading commits the whole parent domain to HTTPS in browsers for months: that is the
+    # domain owner's decision (SECURE_HSTS_PRELOAD=1), not this service's, so `check --deploy`
+    # does not warn about it.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
 if _env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
