@@ -107,7 +107,8 @@ def bars(days: Sequence[DayCount], *, height: int = 120, width: int = 28) -> dic
                 y=plot - bar_height + 12,
                 width=width - 6,
                 height=bar_height,
-                label=day.day.strftime("%d.%m"),
+                # Every other day is labelled (ending on the last day) so labels never overlap.
+                label=day.day.strftime("%d.%m") if (len(days) - 1 - index) % 2 == 0 else "",
                 count=day.count,
                 label_x=x + (width - 6) // 2,
             )

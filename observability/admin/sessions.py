@@ -310,9 +310,15 @@ class SessionAdmin(ReadOnlyModelAdmin):
         health = getattr(obj, "health", None)
         if not health or not health.reasons:
             return "—"
+        # The headline of each reason (before its colon); the whole sentence on hover and on
+        # the session page.
         return format_html(
             '<ul style="margin:0;padding-left:1em">{}</ul>',
-            format_html_join("", "<li>{}</li>", ((reason,) for reason in health.reasons)),
+            format_html_join(
+                "",
+                '<li title="{}">{}</li>',
+                ((reason, reason.split(":", 1)[0]) for reason in health.reasons),
+            ),
         )
 
     # -- views -------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""Browser test: a real headless Chromium walks the ops admin from login to a key browser."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from observability.models import Client, Company, WhatsAppAuth, WhatsAppKey
+from tests import factories
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SALONS = (962302, 962303, 962304)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed"),
+    pytest.mark.django_db(transaction=True, databases=["default", "bot"]),
+]
+
+
+def _seed() -> None:
+    """A healthy salon, a dying one (stale, mostly expired, keys over two weeks), a twin."""
+    now = timezone.now()
+    factories.make_company(SALONS[0], title="Салон красоты «Лотос»")
+    factories.make_company(SALONS[1], title="Барбершоп «Борода»")
+    factories.make_auth(str(SALONS[0]), phone="79161234567")
+    for day in range(14):
+        factories.make_keys(
+            str(SALONS[0]), "session", 6, written_at=now - timedelta(days=day), seed=day
+        )
+    factories.make_keys(str(SALONS[0]), "app-state-sync-key", 8)
+    factories.make_auth(f"company_{SALONS[1]}", seed=2, phone="79037654321", registered=False)
+    for day in range(3, 12):
+        factories.make_keys(
+            f"company_{SALONS[1]}", "sender-key", 5, written_at=now - timedelta(days=day), seed=day
+        )
+    factories.make_keys(f"company_{SALONS[1]}", "tctoken", 4, written_at=now - timedelta(days=3))
+    factories.make_auth(str(SALONS[2]), seed=3, phone="79265550000")
+    factories.make_keys(str(SALONS[2]), "session", 15)
+    factories.make_keys(f"company_{SALONS[2]}", "session", 3)
+    factories.make_client(SALONS[0], 1)
+
+
+def _cleanup() -> None:
+    """Unmanaged bot tables are not flushed between transactional tests: delete our rows."""
+    ids = [spelling for salon in SALONS for spelling in (str(salon), f"company_{salon}")]
+    WhatsAppKey.objects.filter(company_id__in=ids).delete()
+    WhatsAppAuth.objects.filter(company_id__in=ids).delete()
+    Client.objects.filter(company_id__in=SALONS).delete()
+    Company.objects.filter(company_id__in=SALONS).delete()
+
+
+def test_browser__login_filter_fail_open_session_and_keys(live_server, django_user_model):
+    """Log in, filter FAIL, open the failing session (reasons, chart), open its key browser."""
+    from playwright.sync_api import sync_playwright
+
+    # Database work happens outside Playwright's event loop (Django refuses it inside).
+    django_user_model.objects.create_superuser("ops", "ops@example.invalid", "ops-password")
+    _seed()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{live_server.url}/admin/")
+            assert "/admin/login/" in page.url
+            page.fill("#id_username", "ops")
+            page.fill("#id_password", "ops-password")
+            page.click("input[type=submit]")
+            page.wait_for_selector("#observability-overview-link")
+
+            page.click("text=WhatsApp sessions")
+            page.wait_for_selector("#result_list")
+            page.click("#toggle-nav-sidebar")  # more room for the tables (kept in localStorage)
+            assert page.locator("#result_list tbody tr").count() == 3
+            page.screenshot(path=SCREENSHOTS / "1-sessions-list.png", full_page=True)
+
+            page.click("#changelist-filter a[href*='status=FAIL']")
+            page.wait_for_url("**status=FAIL**")
+            rows = page.locator("#result_list tbody tr")
+            assert rows.count() == 2
+            assert rows.first.locator(".obs-badge").inner_text() == "FAIL"
+            page.screenshot(path=SCREENSHOTS / "2-sessions-fail.png", full_page=True)
+
+            page.click(f"#result_list a[href*='company_5F{SALONS[1]}']")
+            page.wait_for_selector("#reasons")
+            reasons = page.locator("#reasons").inner_text()
+            assert "not registered" in reasons and "No key written for" in reasons
+            assert page.locator("svg.obs-chart").count() == 2
+            assert page.locator("svg.obs-chart rect").count() == 28
+            assert "7903***4321" in page.content()
+            page.screenshot(path=SCREENSHOTS / "3-session-page.png", full_page=True)
+
+            page.click("#key-browser-link")
+            page.wait_for_selector("table#keys")
+            assert "Keys 1–49 of 49" in page.locator(".paginator").inner_text()
+            page.click("#expired-filter a:text-is('Expired')")
+            page.wait_for_url("**expired=yes**")
+            assert page.locator("table#keys tbody tr").count() == 25
+            page.screenshot(path=SCREENSHOTS / "4-key-browser.png", full_page=True)
+
+            page.goto(f"{live_server.url}/admin/observability/whatsappauth/overview/")
+            page.wait_for_selector("#worst")
+            page.screenshot(path=SCREENSHOTS / "5-overview.png", full_page=True)
+            browser.close()
+    finally:
+        _cleanup()
