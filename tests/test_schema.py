@@ -379,3 +379,23 @@ def test_check_bot_schema_command__unknown_alias_is_bad_input():
     with pytest.raises(CommandError, match="Unknown database alias 'nope'") as failure:
         call_command("check_bot_schema", "--database", "nope")
     assert failure.value.returncode == 2
+
+
+def test_check_drift__needs_only_select_privileges():
+    """The read-only production role (SELECT on the four tables) can run the drift check."""
+    from django.db import ProgrammingError, transaction
+
+    with connections["bot"].cursor() as cursor:
+        cursor.execute("CREATE ROLE observability_test_ro NOLOGIN")  # rolled back with the test
+        cursor.execute(
+            "GRANT SELECT ON whatsapp_auth, whatsapp_keys, companies, clients "
+            "TO observability_test_ro"
+        )
+        cursor.execute("SET LOCAL ROLE observability_test_ro")
+        # The role really is read-only...
+        with pytest.raises(ProgrammingError, match="permission denied"):  # noqa: SIM117
+            with transaction.atomic(using="bot"):
+                cursor.execute("DELETE FROM whatsapp_keys")
+        # ...and the check still reads the catalogue.
+        report = schema.check_drift("bot")
+    assert report.clean
