@@ -125,9 +125,11 @@ def main() -> int:
             {"q": typed},
         ),
     }
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
         f"\nData: {len(listed)} sessions; largest session {largest.total_keys} keys; "
-        f"{args.runs} timed runs per page after 2 warm-up runs.\n"
+        f"{args.runs} timed runs per page after 2 warm-up runs; load average {load} "
+        f"on {os.cpu_count()} cores.\n"
     )
     print(f"{'page':36} {'median ms':>10} {'p95 ms':>8} {'budget':>7} {'queries':>8}  verdict")
     missed = 0
@@ -155,7 +157,16 @@ def main() -> int:
         queries = f"{len(default.captured_queries)}+{len(bot.captured_queries)}"
         print(f"{name:36} {median:10.1f} {p95:8.1f} {budget:7} {queries:>8}  {verdict}")
     print("\nqueries = default alias + bot alias, per request")
+    _explain(connections[alias], phone)
     return 1 if (missed and args.check) else 0
+
+
+def _explain(connection, phone: str) -> None:
+    """Show that the phone search is an exact match on ``idx_clients_phone``."""
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN ANALYZE SELECT id FROM clients WHERE phone = %s", [phone])
+        plan = [row[0] for row in cursor.fetchall()]
+    print("\nclients phone search plan: " + " / ".join(line.strip() for line in plan[:2]))
 
 
 if __name__ == "__main__":

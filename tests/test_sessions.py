@@ -211,3 +211,52 @@ def test_store_health__duplicates_orphans_and_worst():
     assert store.keys_by_type == {"pre-key": 15, "session": 72}
     assert {h.session_id for h in store.worst[:2]} == {"6002", "company_6002"}
     assert store.worst[-1].session_id == "6001"
+
+
+def test_session_detail__creds_summary_withholds_every_secret():
+    """The creds walk names every field but gives values only for allow-listed ones."""
+    healthy("7001", phone="79001234567")
+    detail = sessions.session_detail("7001")
+    fields = {field.path: field for field in detail.creds}
+    assert fields["noiseKey.private"].kind == "buffer"
+    assert fields["noiseKey.private"].length == 32 and fields["noiseKey.private"].shown is None
+    assert fields["advSecretKey"].shown is None and fields["advSecretKey"].is_secret
+    assert fields["pairingCode"].shown is None
+    assert fields["routingInfo"].kind == "buffer" and fields["routingInfo"].length == 24
+    assert fields["account.details"].shown is None
+    assert fields["me.id"].shown == "7900***4567"
+    assert fields["registered"].shown == "true" and fields["platform"].shown == "android"
+    assert all(field.shown is None for path, field in fields.items() if "private" in path)
+
+
+def test_session_detail__key_types_and_charts():
+    """Keys by type give counts, expired, next expiry; the charts count writes and expiries."""
+    now = timezone.now()
+    healthy("7002")
+    factories.make_keys("7002", "sender-key", 4, written_at=now - timedelta(days=9))
+    detail = sessions.session_detail("7002", now=now)
+    by_type = {stats.key_type: stats for stats in detail.key_types}
+    assert by_type["sender-key"].count == 4 and by_type["sender-key"].expired == 4
+    assert by_type["sender-key"].next_expiry is None
+    assert by_type["session"].next_expiry is not None
+    assert len(detail.writes_per_day) == 14 and len(detail.expiries_per_day) == 14
+    assert detail.writes_per_day[-1].count == 25  # written today
+    assert sum(day.count for day in detail.writes_per_day) == 29
+    assert sum(day.count for day in detail.expiries_per_day) == 25  # the live ones, in 7 days
+
+
+def test_browse_keys__pages_filters_and_sizes():
+    """The key browser pages by type and id, filters expiry, and measures Buffers in bytes."""
+    healthy("7003")
+    factories.make_keys("7003", "sender-key", 3, expires_at=timezone.now() - timedelta(days=1))
+    first = sessions.browse_keys("7003", per_page=10)
+    assert first.total == 28 and first.pages == 3 and len(first.rows) == 10
+    assert [row.key_type for row in first.rows] == ["pre-key"] * 5 + ["sender-key"] * 3 + [
+        "session"
+    ] * 2
+    expired = sessions.browse_keys("7003", expired=True)
+    assert expired.total == 3 and all(row.expired for row in expired.rows)
+    assert {row.value_bytes for row in expired.rows} == {48}
+    live = sessions.browse_keys("7003", key_type="session", expired=False, page=99, per_page=5)
+    assert live.total == 20 and live.page == 4
+    assert all("***" in row.key_id_shown for row in live.rows)
