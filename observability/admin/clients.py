@@ -14,6 +14,8 @@ from observability.models import Client, Company
 
 #: How long the filters' choices (salons, loyalty levels, segments) are cached.
 CHOICES_TTL_SECONDS = 300
+#: Above this many salons the salon filter lists only the chosen one.
+MAX_SALON_CHOICES = 100
 
 
 def _cached_choices(name: str, compute) -> list[tuple[str, str]]:
@@ -40,7 +42,12 @@ class SalonFilter(admin.SimpleListFilter):
             )
             return [(str(salon), f"{salon} {title or ''}".strip()) for salon, title in rows]
 
-        return _cached_choices("salons", compute)
+        choices = _cached_choices("salons", compute)
+        if len(choices) > MAX_SALON_CHOICES:
+            # A thousand links help nobody: keep the chosen salon (to show and clear it);
+            # salons are picked from their own page's "clients" link or by ?salon=<id>.
+            return [choice for choice in choices if choice[0] == self.value()]
+        return choices
 
     def queryset(self, request, queryset):
         value = self.value()

@@ -11,7 +11,7 @@ from observability import phones, session_ids, sessions
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin
 from observability.admin.sessions import clients_url, session_url
-from observability.exceptions import translate_database_errors
+from observability.exceptions import MalformedSessionId, translate_database_errors
 from observability.models import Company
 
 #: Columns never read from ``companies``: secrets, and jsonb blobs that may hold tokens.
@@ -119,7 +119,7 @@ class SalonAdmin(ReadOnlyModelAdmin):
         if term.removeprefix(session_ids.PREFIX).isdigit():
             try:
                 return queryset.filter(company_id=session_ids.parse_salon_id(term)), False
-            except Exception:  # noqa: BLE001 - an out-of-range number matches no salon
+            except MalformedSessionId:  # an out-of-range number matches no salon
                 return queryset.none(), False
         return super().get_search_results(request, queryset, search_term)
 
