@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
@@ -240,3 +241,60 @@ def test_demo__serves_the_admin_and_ctrl_c_stops_server_and_worker(demo_data_dir
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+
+
+# --- In process: create_bot_schema and the demo's set-up on the test databases ------------------
+
+
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_create_bot_schema__refuses_existing_tables():
+    """Existing bot tables are refused with a hint at --replace (exit code 2)."""
+    with pytest.raises(CommandError, match="pass --replace") as failure:
+        call_command("create_bot_schema")
+    assert failure.value.returncode == 2
+
+
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_create_bot_schema__replace_recreates_empty_tables():
+    """--replace drops the tables (and their rows) and creates them again."""
+    from django.db import connections
+
+    from tests import factories
+
+    factories.make_auth("962302")
+    out = io.StringIO()
+    call_command("create_bot_schema", "--replace", stdout=out)
+    assert "Created the bot tables" in out.getvalue()
+    with connections["bot"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM whatsapp_auth")
+        assert cursor.fetchone() == (0,)
+
+
+def test_create_bot_schema__unknown_alias_is_a_usage_error():
+    """An unknown --database alias is named, exit code 2, no traceback."""
+    with pytest.raises(CommandError, match="Unknown database alias 'nope'") as failure:
+        call_command("create_bot_schema", "--database", "nope")
+    assert failure.value.returncode == 2
+
+
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_demo__set_up_in_process_creates_data_and_one_admin():
+    """--no-serve writes the demo data and an admin once; a second run changes nothing."""
+    from django.contrib.auth.models import User
+
+    from observability.models import WhatsAppKey
+
+    out = io.StringIO()
+    call_command("demo", "--no-serve", stdout=out)
+    assert "40 WhatsApp sessions, 8,000 keys" in out.getvalue()
+    password = _PASSWORD.search(out.getvalue()).group(1)
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser and admin.check_password(password)
+    assert password not in admin.password
+
+    again = io.StringIO()
+    call_command("demo", "--no-serve", stdout=again)
+    assert "Demo data present" in again.getvalue()
+    assert not _PASSWORD.search(again.getvalue())
+    assert User.objects.count() == 1
+    assert WhatsAppKey.objects.count() == 8_000

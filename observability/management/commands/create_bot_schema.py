@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from observability import config, schema
@@ -32,6 +33,11 @@ class Command(BaseCommand):
     def handle(self, *args, database=None, replace=False, **options):
         """Create the tables, or refuse when they exist and --replace was not given."""
         alias = database or config.bot_database_alias()
+        if alias not in settings.DATABASES:
+            raise CommandError(
+                f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}.",
+                returncode=2,
+            )
         try:
             with translate_database_errors(alias):
                 schema.create_bot_tables(alias, replace=replace)
