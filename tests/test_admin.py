@@ -329,3 +329,19 @@ def test_query_counts__same_for_10_and_200_sessions(admin_client):
     large = [_count_queries(admin_client, url) for url in urls]
     assert small == large
     assert all(bot <= 8 for _, bot in large)
+
+
+@pytest.mark.slow
+def test_custom_pages__bot_database_down_answer_503(admin_client, bot_database_down):
+    """Session page, key browser, overview and salon page say the bot database is down."""
+    urls = [
+        session_page(str(SALON)),
+        keys_page(str(SALON)),
+        reverse("admin:observability_whatsappauth_overview"),
+        reverse("admin:observability_company_change", args=[1]),
+        reverse("admin:observability_client_change", args=[1]),
+    ]
+    for url in urls:
+        response = admin_client.get(url)
+        assert response.status_code == 503, url
+        assert "Bot database unavailable" in response.content.decode(), url
