@@ -117,6 +117,17 @@ def test_browser__login_filter_fail_open_session_and_keys(live_server, django_us
             page.goto(f"{live_server.url}/admin/observability/whatsappauth/overview/")
             page.wait_for_selector("#worst")
             page.screenshot(path=SCREENSHOTS / "5-overview.png", full_page=True)
+
+            page.goto(f"{live_server.url}/admin/observability/company/?q={SALONS[0]}")
+            page.click(f"#result_list a:text-is('{SALONS[0]}')")
+            page.wait_for_selector(".field-sessions_state")
+            assert "sk_live" not in page.content()
+            page.screenshot(path=SCREENSHOTS / "6-salon-page.png", full_page=True)
+
+            page.goto(f"{live_server.url}/admin/observability/client/?q=8+900+111+22+33")
+            assert page.locator("#result_list tbody tr").count() == 1
+            assert "7900***2233" in page.locator("#result_list").inner_text()
+            page.screenshot(path=SCREENSHOTS / "7-clients-search-by-phone.png", full_page=True)
             browser.close()
     finally:
         _cleanup()
