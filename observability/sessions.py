@@ -304,7 +304,7 @@ def _judge(
             )
         )
     total = sum(aggregate.counts.values()) if aggregate else 0
-    if not total:
+    if aggregate is None or not total:
         verdicts.append(
             (
                 Status.FAIL,
@@ -313,7 +313,6 @@ def _judge(
             )
         )
     else:
-        assert aggregate is not None  # noqa: S101 - total > 0 implies an aggregate
         if aggregate.newest is not None:
             age = now - aggregate.newest
             if age >= config.stale_failure_after():
@@ -784,17 +783,13 @@ _VALUE_KIND = """
 """
 
 
-def _phone_field(row_value: str | None) -> str | None:
-    return phones.mask_jid(row_value)
-
-
 def _creds_summary(cursor, session_id: str) -> tuple[CredsField, ...]:
     clear = sorted(CREDS_CLEAR_FIELDS | CREDS_PHONE_FIELDS)
     cursor.execute(_CREDS_SQL, {"sid": session_id, "clear": clear})
     fields = []
     for path, kind, length, shown in cursor.fetchall():
         if path in CREDS_PHONE_FIELDS:
-            shown = _phone_field(shown)
+            shown = phones.mask_jid(shown)
         fields.append(CredsField(path=path, kind=kind, length=length, shown=shown))
     return tuple(fields)
 
