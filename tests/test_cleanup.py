@@ -477,7 +477,7 @@ def test_cleanup_expired_keys__sigkill_mid_batch_leaves_no_partial_batch(truncat
         def deleting_pid():
             row = observer.execute(
                 "SELECT pid FROM pg_stat_activity WHERE state = 'active' "
-                "AND query LIKE 'DELETE FROM whatsapp_keys%%' AND pid <> pg_backend_pid()"
+                "AND query LIKE '%%DELETE FROM whatsapp_keys%%' AND pid <> pg_backend_pid()"
             ).fetchone()
             return row[0] if row else None
 

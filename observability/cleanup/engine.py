@@ -22,10 +22,11 @@ from observability.models import CleanupRun
 
 logger = logging.getLogger(__name__)
 
-#: One deleted row as a batch statement returns it: (session id, key type, row bytes).
-DeletedRow = tuple[str, str, int]
-#: Deletes one batch on the given cursor (inside its transaction) and returns the rows.
-BatchDeleter = Callable[[object], Sequence[DeletedRow]]
+#: What one batch deleted, grouped in SQL: (session id, key type, rows, row bytes).
+DeletedGroup = tuple[str, str, int, int]
+#: Deletes one batch on the given cursor (inside its transaction) and returns its groups;
+#: an empty result means there was nothing left to delete.
+BatchDeleter = Callable[[object], Sequence[DeletedGroup]]
 
 
 def _milliseconds(period: timedelta) -> str:
@@ -75,7 +76,7 @@ def run_batches(
     alias: str,
     lock: CleanupLock,
     delete_batch: BatchDeleter,
-    on_committed: Callable[[Sequence[DeletedRow], float], None],
+    on_committed: Callable[[Sequence[DeletedGroup], float], None],
 ) -> None:
     """
     Delete batch after batch until a batch finds nothing.
@@ -135,15 +136,17 @@ def run_delete_operation(
         if not apply:
             return
 
-        def committed(rows: Sequence[DeletedRow], elapsed: float) -> None:
-            for session_id, key_type, row_bytes in rows:
-                records.add(report.rows_deleted, session_id, key_type)
+        def committed(groups: Sequence[DeletedGroup], elapsed: float) -> None:
+            deleted = 0
+            for session_id, key_type, count, row_bytes in groups:
+                records.add(report.rows_deleted, session_id, key_type, int(count))
                 report.row_bytes_deleted += int(row_bytes or 0)
-            report.total_deleted += len(rows)
+                deleted += int(count)
+            report.total_deleted += deleted
             report.batches += 1
             report.slowest_batch_seconds = max(report.slowest_batch_seconds, elapsed)
             recorder.progress(report.rows_deleted)
-            progress.advance(len(rows))
+            progress.advance(deleted)
 
         progress.start(report.total_seen)
         try:

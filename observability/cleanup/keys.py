@@ -100,19 +100,24 @@ def cleanup_expired_keys(
 
     def delete_batch(cursor):
         floor_sql = "AND expires_at >= %s" if floor else ""
+        # The deleted rows are grouped in SQL: a batch returns a few rows, not thousands.
         cursor.execute(
-            "DELETE FROM whatsapp_keys WHERE ctid = ANY(ARRAY("  # noqa: S608
+            "WITH deleted AS ("  # noqa: S608
+            " DELETE FROM whatsapp_keys WHERE ctid = ANY(ARRAY("
             "  SELECT ctid FROM whatsapp_keys"
             f"  WHERE expires_at IS NOT NULL AND expires_at < %s {floor_sql} {filters}"
             "  ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED"
-            f")) AND expires_at < %s {filters} "
-            "RETURNING company_id, key_type, pg_column_size(whatsapp_keys.*), expires_at",
+            f" )) AND expires_at < %s {filters}"
+            " RETURNING company_id, key_type, expires_at,"
+            "  pg_column_size(whatsapp_keys.*) AS row_bytes"
+            ") SELECT company_id, key_type, count(*), sum(row_bytes), max(expires_at) "
+            "FROM deleted GROUP BY 1, 2",
             [cutoff, *floor[-1:], *filter_params, size, cutoff, *filter_params],
         )
-        rows = cursor.fetchall()
-        if rows:
-            floor.append(max(row[3] for row in rows))
-        return [row[:3] for row in rows]
+        groups = cursor.fetchall()
+        if groups:
+            floor.append(max(group[4] for group in groups))
+        return [group[:4] for group in groups]
 
     return engine.run_delete_operation(
         operation="expired_keys",
@@ -190,11 +195,13 @@ def cleanup_orphan_keys(
 
     def delete_batch(cursor):
         cursor.execute(
-            "DELETE FROM whatsapp_keys k WHERE k.ctid = ANY(ARRAY("  # noqa: S608
+            "WITH deleted AS ("  # noqa: S608
+            " DELETE FROM whatsapp_keys k WHERE k.ctid = ANY(ARRAY("
             f"  SELECT k.ctid FROM whatsapp_keys k WHERE {orphan} {filters}"
             "  LIMIT %s FOR UPDATE OF k SKIP LOCKED"
-            f")) AND {orphan} {filters} "
-            "RETURNING k.company_id, k.key_type, pg_column_size(k.*)",
+            f" )) AND {orphan} {filters}"
+            " RETURNING k.company_id, k.key_type, pg_column_size(k.*) AS row_bytes"
+            ") SELECT company_id, key_type, count(*), sum(row_bytes) FROM deleted GROUP BY 1, 2",
             [cutoff, *filter_params, size, cutoff, *filter_params],
         )
         return cursor.fetchall()
