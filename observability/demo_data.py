@@ -30,6 +30,8 @@ from observability.exceptions import BadInput, translate_database_errors
 
 logger = logging.getLogger(__name__)
 
+#: Salon ids are six-digit numbers, as in production; this leaves room for every one.
+MAX_SESSIONS = 100_000
 #: The salon every demo shows twice: once as ``962302`` and once as ``company_962302``.
 DUPLICATE_SALON_ID = 962302
 
@@ -116,6 +118,11 @@ class DemoSize:
         for name in ("sessions", "keys", "clients"):
             if getattr(self, name) < 0:
                 raise BadInput(f"--{name} must be zero or more, not {getattr(self, name)}.")
+        if self.sessions > MAX_SESSIONS:
+            raise BadInput(
+                f"--sessions must be at most {MAX_SESSIONS:,} (six-digit salon ids), "
+                f"not {self.sessions:,}."
+            )
         if self.sessions < len(_CAST):
             raise BadInput(
                 f"--sessions must be at least {len(_CAST)} so every session state appears "

@@ -238,6 +238,7 @@ def test_build_plan__large_size_adds_up_exactly():
         (DemoSize(sessions=-1, keys=8_000, clients=10), "--sessions must be zero or more"),
         (DemoSize(sessions=40, keys=8_000, clients=-5), "--clients must be zero or more"),
         (DemoSize(sessions=3, keys=8_000, clients=10), "--sessions must be at least 7"),
+        (DemoSize(sessions=10**6, keys=10**9, clients=10), "--sessions must be at most 100,000"),
         (DemoSize(sessions=40, keys=100, clients=10), "--keys must be at least"),
     ],
 )
