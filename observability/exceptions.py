@@ -293,17 +293,22 @@ def html_response(
     """
     from django.contrib import admin
     from django.template.response import TemplateResponse
+    from django.urls import NoReverseMatch, reverse
 
     context = {
-        **admin.site.each_context(request),
         "title": error.title,
         "error": error,
         "what_to_do": error.what_to_do,
         "event_id": event_id,
     }
-    response = TemplateResponse(
-        request, "observability/error.html", context, status=error.http_status
-    )
+    try:
+        reverse("admin:index")
+    except NoReverseMatch:  # a host project without the admin: the same page, unstyled
+        template = "observability/error_plain.html"
+    else:
+        template = "observability/error.html"
+        context = {**admin.site.each_context(request), **context}
+    response = TemplateResponse(request, template, context, status=error.http_status)
     if error.retry_after:
         response["Retry-After"] = str(error.retry_after)
     return response.render()

@@ -108,8 +108,8 @@ _TEXT_KEYS = sorted(
     reverse=True,
 )
 
-#: Event keys that hold identifiers, code locations or SDK data: never rewritten.
-_STRUCTURAL_KEYS = frozenset(
+#: Keys whose values are the SDK's own identifiers (hex ids, thread ids): never rewritten.
+_ID_KEYS = frozenset(
     {
         "event_id",
         "trace_id",
@@ -120,19 +120,15 @@ _STRUCTURAL_KEYS = frozenset(
         "segment_id",
         "exception_id",
         "parent_id",
-        "id",
         "thread_id",
         "thread.id",
+    }
+)
+#: Top-level event fields written by the SDK from its own options: left as they are.
+_SDK_FIELDS = frozenset(
+    {
         "timestamp",
         "start_timestamp",
-        "abs_path",
-        "filename",
-        "module",
-        "function",
-        "package",
-        "lineno",
-        "colno",
-        "in_app",
         "platform",
         "sdk",
         "modules",
@@ -143,12 +139,7 @@ _STRUCTURAL_KEYS = frozenset(
         "dist",
         "level",
         "logger",
-        "op",
-        "origin",
-        "status",
         "type",
-        "instruction_addr",
-        "duration",
     }
 )
 
@@ -349,7 +340,7 @@ def scrub(node: Any, secrets: list[str] | None = None, *, keys: bool = True) -> 
             name = str(key).lower()
             if keys and name in _DENIED:
                 node[key] = FILTERED
-            elif name in _STRUCTURAL_KEYS and not isinstance(value, dict | list):
+            elif name in _ID_KEYS and not isinstance(value, dict | list):
                 continue
             else:
                 node[key] = scrub(value, secrets)
@@ -394,7 +385,7 @@ def scrub_event(event: dict) -> dict:
             _scrub_exception_like(value, secrets)
         elif key == "stacktrace":
             _scrub_stacktrace(value, secrets)
-        elif key in _STRUCTURAL_KEYS:
+        elif key in _SDK_FIELDS or key in _ID_KEYS:
             continue
         elif key == "spans" and isinstance(value, list):
             for span in value:
@@ -421,13 +412,49 @@ def _exception_tags(hint: dict) -> dict[str, str]:
     return tags
 
 
+def _operation_from_frames(event: dict) -> str | None:
+    """``task:<function>`` or ``command:<name>`` from the outermost frame of ours that ran."""
+    for entry in (event.get("exception") or {}).get("values") or []:
+        for frame in (entry.get("stacktrace") or {}).get("frames") or []:
+            module = str(frame.get("module") or "")
+            if module == "observability.tasks":
+                return f"task:{frame.get('function')}"
+            if module.startswith("observability.management.commands."):
+                return f"command:{module.rsplit('.', 1)[1]}"
+    return None
+
+
+def _fallback_tags(event: dict, hint: dict) -> dict[str, str]:
+    """``operation`` and ``alias`` for events raised outside any :func:`sentry_scope`."""
+    from observability import config
+    from observability.exceptions import (
+        BotDatabaseUnavailable,
+        QueryTimedOut,
+        SchemaDrift,
+        _causes,
+    )
+
+    tags: dict[str, str] = {}
+    operation = _operation_from_frames(event)
+    if operation is None and event.get("transaction"):
+        operation = f"view:{event['transaction']}"
+    if operation:
+        tags["operation"] = operation
+    exc_info = hint.get("exc_info") if hint else None
+    if exc_info and exc_info[1] is not None:
+        bot_errors = BotDatabaseUnavailable | QueryTimedOut | SchemaDrift
+        if any(isinstance(cause, bot_errors) for cause in _causes(exc_info[1])):
+            tags["alias"] = config.bot_database_alias()
+    return tags
+
+
 def before_send(event: dict, hint: dict) -> dict | None:
-    """Scrub an error or message event; return other events (cron check-ins) unchanged."""
+    """Tag and scrub an error or message event; return other events (check-ins) unchanged."""
     if event.get("type") not in (None, "error", "default"):
         return event
-    tags = _exception_tags(hint)
+    tags = {**_fallback_tags(event, hint), **(event.get("tags") or {}), **_exception_tags(hint)}
     if tags:
-        event["tags"] = {**(event.get("tags") or {}), **tags}
+        event["tags"] = tags
     return scrub_event(event)
 
 

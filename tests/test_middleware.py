@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import json
-import socket
 import time
 
 import pytest
 from django.contrib import admin
 from django.db import connections, router
-from django.db.backends.postgresql.base import DatabaseWrapper
 from django.http import HttpResponse
 from django.template import engines
 from django.template.response import TemplateResponse
@@ -200,39 +197,6 @@ def test_not_found__friendly_page(client):
 
 
 # --- The admin with the bot database down -----------------------------------------------------
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def bot_database_down():
-    """
-    Point the bot alias at a closed port, pool and all, for this test's thread only.
-
-    A fresh connection wrapper with its own pool replaces the bot alias's; the original
-    wrapper and pool are put back afterwards, so other tests see the real bot database.
-    """
-    original = connections["bot"]
-    saved_pool = DatabaseWrapper._connection_pools.pop("bot", None)
-    settings_dict = copy.deepcopy(original.settings_dict)
-    settings_dict.update(HOST="127.0.0.1", PORT=str(_closed_port()))
-    options = settings_dict["OPTIONS"]
-    if options.get("pool"):
-        options["pool"] = {**options["pool"], "timeout": 0.5}
-    down = original.__class__(settings_dict, alias="bot")
-    connections["bot"] = down
-    try:
-        yield down
-    finally:
-        down.close()
-        down.close_pool()
-        connections["bot"] = original
-        if saved_pool is not None:
-            DatabaseWrapper._connection_pools["bot"] = saved_pool
 
 
 def _bot_admin_urls() -> list[str]:
