@@ -259,6 +259,29 @@ def _schedule_period(schedule, now: datetime) -> timedelta | None:
     return schedule.calculate_next_run(start) - start
 
 
+def _cluster_stats() -> list:
+    """
+    The django-q2 clusters' status packages in the shared cache, read without writing.
+
+    ``Stat.get_all()`` rewrites the cluster list on every call (an UPDATE of the row every
+    running cluster also updates); a health check polled by monitors only reads: one
+    ``get`` of the list and one ``get_many`` of the packages.
+    """
+    from django.core.cache import caches
+    from django_q.conf import Conf
+    from django_q.signing import BadSignature, SignedPackage
+
+    cache = caches[Conf.CACHE]
+    keys = cache.get(Conf.Q_STAT) or []
+    stats = []
+    for package in cache.get_many(keys).values():
+        try:
+            stats.append(SignedPackage.loads(package))
+        except BadSignature:
+            continue
+    return stats
+
+
 @dataclasses.dataclass
 class JobQueue(HealthCheck):
     """
@@ -285,14 +308,13 @@ class JobQueue(HealthCheck):
     def _findings(self, now: datetime) -> tuple[list[str], list[str]]:
         from django_q.conf import Conf
         from django_q.models import Failure, Schedule, Success
-        from django_q.status import Stat
 
         failures: list[str] = []
         warnings: list[str] = []
         max_age = config.queue_heartbeat_max_age()
         alive = [
             stat
-            for stat in Stat.get_all()
+            for stat in _cluster_stats()
             if stat.status != Conf.STOPPED and now - stat.timestamp <= max_age
         ]
         if not alive:
@@ -368,24 +390,53 @@ def store_health_fresh():
         return sessions.store_health()
 
 
+def _refresh_store_cache() -> None:
+    """Recompute the cached verdict (in a background thread); drop it when that fails."""
+    try:
+        result = store_health_fresh()
+    except Exception:
+        logger.warning("refreshing the store health verdict failed", exc_info=True)
+        with _store_cache_lock:
+            _store_cache.pop("store", None)  # the next caller computes it and sees the error
+    else:
+        with _store_cache_lock:
+            _store_cache["store"] = (time.monotonic(), result)
+    finally:
+        with _store_cache_lock:
+            _store_cache.pop("refreshing", None)
+
+
 def store_health_cached():
     """
     The store's health, reused for ``store_health_cache_ttl`` within this process.
 
-    The verdict reads every key (a million in production), which takes longer than a monitor
-    poll should; a verdict a few seconds old is as good for a monitor. A TTL of zero turns the
-    reuse off.
+    The verdict reads every key (a million in production: about 300 ms), longer than a monitor
+    poll should take, and a verdict a few seconds old is as good for a monitor. Past the TTL
+    the previous verdict is still answered while one background thread recomputes it (stale
+    while revalidate), for at most three TTLs; older than that, or when the refresh failed,
+    the caller computes it and sees any error. A TTL of zero turns the reuse off.
     """
     ttl = config.store_health_cache_ttl().total_seconds()
     if ttl <= 0:
         return store_health_fresh()
+    now = time.monotonic()
     with _store_cache_lock:
         cached = _store_cache.get("store")
-        if cached is not None and time.monotonic() - cached[0] < ttl:
-            return cached[1]
-        result = store_health_fresh()
+        if cached is not None:
+            age = now - cached[0]
+            if age < ttl:
+                return cached[1]
+            if age < 3 * ttl:
+                if "refreshing" not in _store_cache:
+                    _store_cache["refreshing"] = (now, None)
+                    threading.Thread(
+                        target=_refresh_store_cache, name="store-health-refresh", daemon=True
+                    ).start()
+                return cached[1]
+    result = store_health_fresh()
+    with _store_cache_lock:
         _store_cache["store"] = (time.monotonic(), result)
-        return result
+    return result
 
 
 @dataclasses.dataclass(frozen=True)

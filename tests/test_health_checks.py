@@ -313,6 +313,23 @@ def test_whatsapp_store__fails_within_its_timeout_when_a_lock_is_held(settings):
     assert time.monotonic() - started < 2
 
 
+def test_store_health_cached__answers_the_stale_verdict_while_refreshing(settings):
+    """Past the TTL the previous verdict answers at once and a background refresh replaces it."""
+    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(milliseconds=300)
+    health_checks._store_cache.clear()
+    first = health_checks.store_health_cached()
+    time.sleep(0.35)
+    started = time.monotonic()
+    assert health_checks.store_health_cached() is first  # stale, answered without a query
+    assert time.monotonic() - started < 0.05
+    for _ in range(100):
+        if "refreshing" not in health_checks._store_cache:
+            break
+        time.sleep(0.02)
+    assert health_checks.store_health_cached() is not first
+    health_checks._store_cache.clear()
+
+
 def test_store_health_cached__reuses_a_recent_verdict(settings):
     """Within the TTL the cached verdict is reused; a TTL of zero reads again."""
     settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(seconds=60)
