@@ -288,3 +288,15 @@ def test_seed_demo_data_command__refuses_data_without_replace(seeded):
     with pytest.raises(CommandError, match="--replace") as failure:
         call_command("seed_demo_data")
     assert failure.value.returncode == 2
+
+
+def test_seed__keeps_every_index_exactly_as_it_was(now):
+    """Indexes dropped for the bulk load come back with the same names and definitions."""
+    indexes = (
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(%s) ORDER BY 1",
+        [["whatsapp_keys", "clients", "whatsapp_auth", "companies"]],
+    )
+    before = _rows(*indexes)
+    demo_data.seed_demo_data(SMALL, now=now, replace=True)
+    assert _rows(*indexes) == before
+    assert len(before) == 19
