@@ -351,8 +351,11 @@ def _fill_healthy_sessions(sessions: list[SessionPlan], keys: int, rng: random.R
         plan.key_counts = {"session": plan.key_counts["session"]}
     # DemoSize.validate() made sure this covers one key of each type per healthy session.
     remaining = keys - fixed - sum(plan.key_counts["session"] for plan in healthy)
-    per_session = _split(remaining, [rng.uniform(0.6, 1.4) for _ in healthy])
     types = list(_OTHER_KEY_SHARE)
+    # Every healthy session gets one key of each type, then a random share of the rest.
+    spare = remaining - len(healthy) * len(types)
+    weights = [rng.uniform(0.6, 1.4) for _ in healthy]
+    per_session = [len(types) + part for part in _split(spare, weights)]
     for plan, budget in zip(healthy, per_session, strict=True):
         budget -= len(types)  # one of each type first
         parts = _split(budget, list(_OTHER_KEY_SHARE.values()))

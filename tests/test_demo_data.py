@@ -232,6 +232,18 @@ def test_build_plan__large_size_adds_up_exactly():
     assert all(50 <= s.key_counts["session"] <= 100 for s in healthy)
 
 
+@pytest.mark.parametrize("sessions", [7, 8, 40, 333])
+def test_build_plan__the_minimum_keys_still_show_every_key_type(sessions):
+    """At the smallest allowed --keys the total is exact and healthy sessions have every type."""
+    keys = demo_data.minimum_keys(sessions)
+    plan = demo_data.build_plan(DemoSize(sessions=sessions, keys=keys, clients=0), seed=5)
+    assert sum(sum(s.key_counts.values()) for s in plan.sessions) == keys
+    healthy = [s for s in plan.sessions if s.state is demo_data.SessionState.HEALTHY]
+    assert healthy
+    assert all(set(s.key_counts) == set(fakes.KEY_TYPES) for s in healthy)
+    assert all(count >= 1 for s in healthy for count in s.key_counts.values())
+
+
 @pytest.mark.parametrize(
     ("size", "message"),
     [
