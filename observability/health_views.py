@@ -141,6 +141,10 @@ class HealthView(HealthCheckView):
         response = await super().get(request, *args, **kwargs)
         if response.status_code == 500 and not self.has_failure:
             response.status_code = 200  # warnings only
+        # A failing check is an answer, not a server error: the library already logged each
+        # failing check as a warning, so keep Django from logging "Internal Server Error" (and
+        # Sentry's logging integration from raising an event) on every poll of a monitor.
+        response._has_been_logged = True
         return response
 
 

@@ -234,3 +234,13 @@ def test_health_command__exits_1_on_failure(capsys, settings):
             call_command("health_check", "observability:health-db", "--no-http")
     assert exited.value.code == 1
     assert "Database(alias='down'): Unavailable" in capsys.readouterr().out
+
+
+def test_health__failure_is_not_logged_as_a_server_error(client, settings, caplog):
+    """A failing check answers 500 without an "Internal Server Error" log (nor Sentry event)."""
+    settings.OBSERVABILITY_CONNECTIONS_TOTAL_FAILURE = 0.05
+    with real_connections("svc-view-quiet", 6), caplog.at_level("WARNING"):
+        response = _get(client, "/health/connections/")
+    assert response.status_code == 500
+    assert not [r for r in caplog.records if r.name == "django.request"]
+    assert [r for r in caplog.records if r.name == "health_check"]  # the library's own warning
