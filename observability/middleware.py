@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from types import TracebackType
 
+import sentry_sdk
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
@@ -65,6 +66,32 @@ def database_alias_of(error: BaseException) -> str | None:
     return None
 
 
+def request_tags(request: HttpRequest, view_kwargs: dict) -> dict[str, str]:
+    """
+    Sentry tags for a request: ``operation`` (the view name), ``salon`` when the URL names one.
+
+    The salon comes from a ``salon_id`` or ``session_id`` URL argument, or from the object id of
+    the WhatsApp session admin's pages (a session id); only a parseable id becomes a tag, in the
+    bare form.
+    """
+    from django.contrib.admin.utils import unquote
+
+    from observability.session_ids import describe
+
+    match = getattr(request, "resolver_match", None)
+    view_name = (match.view_name if match else "") or ""
+    tags = {"operation": f"view:{view_name}"} if view_name else {}
+    salon = view_kwargs.get("salon_id") or view_kwargs.get("session_id")
+    if salon is None and view_name.startswith("admin:observability_whatsappauth_"):
+        object_id = view_kwargs.get("object_id")
+        salon = unquote(object_id) if object_id else None
+    if salon is not None:
+        parsed = describe(str(salon))
+        if parsed.salon_id is not None:
+            tags["salon"] = str(parsed.salon_id)
+    return tags
+
+
 class ObservabilityErrorMiddleware:
     """Answer the project's errors (and bot-database failures) with the mapped response."""
 
@@ -72,7 +99,19 @@ class ObservabilityErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        # A scope of its own per request, so the tags set in process_view never leak into the
+        # next request served by this thread (the WSGI integration does the same in production;
+        # the test client and some servers do not).
+        with sentry_sdk.isolation_scope():
+            return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable, view_args: tuple, view_kwargs: dict
+    ) -> None:
+        """Tag whatever this request reports with the view and, when the URL names one, salon."""
+        scope = sentry_sdk.get_isolation_scope()
+        for key, value in request_tags(request, view_kwargs).items():
+            scope.set_tag(key, value)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """Turn a known failure into its response; leave anything else to Django (a 500)."""
@@ -112,11 +151,12 @@ class ObservabilityErrorMiddleware:
         from observability.sentry import capture_error
 
         match = getattr(request, "resolver_match", None)
-        operation = f"view:{match.view_name}" if match and match.view_name else "view"
+        tags = request_tags(request, match.kwargs if match else {})
+        operation = tags.get("operation", "view")
         logger.warning(
             "%s %s failed with %s (%s)", request.method, request.path, error.code, operation
         )
         if original is not error:
             # Keep the driver error as the cause, so Sentry shows where the query was made.
             error.__cause__ = original
-        return capture_error(error, operation=operation, alias=alias)
+        return capture_error(error, salon_id=tags.get("salon"), operation=operation, alias=alias)

@@ -75,9 +75,17 @@ def _log_an_error(request):
     return HttpResponse("logged")
 
 
+def _traced_query(request):
+    with connections["default"].cursor() as cursor:
+        cursor.execute(f"SELECT %s::text, '{PHONE}', 'postgres://u:{DB_PASSWORD}@h/db'", ["x"])
+    logger.info("looked up %s", PHONE)
+    return HttpResponse("queried")
+
+
 urlpatterns = [
     path("session/<str:session_id>/", _read_session),
     path("log-error/", _log_an_error),
+    path("traced/", _traced_query),
 ]
 with_test_urls = pytest.mark.urls("tests.test_sentry")
 
@@ -179,41 +187,45 @@ def test_sentry__error_log_is_captured_scrubbed(client, sentry_server):
     assert event["logentry"]["formatted"] == (
         "could not reach postgres://u:[Filtered]@h/db for 7900***4567"
     )
-    assert event["tags"]["operation"] == "view:/log-error/"
+    assert event["tags"]["operation"] == "view:tests.test_sentry._log_an_error"
     assert DB_PASSWORD.encode() not in sentry_server.raw
     assert PHONE.encode() not in sentry_server.raw
 
 
-@pytest.mark.slow
-@with_test_urls
-def test_sentry__wsgi_request_keeps_url_but_not_cookies_tokens_or_auth(sentry_server, settings):
-    """Through the real WSGI stack: the URL is kept, cookies, tokens and auth headers are not."""
+def _wsgi_get(path_info: str, query: str = "", **headers: str) -> bytes:
+    """GET through the real WSGI stack (with Sentry's WSGI middleware), as a server would."""
     from wsgiref.util import setup_testing_defaults
 
     from django.core.signals import request_finished, request_started
     from django.core.wsgi import get_wsgi_application
     from django.db import close_old_connections
 
-    token = secrets.token_urlsafe(24)
-    settings.OBSERVABILITY_HEALTH_TOKEN = token
-    settings.ALLOWED_HOSTS = ["127.0.0.1"]
-    environ = {
-        "PATH_INFO": "/log-error/",
-        "QUERY_STRING": f"token={token}&page=2",
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_AUTHORIZATION": "Bearer auth-header-secret-1",
-        "HTTP_COOKIE": "sessionid=cookie-secret-2; csrftoken=cookie-secret-3",
-        "HTTP_X_HEALTH_TOKEN": token,
-    }
+    environ = {"PATH_INFO": path_info, "QUERY_STRING": query, "HTTP_HOST": "127.0.0.1"}
+    environ.update(headers)
     setup_testing_defaults(environ)
     # As Django's test client does: the request must not close the test's connections.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        body = b"".join(get_wsgi_application()(environ, lambda status, headers: None))
+        return b"".join(get_wsgi_application()(environ, lambda status, headers: None))
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
+
+
+@pytest.mark.slow
+@with_test_urls
+def test_sentry__wsgi_request_keeps_url_but_not_cookies_tokens_or_auth(sentry_server, settings):
+    """Through the real WSGI stack: the URL is kept, cookies, tokens and auth headers are not."""
+    token = secrets.token_urlsafe(24)
+    settings.OBSERVABILITY_HEALTH_TOKEN = token
+    body = _wsgi_get(
+        "/log-error/",
+        f"token={token}&page=2",
+        HTTP_AUTHORIZATION="Bearer auth-header-secret-1",
+        HTTP_COOKIE="sessionid=cookie-secret-2; csrftoken=cookie-secret-3",
+        HTTP_X_HEALTH_TOKEN=token,
+    )
     assert body == b"logged"
     assert sentry_server.wait_for(lambda s: len(s.events()) >= 1)
     (event,) = sentry_server.events()
@@ -222,6 +234,59 @@ def test_sentry__wsgi_request_keeps_url_but_not_cookies_tokens_or_auth(sentry_se
     raw = sentry_server.raw
     for secret in (token, "auth-header-secret-1", "cookie-secret-2", "cookie-secret-3"):
         assert secret.encode() not in raw, secret
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+@with_test_urls
+def test_sentry__traced_request_transaction_is_scrubbed():
+    """With tracing on, the transaction and its SQL spans arrive with phone and password gone."""
+    server = SentryServer().start()
+    try:
+        with sentry_initialised(server.dsn, traces_sample_rate=1.0):
+            assert _wsgi_get("/traced/") == b"queried"
+            assert server.wait_for(lambda s: s.payloads("transaction"))
+            (transaction,) = server.payloads("transaction")
+    finally:
+        server.stop()
+    sql = [span["description"] for span in transaction["spans"] if span["op"] == "db"]
+    assert any("'7900***4567'" in q and "u:[Filtered]@h" in q for q in sql), sql
+    assert PHONE.encode() not in server.raw
+    assert DB_PASSWORD.encode() not in server.raw
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_sentry__django_q_cluster_failure_log_becomes_an_event(sentry_server):
+    """The worker cluster's "Failed ..." error log (no wrapper involved) reaches Sentry, masked."""
+    logging.getLogger("django-q").error(
+        "Failed 'observability.tasks.x' (four-five) - boom for %s : Traceback ...", PHONE
+    )
+    assert sentry_server.wait_for(lambda s: len(s.events()) >= 1)
+    (event,) = sentry_server.events()
+    assert event["logger"] == "django-q"
+    assert "boom for 7900***4567" in event["logentry"]["formatted"]
+
+
+@pytest.mark.slow
+@bot_tables
+def test_sentry__session_admin_page_with_bot_down_is_tagged_from_the_url(
+    admin_client, sentry_server, bot_database_down
+):
+    """The session admin's page for company_962302, bot database down: salon, view and alias."""
+    from django.contrib.admin.utils import quote
+    from django.urls import reverse
+
+    url = reverse("admin:observability_whatsappauth_change", args=[quote("company_962302")])
+    response = admin_client.get(url)
+    assert response.status_code == 503
+    assert sentry_server.wait_for(lambda s: len(s.events()) >= 1)
+    (event,) = sentry_server.events()
+    assert event["exception"]["values"][-1]["type"] == "BotDatabaseUnavailable"
+    assert event["tags"]["salon"] == "962302"
+    assert event["tags"]["operation"] == "view:admin:observability_whatsappauth_change"
+    assert event["tags"]["alias"] == "bot"
+    assert event["event_id"] in response.content.decode()
 
 
 # --- django-q2 tasks and cron monitors --------------------------------------------------------
