@@ -27,11 +27,35 @@ def now():
     return timezone.now().replace(microsecond=0)
 
 
+@pytest.fixture(scope="module")
+def _small_data_set(django_db_setup, django_db_blocker):
+    """
+    The small demo data set, committed once for this module and emptied after it.
+
+    Seeding takes about a second; the read-only tests below share one copy. Tests that write
+    run inside their own transaction, which rolls back to this state.
+    """
+    now = timezone.now().replace(microsecond=0)
+    with django_db_blocker.unblock():
+        demo_data.seed_demo_data(SMALL, seed=1, now=now, replace=True)
+    yield now
+    with django_db_blocker.unblock(), connections["bot"].cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE whatsapp_auth, whatsapp_keys, companies, clients RESTART IDENTITY"
+        )
+
+
 @pytest.fixture
-def seeded(now):
-    """The small demo data set in the test bot database (rolled back after the test)."""
-    demo_data.seed_demo_data(SMALL, seed=1, now=now)
-    return now
+def empty_bot_tables():
+    """Empty bot tables for this test only (the TRUNCATE rolls back with the test)."""
+    with connections["bot"].cursor() as cursor:
+        cursor.execute("TRUNCATE whatsapp_auth, whatsapp_keys, companies, clients")
+
+
+@pytest.fixture
+def seeded(_small_data_set):
+    """The reference time of the small demo data set that is in the test bot database."""
+    return _small_data_set
 
 
 def _rows(sql: str, params=None) -> list[tuple]:
@@ -260,7 +284,8 @@ def test_demo_size__bad_sizes_are_refused(size, message):
         demo_data.build_plan(size)
 
 
-def test_seed_demo_data_command__writes_and_reports(now):
+@pytest.mark.usefixtures("empty_bot_tables")
+def test_seed_demo_data_command__writes_and_reports():
     """The command writes the small set and says how much it wrote."""
     out = io.StringIO()
     call_command("seed_demo_data", "--seed", "3", stdout=out)
