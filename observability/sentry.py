@@ -122,6 +122,8 @@ _ID_KEYS = frozenset(
         "parent_id",
         "thread_id",
         "thread.id",
+        "profiler_id",
+        "replay_id",
     }
 )
 #: Top-level event fields written by the SDK from its own options: left as they are.
@@ -407,7 +409,7 @@ def _exception_tags(hint: dict) -> dict[str, str]:
     tags: dict[str, str] = {}
     if error is None:
         return tags
-    for cause in reversed(list(_causes(error))):
+    for cause in _causes(error):  # outermost first, so the innermost tags win
         tags.update(getattr(cause, "_sentry_tags", None) or {})
     return tags
 

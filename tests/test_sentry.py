@@ -529,3 +529,18 @@ def test_sentry_scope__tags_travel_on_the_exception_in_bare_form():
     ):
         raise RuntimeError("boom")
     assert raised.value._sentry_tags == {"salon": "962302", "operation": "inner", "alias": "bot"}
+
+
+def test_before_send__innermost_scope_tags_win_along_the_cause_chain():
+    """A failure re-raised by outer code keeps the tags of the scope where it happened."""
+    try:
+        with sentry_scope(operation="cleanup.batch", alias="bot"):
+            try:
+                with sentry_scope(salon_id="962302", operation="sessions.read"):
+                    raise ValueError("inner")
+            except ValueError as inner:
+                raise RuntimeError("outer") from inner
+    except RuntimeError as outer:
+        error = outer
+    event = before_send({"tags": {"operation": "view:x"}}, {"exc_info": (None, error, None)})
+    assert event["tags"] == {"operation": "sessions.read", "alias": "bot", "salon": "962302"}
