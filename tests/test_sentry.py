@@ -384,6 +384,42 @@ def test_no_dsn__nothing_is_sent_and_nothing_fails(client):
         server.stop()
 
 
+@pytest.mark.slow
+def test_settings__sentry_is_initialised_from_the_environment_only():
+    """A real manage.py process with SENTRY_DSN set reports its error log, release and env."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from observability import __version__
+
+    server = SentryServer().start()
+    try:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "SENTRY_DSN": server.dsn,
+            "SENTRY_ENVIRONMENT": "staging",
+        }
+        code = f"import logging; logging.getLogger('ops').error('boom for {PHONE}')"
+        subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        assert server.wait_for(lambda s: len(s.events()) >= 1)
+        (event,) = server.events()
+    finally:
+        server.stop()
+    assert event["environment"] == "staging"
+    assert event["release"] == f"observability@{__version__}"
+    assert event["logentry"]["formatted"] == "boom for 7900***4567"
+
+
 def test_init_sentry__traces_and_profiles_on_without_warnings():
     """Traces and profiles switch on with no deprecation warning (tests treat them as errors)."""
     server = SentryServer().start()
