@@ -7,7 +7,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from django.db import connections
@@ -156,13 +156,23 @@ class StoreHealth:
 # never reach Python), and the salons' titles. Their number does not depend on the number of
 # sessions.
 
+# One row per session: the per-type counts as two parallel arrays, and the newest write as
+# epoch seconds (a float is far cheaper for the driver to load than ten thousand timestamps).
 _KEYS_SQL = """
-    SELECT company_id, key_type, count(*),
-           count(*) FILTER (WHERE expires_at < %(now)s),
-           max(coalesce(updated_at, created_at))
-      FROM whatsapp_keys
-      {where}
-  GROUP BY company_id, key_type
+    SELECT company_id,
+           array_agg(key_type ORDER BY key_type),
+           array_agg(keys ORDER BY key_type),
+           sum(expired)::bigint,
+           extract(epoch FROM max(newest))::float8
+      FROM (
+            SELECT company_id, key_type, count(*) AS keys,
+                   count(*) FILTER (WHERE expires_at < %(now)s) AS expired,
+                   max(coalesce(updated_at, created_at)) AS newest
+              FROM whatsapp_keys
+              {where}
+          GROUP BY company_id, key_type
+           ) AS per_type
+  GROUP BY company_id
 """
 
 _AUTH_SQL = """
@@ -212,16 +222,16 @@ def _fetch(
     if session_filter is not None:
         where = "WHERE company_id = ANY(%(ids)s)"
         params["ids"] = list(session_filter)
-    keys: dict[str, _KeyAggregate] = defaultdict(_KeyAggregate)
+    keys: dict[str, _KeyAggregate] = {}
     auth: dict[str, _AuthRow] = {}
     with translate_database_errors(alias), connections[alias].cursor() as cursor:
         cursor.execute(_KEYS_SQL.format(where=where), params)
-        for company_id, key_type, count, expired, newest in cursor.fetchall():
-            aggregate = keys[company_id]
-            aggregate.counts[key_type] = count
-            aggregate.expired += expired
-            if newest is not None and (aggregate.newest is None or newest > aggregate.newest):
-                aggregate.newest = newest
+        for company_id, key_types, counts, expired, newest in cursor.fetchall():
+            keys[company_id] = _KeyAggregate(
+                counts=dict(zip(key_types, counts, strict=True)),
+                expired=expired,
+                newest=datetime.fromtimestamp(newest, tz=UTC) if newest is not None else None,
+            )
         cursor.execute(_AUTH_SQL.format(where=where), params)
         for company_id, jid, registered, platform, updated_at in cursor.fetchall():
             auth[company_id] = _AuthRow(jid, registered, platform, updated_at)
@@ -236,7 +246,7 @@ def _fetch(
         if salons:
             cursor.execute(_TITLES_SQL, {"salons": salons})
             titles = {salon: (title, pk) for salon, title, pk in cursor.fetchall()}
-    return dict(keys), auth, titles
+    return keys, auth, titles
 
 
 def _with_twins(ids: Iterable[str]) -> list[str]:
