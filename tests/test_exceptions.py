@@ -127,6 +127,23 @@ def test_translate_database_errors__refused_connection_becomes_unavailable():
             psycopg.connect(host="127.0.0.1", port=_closed_port(), connect_timeout=2)
 
 
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_translate_database_errors__lost_connection_becomes_unavailable():
+    """A connection the server terminated mid-use becomes BotDatabaseUnavailable."""
+    params = connections["bot"].get_connection_params()
+    params.pop("pool", None)
+    conn = psycopg.connect(**params, autocommit=True)
+    try:
+        pid = conn.info.backend_pid
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+        with pytest.raises(BotDatabaseUnavailable):  # noqa: SIM117
+            with translate_database_errors("bot"):
+                conn.execute("SELECT 1")
+    finally:
+        conn.close()
+
+
 def test_translate_database_errors__other_errors_pass_unchanged():
     """Bugs and integrity errors are not disguised as an outage."""
     with pytest.raises(ValueError), translate_database_errors():
