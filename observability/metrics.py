@@ -120,18 +120,14 @@ class ObservabilityCollector(Collector):
                 labels=["application_name"],
             ),
         }
+        # One set of labels for every family: the services holding the most connections.
+        ranked = sorted(server.services, key=lambda s: (-s.total, s.service))
+        shown, folded = ranked[:limit], ranked[limit:]
         for field, family in families.items():
-            pairs = [(s.service, getattr(s, field)) for s in server.services]
-            # Cap by the services holding the most connections, the same set in every family.
-            top = {
-                name for name, _ in _capped([(s.service, s.total) for s in server.services], limit)
-            }
-            kept = [(n, v) for n, v in pairs if n in top]
-            rest = sum(v for n, v in pairs if n not in top)
-            for name, value in kept:
-                family.add_metric([name], value)
-            if OTHER in top:
-                family.add_metric([OTHER], rest)
+            for service in shown:
+                family.add_metric([service.service], getattr(service, field))
+            if folded:
+                family.add_metric([OTHER], sum(getattr(s, field) for s in folded))
             yield family
         yield GaugeMetricFamily(
             "observability_db_max_connections",
