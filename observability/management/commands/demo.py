@@ -169,6 +169,9 @@ def _interrupt(signum, frame) -> None:
 def _ensure_port_free(port: int) -> None:
     """Fail early with a clear message (runserver would exit without stopping the worker)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As runserver does: connections of a server just stopped (TIME_WAIT) do not count,
+        # a live listener still does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as error:
