@@ -253,7 +253,7 @@ def _byte_list(match: re.Match) -> str:
 
 
 def _known_secrets() -> list[str]:
-    """Values configured as secrets (database passwords, health token, secret key)."""
+    """Values configured as secrets (database passwords, health token, secret key, DSN's)."""
     from django.conf import settings
 
     values: list[str] = []
@@ -263,6 +263,11 @@ def _known_secrets() -> list[str]:
         values.append(str(getattr(settings, name, "") or ""))
     for database in getattr(settings, "DATABASES", {}).values():
         values.append(str(database.get("PASSWORD") or ""))
+    dsn = sentry_sdk.get_client().dsn
+    if dsn:
+        from urllib.parse import urlsplit
+
+        values.append(urlsplit(dsn).password or "")  # a legacy DSN's secret key
     values.extend(_extra_secrets)
     # Short values would match ordinary text; none of the real secrets is that short.
     return sorted({v for v in values if len(v) >= 6}, key=len, reverse=True)

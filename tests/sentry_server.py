@@ -51,13 +51,16 @@ class SentryServer:
     """
     A threading HTTP server that answers like Sentry's ingestion and keeps what it received.
 
+    Args:
+        dsn_secret: put this (legacy) secret key in the DSN, to prove it never leaks.
+
     Attributes:
         dsn: a DSN pointing at this server (project 1, public key ``public``).
         envelopes: every envelope received, in order of arrival.
 
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dsn_secret: str | None = None) -> None:
         self.envelopes: list[Envelope] = []
         self._lock = threading.Lock()
         server = self
@@ -87,7 +90,9 @@ class SentryServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self.dsn = f"http://public@127.0.0.1:{self.port}/1"
+        # A legacy secret key in the DSN travels in the auth header only, never in a body.
+        key = f"public:{dsn_secret}" if dsn_secret else "public"
+        self.dsn = f"http://{key}@127.0.0.1:{self.port}/1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def start(self) -> SentryServer:

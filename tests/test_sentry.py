@@ -62,6 +62,7 @@ def _read_session(request, session_id):
         phone = creds["me"]["id"]
         database_url = f"postgresql://ops:{DB_PASSWORD}@db.internal:5432/bot"
         logger.warning("reading session %s of %s via %s", session_id, phone, database_url)
+        logger.warning("errors go to %s", sentry_sdk.get_client().dsn)
         logger.info("session state: %s", creds_json)
         assert keys and company and private_hex and private_list and creds_text
         with connections["bot"].cursor() as cursor:
@@ -128,13 +129,28 @@ def _seeded_secrets(session_id: str, salon_id: int) -> list[bytes]:
     return found
 
 
+DSN_SECRET = "dsn-Secret-5521"
+
+
+@pytest.fixture
+def sentry_server_with_dsn_secret():
+    """The fake Sentry server, reached through a DSN that carries a (legacy) secret key."""
+    server = SentryServer(dsn_secret=DSN_SECRET).start()
+    try:
+        with sentry_initialised(server.dsn):
+            yield server
+    finally:
+        server.stop()
+
+
 @pytest.mark.slow
 @bot_tables
 @with_test_urls
 def test_sentry__timeout_reading_a_session_is_tagged_and_leaks_no_secret(
-    admin_client, sentry_server, settings
+    admin_client, sentry_server_with_dsn_secret, settings
 ):
     """A real statement timeout while reading a seeded session: one tagged, clean event."""
+    sentry_server = sentry_server_with_dsn_secret
     token = secrets.token_urlsafe(24)
     settings.OBSERVABILITY_HEALTH_TOKEN = token
     factories.make_auth("company_962302", phone=PHONE, seed=7)
@@ -168,6 +184,7 @@ def test_sentry__timeout_reading_a_session_is_tagged_and_leaks_no_secret(
             *seeded,
             PHONE.encode(),
             DB_PASSWORD.encode(),
+            DSN_SECRET.encode(),
             token.encode(),
         ]
         if form in raw
