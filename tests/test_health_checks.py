@@ -457,3 +457,22 @@ def test_checks_for__every_group_and_all():
         "WhatsAppStore",
         "JobQueue",
     }
+
+
+def test_job_queue__cron_schedules_use_their_own_period():
+    """A daily cron cleanup (as setup_schedules creates it) last run 30 h ago warns; 20 h is OK."""
+    from django_q.models import Schedule, Task
+
+    _heartbeat()
+    Schedule.objects.create(
+        name="cleanup (cron)",
+        func=CLEANUP_FUNC,
+        schedule_type=Schedule.CRON,
+        cron="0 3 * * *",
+    )
+    _task(CLEANUP_FUNC, success=True, stopped_ago=timedelta(hours=20))
+    JobQueue().run()
+    Task.objects.all().delete()
+    _task(CLEANUP_FUNC, success=True, stopped_ago=timedelta(hours=30))
+    with pytest.raises(ServiceWarning, match=r"longer ago than its period \(1 day, 0:00:00\)"):
+        JobQueue().run()
