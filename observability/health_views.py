@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -133,8 +134,12 @@ class HealthView(HealthCheckView):
         self._results = value
 
     async def get(self, request, *args, **kwargs):
-        user = await request.auser()
-        access = _access(request, bool(getattr(user, "is_staff", False)))
+        is_staff = False
+        if _presented_token(request) is None and settings.SESSION_COOKIE_NAME in request.COOKIES:
+            # Only a logged-in browser carries a session; monitors skip the session lookup.
+            user = await request.auser()
+            is_staff = bool(getattr(user, "is_staff", False))
+        access = _access(request, is_staff)
         if access is Access.REFUSED:
             return _refused()
         self.show_messages = access is Access.DETAILS
