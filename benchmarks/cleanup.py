@@ -50,7 +50,9 @@ def load(total: int) -> None:
             "'app-state-sync-version','lid-mapping','device-list','tctoken'])[1 + g %% 9], "
             "'k' || g, jsonb_build_object('type', 'Buffer', 'data', md5(g::text)), "
             "now() - interval '40 days', now() - interval '40 days', "
-            "CASE WHEN g <= %s THEN now() - interval '30 days' ELSE now() + interval '7 days' END "
+            # Distinct expiry times, as the bot writes them (each write sets its own).
+            "CASE WHEN g <= %s THEN now() - interval '30 days' + g * interval '1 millisecond' "
+            "ELSE now() + interval '7 days' + g * interval '1 millisecond' END "
             "FROM generate_series(1, %s) g",
             [total // 2, total],
         )
@@ -162,13 +164,15 @@ def main() -> None:
 
     print(f"loading {args.keys:,} keys ({args.keys // 2:,} expired)...", flush=True)
     load(args.keys)
-    batched, batched_writes = timed(
-        lambda: print(
-            "batched: deleted",
-            cleanup.cleanup_expired_keys(apply=True, batch_size=args.batch_size).total_deleted,
-        ),
-        args.keys,
-    )
+
+    def batched_cleanup() -> None:
+        report = cleanup.cleanup_expired_keys(apply=True, batch_size=args.batch_size)
+        print(
+            f"batched: deleted {report.total_deleted} in {report.batches} batches, "
+            f"slowest {report.slowest_batch_seconds * 1000:.0f} ms"
+        )
+
+    batched, batched_writes = timed(batched_cleanup, args.keys)
     print("reloading the identical data...", flush=True)
     load(args.keys)
 

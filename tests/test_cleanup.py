@@ -28,6 +28,7 @@ bot_tables = pytest.mark.django_db(databases=["default", "bot"])
 bot_tables_committed = pytest.mark.django_db(databases=["default", "bot"], transaction=True)
 
 DAY = timedelta(days=1)
+MINUTE = timedelta(minutes=1)
 
 
 def _expired(session_id: str, key_type: str, count: int, *, days_ago: float = 20, seed=1):
@@ -112,6 +113,24 @@ def test_cleanup_expired_keys__dry_run_deletes_nothing_and_apply_deletes_what_it
     assert _keys() == {("962302", "session"): 4}
     assert applied.bytes_before > 0 and applied.bytes_after > 0
     assert applied.row_bytes_deleted > 0
+
+
+@bot_tables
+def test_cleanup_expired_keys__batches_are_ranges_of_the_expiry_index():
+    """Keys with distinct expiries go in ranges of at most the batch size, none left behind."""
+    now = timezone.now()
+    for minute in range(30):  # 30 keys, each expired at its own instant
+        factories.make_keys(
+            "962302", "session", 1, seed=minute, expires_at=now - 10 * DAY - minute * MINUTE
+        )
+    factories.make_keys("962302", "pre-key", 3, expires_at=now - DAY)  # within the grace
+    batches = []
+    hook = Hook(after=0, action=None)
+    hook.advance = batches.append
+    report = cleanup.cleanup_expired_keys(apply=True, batch_size=7, progress=hook)
+    assert batches == [7, 7, 7, 7, 2]
+    assert report.total_deleted == 30
+    assert _keys() == {("962302", "pre-key"): 3}
 
 
 @bot_tables

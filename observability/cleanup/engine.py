@@ -24,9 +24,13 @@ logger = logging.getLogger(__name__)
 
 #: What one batch deleted, grouped in SQL: (session id, key type, rows, row bytes).
 DeletedGroup = tuple[str, str, int, int]
-#: Deletes one batch on the given cursor (inside its transaction) and returns its groups;
-#: an empty result means there was nothing left to delete.
-BatchDeleter = Callable[[object], Sequence[DeletedGroup]]
+#: Deletes one batch on the given cursor (inside its transaction); returns its groups and
+#: whether more batches may follow.
+BatchDeleter = Callable[[object], tuple[Sequence[DeletedGroup], bool]]
+
+#: A batch that hits ``lock_timeout`` (the bot held a row a while) is retried this often,
+#: after a short pause, before the run gives up.
+LOCK_RETRIES = 2
 
 
 def _milliseconds(period: timedelta) -> str:
@@ -71,6 +75,12 @@ def count_by_session_and_type(alias: str, sql: str, params: Sequence) -> records
     return counts
 
 
+def _is_lock_timeout(error: BaseException) -> bool:
+    import psycopg.errors
+
+    return isinstance(error.__cause__ or error, psycopg.errors.LockNotAvailable)
+
+
 def run_batches(
     *,
     alias: str,
@@ -79,22 +89,36 @@ def run_batches(
     on_committed: Callable[[Sequence[DeletedGroup], float], None],
 ) -> None:
     """
-    Delete batch after batch until a batch finds nothing.
+    Delete batch after batch until ``delete_batch`` says nothing is left.
 
     Each batch is one transaction with its own timeouts; a failing batch rolls back alone
-    and the error propagates, leaving the committed batches in place. Before each batch the
-    run lock is checked to be still held.
+    and the error propagates, leaving the committed batches in place. A batch that timed out
+    waiting for a lock is retried (``LOCK_RETRIES``) first. Before each batch the run lock is
+    checked to be still held.
     """
+    from django.db import OperationalError
+
+    failures = 0
     while True:
         lock.ensure_held()
         started = time.monotonic()
-        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-            set_local_timeouts(cursor)
-            rows = delete_batch(cursor)
+        try:
+            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                set_local_timeouts(cursor)
+                groups, more = delete_batch(cursor)
+        except OperationalError as error:
+            if not _is_lock_timeout(error) or failures >= LOCK_RETRIES:
+                raise
+            failures += 1
+            logger.info("cleanup batch waited too long for a lock; retry %d", failures)
+            time.sleep(0.2 * failures)
+            continue
+        failures = 0
         elapsed = time.monotonic() - started
-        if not rows:
+        if groups:
+            on_committed(groups, elapsed)
+        if not more:
             return
-        on_committed(rows, elapsed)
 
 
 def run_delete_operation(

@@ -50,11 +50,13 @@ def cleanup_expired_keys(
     """
     Delete (or, by default, count) keys whose ``expires_at`` passed more than ``grace`` ago.
 
-    Rows are taken in ``expires_at`` order through the partial index
-    ``idx_whatsapp_keys_expires``, a batch at a time, each batch starting where the last one
-    ended (so no batch rescans the dead rows of the previous ones). Rows the bot holds
-    locked are skipped (``SKIP LOCKED``), and each row's expiry is re-checked when deleted,
-    so a key the bot rewrites meanwhile (new ``expires_at``) is kept.
+    Each batch is a range of the partial index on ``expires_at``: from where the previous
+    batch ended up to the expiry of the (batch size + 1)-th row, found by walking that many
+    index entries; no batch walks the entries of rows already deleted, and the delete itself
+    is one index range scan (about as cheap per row as a bare ``DELETE``). More than a batch
+    of keys expiring at the same instant are deleted together. A row the bot holds locked is
+    waited for (at most ``lock_timeout``, then the batch is retried); each row's expiry is
+    re-checked as it is deleted, so a key the bot rewrites meanwhile is kept.
 
     Args:
         salons: salon ids in either spelling (both spellings are cleaned); None: all.
@@ -96,28 +98,65 @@ def cleanup_expired_keys(
             [cutoff, *filter_params],
         )
 
-    floor: list[datetime] = []  # the expires_at where the next batch starts
+    # Where the next batch starts: (expires_at, inclusive). Each batch starts past the
+    # previous one, so no batch walks the index entries of rows already deleted.
+    floor: list[tuple[datetime, bool]] = []
+    where = f"expires_at IS NOT NULL AND expires_at < %s {filters}"
 
     def delete_batch(cursor):
-        floor_sql = "AND expires_at >= %s" if floor else ""
-        # The deleted rows are grouped in SQL: a batch returns a few rows, not thousands.
+        floor_sql, floor_params = "", []
+        if floor:
+            value, inclusive = floor[-1]
+            floor_sql, floor_params = (
+                ("AND expires_at >= %s" if inclusive else "AND expires_at > %s"),
+                [value],
+            )
+        # The batch is a range of the partial index on expires_at: from the floor up to the
+        # (size + 1)-th row's expiry, found by walking ``size`` index entries.
+        cursor.execute(
+            f"SELECT (SELECT expires_at FROM whatsapp_keys WHERE {where} {floor_sql} "  # noqa: S608
+            "ORDER BY expires_at LIMIT 1), "
+            f"(SELECT expires_at FROM whatsapp_keys WHERE {where} {floor_sql} "
+            "ORDER BY expires_at OFFSET %s LIMIT 1)",
+            [cutoff, *filter_params, *floor_params, cutoff, *filter_params, *floor_params, size],
+        )
+        first, upper = cursor.fetchone()
+        if first is None:
+            return [], False
+        if upper == first:
+            return _delete_tie_batch(cursor, first)
+        if upper is None:  # the last batch: everything left
+            upper_sql, upper_params, more = "", [], False
+        else:
+            upper_sql, upper_params, more = "AND expires_at < %s", [upper], True
+            floor.append((upper, True))
+        # The condition is evaluated again on each row as it is deleted: a key the bot
+        # rewrites meanwhile (new expires_at) no longer matches and is kept.
+        cursor.execute(
+            "WITH deleted AS ("  # noqa: S608
+            f" DELETE FROM whatsapp_keys WHERE {where} {floor_sql} {upper_sql}"
+            " RETURNING company_id, key_type, pg_column_size(whatsapp_keys.*) AS row_bytes"
+            ") SELECT company_id, key_type, count(*), sum(row_bytes) FROM deleted GROUP BY 1, 2",
+            [cutoff, *filter_params, *floor_params, *upper_params],
+        )
+        return cursor.fetchall(), more
+
+    def _delete_tie_batch(cursor, instant):
+        # More than a batch of keys expired at one instant (the bot writes keys in bulk):
+        # take them a batch at a time, by physical row address, within that instant.
         cursor.execute(
             "WITH deleted AS ("  # noqa: S608
             " DELETE FROM whatsapp_keys WHERE ctid = ANY(ARRAY("
-            "  SELECT ctid FROM whatsapp_keys"
-            f"  WHERE expires_at IS NOT NULL AND expires_at < %s {floor_sql} {filters}"
-            "  ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED"
-            f" )) AND expires_at < %s {filters}"
-            " RETURNING company_id, key_type, expires_at,"
-            "  pg_column_size(whatsapp_keys.*) AS row_bytes"
-            ") SELECT company_id, key_type, count(*), sum(row_bytes), max(expires_at) "
-            "FROM deleted GROUP BY 1, 2",
-            [cutoff, *floor[-1:], *filter_params, size, cutoff, *filter_params],
+            f"  SELECT ctid FROM whatsapp_keys WHERE {where} AND expires_at = %s LIMIT %s"
+            f" )) AND {where} AND expires_at = %s"
+            " RETURNING company_id, key_type, pg_column_size(whatsapp_keys.*) AS row_bytes"
+            ") SELECT company_id, key_type, count(*), sum(row_bytes) FROM deleted GROUP BY 1, 2",
+            [cutoff, *filter_params, instant, size, cutoff, *filter_params, instant],
         )
         groups = cursor.fetchall()
-        if groups:
-            floor.append(max(group[4] for group in groups))
-        return [group[:4] for group in groups]
+        if not groups:  # the instant's rows all changed under us: move past it
+            floor.append((instant, False))
+        return groups, True
 
     return engine.run_delete_operation(
         operation="expired_keys",
@@ -204,7 +243,8 @@ def cleanup_orphan_keys(
             ") SELECT company_id, key_type, count(*), sum(row_bytes) FROM deleted GROUP BY 1, 2",
             [cutoff, *filter_params, size, cutoff, *filter_params],
         )
-        return cursor.fetchall()
+        groups = cursor.fetchall()
+        return groups, bool(groups)
 
     return engine.run_delete_operation(
         operation="orphan_keys",
