@@ -214,3 +214,18 @@ def store_alert_cooldown() -> timedelta:
 def store_alert_cache_alias() -> str:
     """The cache (shared between processes) that keeps the alert's last status and cooldowns."""
     return _get("STORE_ALERT_CACHE", "default")
+
+
+# --- Admin (observability.admin.sessions) ------------------------------------------------------
+
+
+def admin_health_cache_seconds() -> float:
+    """
+    How long the admin reuses one computation of every session's health (0 = never).
+
+    The sessions changelist and the overview read the whole keys table once per computation
+    (about 0.2 s at a million keys); within this many seconds each web process serves every
+    filter, search and page from the last one. Pages show when it was computed, with a link
+    to compute it again.
+    """
+    return float(_get("ADMIN_HEALTH_CACHE_SECONDS", 30))

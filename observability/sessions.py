@@ -500,20 +500,30 @@ def store_health(*, now: datetime | None = None) -> StoreHealth:
         QueryTimedOut: the server cancelled a query.
 
     """
-    now = now or timezone.now()
-    keys, auth, titles = _fetch(None, now)
-    sessions = [
-        _build(sid, keys=keys, auth=auth, titles=titles, now=now) for sid in set(keys) | set(auth)
-    ]
-    sessions.sort(key=_worst_first_key)
+    return summarize(_sessions(None, now or timezone.now()))
+
+
+def summarize(sessions: Sequence[SessionHealth]) -> StoreHealth:
+    """
+    The store's health from every session's health (no query of its own).
+
+    Every key belongs to exactly one stored session id, so the store's totals are the sums of
+    the sessions' counts. Callers that already hold :func:`list_sessions` (the admin) use this
+    instead of querying again.
+
+    Args:
+        sessions: the health of every session in the store, worst first.
+
+    """
+    sessions = sorted(sessions, key=_worst_first_key)
     by_status = dict.fromkeys(Status, 0)
     for health in sessions:
         by_status[health.status] += 1
     keys_by_type: dict[str, int] = defaultdict(int)
-    for aggregate in keys.values():
-        for key_type, count in aggregate.counts.items():
+    for health in sessions:
+        for key_type, count in health.key_counts.items():
             keys_by_type[key_type] += count
-    total_expired = sum(aggregate.expired for aggregate in keys.values())
+    total_expired = sum(health.expired_keys for health in sessions)
     expired_verdict = expired_status(total_expired)
     duplicates = tuple(
         sorted(

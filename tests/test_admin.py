@@ -345,3 +345,35 @@ def test_custom_pages__bot_database_down_answer_503(admin_client, bot_database_d
         response = admin_client.get(url)
         assert response.status_code == 503, url
         assert "Bot database unavailable" in response.content.decode(), url
+
+
+@pytest.fixture
+def reused_health(settings):
+    """Let the admin reuse its health computation for a minute (as in production)."""
+    from observability.admin.sessions import forget_cached_health
+
+    settings.OBSERVABILITY_ADMIN_HEALTH_CACHE_SECONDS = 60
+    forget_cached_health()
+    yield
+    forget_cached_health()
+
+
+def test_changelist__reuses_health_until_refreshed(admin_client, reused_health):
+    """Within the reuse window no aggregate runs again; "Compute again" shows new sessions."""
+    url = reverse("admin:observability_whatsappauth_changelist")
+    _seed_sessions(2, 8000)
+    _, first = _count_queries(admin_client, url)
+    _seed_sessions(1, 9000)
+    _, second = _count_queries(admin_client, url)
+    assert second == first - 3  # the three aggregate queries were not repeated
+    response = admin_client.get(url)
+    rows = {obj.company_id: obj.health for obj in response.context["cl"].result_list}
+    assert rows["9000"] is None and rows["8000"] is not None  # new since the computation
+    assert "not computed yet" in response.content.decode()
+    assert 'id="health-freshness"' in response.content.decode()
+    refreshed = admin_client.get(url + "?status=OK&refresh=1")
+    assert refreshed.status_code == 302 and refreshed["Location"] == url + "?status=OK"
+    listed = admin_client.get(url).context["cl"].result_list
+    assert all(obj.health is not None for obj in listed) and len(listed) == 3
+    overview = admin_client.get(reverse("admin:observability_whatsappauth_overview"))
+    assert overview.context["store"].total_sessions == 3

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlencode
 
 from django.contrib import admin
@@ -16,7 +20,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from observability import phones, sessions
+from observability import config, phones, sessions
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin
 from observability.exceptions import BadInput, translate_database_errors
@@ -30,18 +34,90 @@ logger = logging.getLogger(__name__)
 KEYS_PER_PAGE = 100
 
 
+#: Query parameter that makes the changelist and the overview compute the health again.
+REFRESH_PARAM = "refresh"
+
+
+@dataclass(frozen=True)
+class _Computed:
+    at: datetime
+    monotonic: float
+    by_id: dict[str, SessionHealth]
+
+
+_shared: dict[str, _Computed] = {}
+_shared_lock = threading.Lock()
+
+
+def _computed(*, refresh: bool = False) -> _Computed:
+    """
+    Every session's health, reused for ``admin_health_cache_seconds`` within this process.
+
+    The whole-store computation reads every key once; clicking through filters, searches and
+    pages within a few seconds need not repeat it. Nothing leaves the process (no phone is
+    written to a shared cache), and ``refresh`` forces a new computation.
+    """
+    ttl = config.admin_health_cache_seconds()
+    with _shared_lock:
+        entry = _shared.get("entry")
+    if not refresh and ttl > 0 and entry and time.monotonic() - entry.monotonic < ttl:
+        return entry
+    listed = sessions.list_sessions()
+    entry = _Computed(
+        at=timezone.now(),
+        monotonic=time.monotonic(),
+        by_id={health.session_id: health for health in listed},
+    )
+    if ttl > 0:
+        with _shared_lock:
+            _shared["entry"] = entry
+    return entry
+
+
+def forget_cached_health() -> None:
+    """Drop this process's reused health computation (after a change such as a cleanup)."""
+    with _shared_lock:
+        _shared.pop("entry", None)
+
+
+def _request_computed(request: HttpRequest) -> _Computed:
+    cached = getattr(request, "_observability_health", None)
+    if cached is None:
+        cached = _computed()
+        request._observability_health = cached
+    return cached
+
+
 def health_by_id(request: HttpRequest) -> dict[str, SessionHealth]:
     """
-    Every session's health, computed once per request (three aggregate queries).
+    Every session's health, computed at most once per request (three aggregate queries).
 
     The changelist's filters, search, ordering and columns all read this one result, so the
     number of queries does not depend on the number of sessions.
     """
-    cached = getattr(request, "_observability_health", None)
-    if cached is None:
-        cached = {health.session_id: health for health in sessions.list_sessions()}
-        request._observability_health = cached
-    return cached
+    return _request_computed(request).by_id
+
+
+def _freshness(request: HttpRequest) -> dict:
+    """Template context saying when the health shown was computed, with a refresh link."""
+    computed = _request_computed(request)
+    query = request.GET.copy()
+    query[REFRESH_PARAM] = "1"
+    return {
+        "health_computed_at": computed.at,
+        "health_age": display.duration(timezone.now() - computed.at),
+        "health_refresh_url": f"{request.path}?{query.urlencode()}",
+    }
+
+
+def _without_refresh(request: HttpRequest) -> HttpResponseRedirect | None:
+    """Compute again and redirect to the same page without the refresh parameter."""
+    if REFRESH_PARAM not in request.GET:
+        return None
+    forget_cached_health()
+    query = request.GET.copy()
+    del query[REFRESH_PARAM]
+    return HttpResponseRedirect(f"{request.path}?{query.urlencode()}" if query else request.path)
 
 
 def session_url(session_id: str) -> str:
@@ -252,7 +328,10 @@ class SessionAdmin(ReadOnlyModelAdmin):
     @admin.display(description="status")
     def status_badge(self, obj):
         health = getattr(obj, "health", None)
-        return display.badge(health.status) if health else "—"
+        if health is None:
+            # Stored after the reused health computation: "Compute again" judges it.
+            return format_html("<small>{}</small>", "not computed yet")
+        return display.badge(health.status)
 
     @admin.display(description="session")
     def session(self, obj):
@@ -340,8 +419,15 @@ class SessionAdmin(ReadOnlyModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         """The changelist, rendered inside the error translation (querysets run lazily)."""
-        extra_context = {**(extra_context or {}), "overview_url": overview_url()}
+        redirect = _without_refresh(request)
+        if redirect is not None:
+            return redirect
         with translate_database_errors():
+            extra_context = {
+                **(extra_context or {}),
+                "overview_url": overview_url(),
+                **_freshness(request),
+            }
             response = super().changelist_view(request, extra_context)
             if hasattr(response, "render"):
                 cl = response.context_data.get("cl") if response.context_data else None
@@ -456,10 +542,12 @@ class SessionAdmin(ReadOnlyModelAdmin):
         """The whole store: counts per status, expired keys, duplicates, orphans, worst ten."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        store = sessions.store_health()
-        from observability import config
-
+        redirect = _without_refresh(request)
+        if redirect is not None:
+            return redirect
+        store = sessions.summarize(list(health_by_id(request).values()))
         context = {
+            **_freshness(request),
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "WhatsApp session store overview",
