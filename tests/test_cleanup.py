@@ -134,6 +134,29 @@ def test_cleanup_expired_keys__batches_are_ranges_of_the_expiry_index():
 
 
 @bot_tables
+def test_cleanup_expired_keys__a_row_that_changes_mid_batch_is_kept_and_counts_stay_exact():
+    """A row that does not go when its batch deletes (as if rewritten) is kept, counts exact."""
+    now = timezone.now()
+    for minute in range(10):
+        factories.make_keys(
+            "962302", "session", 1, seed=minute, expires_at=now - 10 * DAY - minute * MINUTE
+        )
+    kept = WhatsAppKey.objects.order_by("expires_at")[5].key_id
+    with connections["bot"].cursor() as cursor:  # rolled back with the test
+        cursor.execute(
+            "CREATE FUNCTION test_keep_row() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN NULL; END $$; "
+            "CREATE TRIGGER test_keep_row BEFORE DELETE ON whatsapp_keys FOR EACH ROW "
+            f"WHEN (OLD.key_id = '{kept}') EXECUTE FUNCTION test_keep_row()"
+        )
+    report = cleanup.cleanup_expired_keys(apply=True, batch_size=4)
+    assert report.total_deleted == 9
+    assert report.rows_deleted == {"962302": {"session": 9}}
+    assert list(WhatsAppKey.objects.values_list("key_id", flat=True)) == [kept]
+    assert CleanupRun.objects.get().outcome == "succeeded"
+
+
+@bot_tables
 def test_cleanup_expired_keys__every_run_is_recorded():
     """Dry and applied runs leave a CleanupRun with counts by session and key type."""
     _expired("962302", "pre-key", 3)

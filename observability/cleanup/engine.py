@@ -28,6 +28,14 @@ DeletedGroup = tuple[str, str, int, int]
 #: whether more batches may follow.
 BatchDeleter = Callable[[object], tuple[Sequence[DeletedGroup], bool]]
 
+
+class BatchChanged(Exception):
+    """A batch's rows changed between counting and deleting: roll it back and redo it."""
+
+
+#: A batch whose rows changed under it is redone at most this often before the run fails.
+CHANGED_RETRIES = 3
+
 #: A batch that hits ``lock_timeout`` (the bot held a row a while) is retried this often,
 #: after a short pause, before the run gives up.
 LOCK_RETRIES = 2
@@ -65,6 +73,16 @@ def relation_size(alias: str, tables: Sequence[str]) -> int:
         return int(cursor.fetchone()[0])
 
 
+def average_row_bytes(alias: str, table: str) -> int:
+    """The average size of a row, from a sample of 1,000 (for the space-freed estimate)."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(avg(pg_column_size(t.*)), 0)::bigint "  # noqa: S608
+            f"FROM (SELECT * FROM {connections[alias].ops.quote_name(table)} LIMIT 1000) t"
+        )
+        return int(cursor.fetchone()[0])
+
+
 def count_by_session_and_type(alias: str, sql: str, params: Sequence) -> records.Counts:
     """Run a ``SELECT company_id, key_type, count(*) ... GROUP BY 1, 2`` into counts."""
     counts: records.Counts = {}
@@ -98,7 +116,7 @@ def run_batches(
     """
     from django.db import OperationalError
 
-    failures = 0
+    failures = changed = 0
     while True:
         lock.ensure_held()
         started = time.monotonic()
@@ -106,6 +124,13 @@ def run_batches(
             with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
                 set_local_timeouts(cursor)
                 groups, more = delete_batch(cursor)
+        except BatchChanged:
+            changed += 1
+            if changed > CHANGED_RETRIES:
+                raise ObservabilityError(
+                    "The rows of a cleanup batch kept changing while it ran; stopped. Retry later."
+                ) from None
+            continue
         except OperationalError as error:
             if not _is_lock_timeout(error) or failures >= LOCK_RETRIES:
                 raise
@@ -113,7 +138,7 @@ def run_batches(
             logger.info("cleanup batch waited too long for a lock; retry %d", failures)
             time.sleep(0.2 * failures)
             continue
-        failures = 0
+        failures = changed = 0
         elapsed = time.monotonic() - started
         if groups:
             on_committed(groups, elapsed)

@@ -99,11 +99,15 @@ def cleanup_expired_keys(
         )
 
     # Where the next batch starts: (expires_at, inclusive). Each batch starts past the
-    # previous one, so no batch walks the index entries of rows already deleted.
+    # previous one, so no batch walks the index entries of rows already deleted. The floor
+    # moves only once a batch's delete succeeded (a retried batch must find its rows again).
     floor: list[tuple[datetime, bool]] = []
     where = f"expires_at IS NOT NULL AND expires_at < %s {filters}"
+    state: dict = {"exact": False, "row_bytes": None}
 
     def delete_batch(cursor):
+        if state["row_bytes"] is None:
+            state["row_bytes"] = engine.average_row_bytes(alias, "whatsapp_keys")
         floor_sql, floor_params = "", []
         if floor:
             value, inclusive = floor[-1]
@@ -125,21 +129,36 @@ def cleanup_expired_keys(
             return [], False
         if upper == first:
             return _delete_tie_batch(cursor, first)
-        if upper is None:  # the last batch: everything left
-            upper_sql, upper_params, more = "", [], False
+        upper_sql, upper_params = ("AND expires_at < %s", [upper]) if upper else ("", [])
+        batch_where = f"{where} {floor_sql} {upper_sql}"
+        params = [cutoff, *filter_params, *floor_params, *upper_params]
+        if state["exact"]:
+            # The range changed under the cheap path: count what is deleted, row by row.
+            cursor.execute(
+                "WITH deleted AS ("  # noqa: S608
+                f" DELETE FROM whatsapp_keys WHERE {batch_where} RETURNING company_id, key_type"
+                ") SELECT company_id, key_type, count(*) FROM deleted GROUP BY 1, 2",
+                params,
+            )
+            groups = cursor.fetchall()
+            state["exact"] = False
         else:
-            upper_sql, upper_params, more = "AND expires_at < %s", [upper], True
+            # Count the range, then delete it: much cheaper than DELETE ... RETURNING. The
+            # delete re-checks each row, so a key the bot rewrote meanwhile (new expires_at)
+            # is kept; then the counts no longer match and the batch is redone exactly.
+            cursor.execute(
+                "SELECT company_id, key_type, count(*) FROM whatsapp_keys "  # noqa: S608
+                f"WHERE {batch_where} GROUP BY 1, 2",
+                params,
+            )
+            groups = cursor.fetchall()
+            cursor.execute(f"DELETE FROM whatsapp_keys WHERE {batch_where}", params)  # noqa: S608
+            if cursor.rowcount != sum(group[2] for group in groups):
+                state["exact"] = True
+                raise engine.BatchChanged()
+        if upper is not None:
             floor.append((upper, True))
-        # The condition is evaluated again on each row as it is deleted: a key the bot
-        # rewrites meanwhile (new expires_at) no longer matches and is kept.
-        cursor.execute(
-            "WITH deleted AS ("  # noqa: S608
-            f" DELETE FROM whatsapp_keys WHERE {where} {floor_sql} {upper_sql}"
-            " RETURNING company_id, key_type, pg_column_size(whatsapp_keys.*) AS row_bytes"
-            ") SELECT company_id, key_type, count(*), sum(row_bytes) FROM deleted GROUP BY 1, 2",
-            [cutoff, *filter_params, *floor_params, *upper_params],
-        )
-        return cursor.fetchall(), more
+        return [(s, t, n, n * state["row_bytes"]) for s, t, n in groups], upper is not None
 
     def _delete_tie_batch(cursor, instant):
         # More than a batch of keys expired at one instant (the bot writes keys in bulk):
@@ -149,14 +168,14 @@ def cleanup_expired_keys(
             " DELETE FROM whatsapp_keys WHERE ctid = ANY(ARRAY("
             f"  SELECT ctid FROM whatsapp_keys WHERE {where} AND expires_at = %s LIMIT %s"
             f" )) AND {where} AND expires_at = %s"
-            " RETURNING company_id, key_type, pg_column_size(whatsapp_keys.*) AS row_bytes"
-            ") SELECT company_id, key_type, count(*), sum(row_bytes) FROM deleted GROUP BY 1, 2",
+            " RETURNING company_id, key_type"
+            ") SELECT company_id, key_type, count(*) FROM deleted GROUP BY 1, 2",
             [cutoff, *filter_params, instant, size, cutoff, *filter_params, instant],
         )
         groups = cursor.fetchall()
         if not groups:  # the instant's rows all changed under us: move past it
             floor.append((instant, False))
-        return groups, True
+        return [(s, t, n, n * state["row_bytes"]) for s, t, n in groups], True
 
     return engine.run_delete_operation(
         operation="expired_keys",
