@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +25,9 @@ KNOWN_KEY_TYPES = (
     "tctoken",
 )
 MAX_BATCH_SIZE = 100_000
+#: The longest grace period or minimum age a person may type (100 years): beyond it the
+#: cut-off date leaves Python's date range.
+MAX_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,34 @@ def period(value: timedelta | None, default: timedelta, what: str) -> timedelta:
 
 
 def days(value: float | int | None) -> timedelta | None:
-    """A number of days typed by a person, as a period (None stays None)."""
+    """
+    A number of days typed by a person, as a period (None stays None).
+
+    Raises:
+        BadInput: negative, not finite (``nan``, ``inf``) or more than ``MAX_DAYS``, which
+            would overflow the date arithmetic of the cut-off.
+
+    """
     if value is None:
         return None
+    return timedelta(days=_typed_amount(value, "days", MAX_DAYS))
+
+
+def hours(value: float | int | None) -> timedelta | None:
+    """A number of hours typed by a person, as a period (None stays None); see :func:`days`."""
+    if value is None:
+        return None
+    return timedelta(hours=_typed_amount(value, "hours", MAX_DAYS * 24))
+
+
+def _typed_amount(value: float | int, unit: str, limit: int) -> float | int:
+    if not math.isfinite(value):
+        raise BadInput(f"A number of {unit} must be a finite number (got {value}).")
     if value < 0:
-        raise BadInput(f"A number of days cannot be negative (got {value}).")
-    return timedelta(days=value)
+        raise BadInput(f"A number of {unit} cannot be negative (got {value}).")
+    if value > limit:
+        raise BadInput(f"A number of {unit} must be at most {limit:,} (got {value:g}).")
+    return value
 
 
 def key_types(values: Iterable[str] | None) -> tuple[str, ...] | None:

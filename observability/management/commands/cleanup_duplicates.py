@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from observability import cleanup
+from observability.cleanup import selection
 from observability.management.commands._cleanup import CleanupCommand, started_by
 
 
@@ -32,8 +33,6 @@ class Command(CleanupCommand):
 
     def run(self, options, progress):
         """Call the service."""
-        from datetime import timedelta
-
         from observability.exceptions import BadInput
 
         if options["restore"]:
@@ -47,7 +46,7 @@ class Command(CleanupCommand):
             raise BadInput(f"--min-idle-hours cannot be negative (got {hours}).")
         return cleanup.cleanup_duplicates(
             salons=options["salons"],
-            min_idle=timedelta(hours=hours) if hours is not None else None,
+            min_idle=selection.hours(hours),
             apply=options["apply"],
             started_by=started_by(),
         )
