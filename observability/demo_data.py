@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 #: Salon ids are six-digit numbers, as in production; this leaves room for every one.
 MAX_SESSIONS = 100_000
+#: Upper bounds on --keys and --clients: the rows are generated in memory before the COPY, so
+#: a mistyped size must be refused, not exhaust the machine (the large set is 1,000,000 keys).
+MAX_KEYS = 20_000_000
+MAX_CLIENTS = 10_000_000
 #: The salon every demo shows twice: once as ``962302`` and once as ``company_962302``.
 DUPLICATE_SALON_ID = 962302
 
@@ -119,6 +123,9 @@ class DemoSize:
         for name in ("sessions", "keys", "clients"):
             if getattr(self, name) < 0:
                 raise BadInput(f"--{name} must be zero or more, not {getattr(self, name)}.")
+        for name, limit in (("keys", MAX_KEYS), ("clients", MAX_CLIENTS)):
+            if getattr(self, name) > limit:
+                raise BadInput(f"--{name} must be at most {limit:,}, not {getattr(self, name):,}.")
         if self.sessions > MAX_SESSIONS:
             raise BadInput(
                 f"--sessions must be at most {MAX_SESSIONS:,} (six-digit salon ids), "
