@@ -42,10 +42,16 @@ class Command(BaseCommand):
         """Run the check, print the report, and fail with SchemaDrift's exit code on drift."""
         from django.conf import settings
 
-        alias = database or config.bot_database_alias()
+        alias = config.bot_database_alias() if database is None else database
         if alias not in settings.DATABASES:
             raise CommandError(
                 f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}.",
+                returncode=2,
+            )
+        if schema_name is not None and (not schema_name or "\x00" in schema_name):
+            raise CommandError(
+                f"{schema_name[:40]!r} is not a schema name: give the name of a PostgreSQL "
+                "schema, e.g. --schema public.",
                 returncode=2,
             )
         try:

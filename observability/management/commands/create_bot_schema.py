@@ -32,7 +32,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, database=None, replace=False, **options):
         """Create the tables, or refuse when they exist and --replace was not given."""
-        alias = database or config.bot_database_alias()
+        alias = config.bot_database_alias() if database is None else database
         if alias not in settings.DATABASES:
             raise CommandError(
                 f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}.",

@@ -60,7 +60,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         """Validate the size, write the rows, and report what was written."""
-        alias = options["database"] or config.bot_database_alias()
+        alias = config.bot_database_alias() if options["database"] is None else options["database"]
         if alias not in settings.DATABASES:
             raise CommandError(
                 f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}.",
