@@ -193,6 +193,21 @@ def _is_missing_table_or_column(error: BaseException) -> bool:
     )
 
 
+def _is_unsendable_value(error: BaseException) -> bool:
+    """
+    True when the driver refused a query parameter before sending it (a NUL in a string).
+
+    psycopg raises ``DataError`` without an SQLSTATE for a value PostgreSQL cannot receive at
+    all; that value came from the caller (a query string, an argument), so it is bad input.
+    Data errors the server raises (with an SQLSTATE) may come from stored rows: a bug.
+    """
+    import psycopg
+
+    return any(
+        isinstance(cause, psycopg.DataError) and cause.sqlstate is None for cause in _causes(error)
+    )
+
+
 def _default_alias() -> str:
     from observability import config
 
@@ -210,7 +225,8 @@ def from_database_error(
         alias: the database alias the failing code talked to (default: the bot alias).
 
     Returns:
-        :class:`QueryTimedOut`, :class:`BotDatabaseUnavailable` or :class:`SchemaDrift`, or
+        :class:`QueryTimedOut`, :class:`BotDatabaseUnavailable`, :class:`SchemaDrift`, or
+        :class:`BadInput` for a parameter the driver cannot send (a NUL character), or
         None when the error is not one this vocabulary covers (a bug: let it surface).
 
     """
@@ -220,6 +236,11 @@ def from_database_error(
     alias = alias or _default_alias()
     if isinstance(error, ObservabilityError):
         return error
+    if isinstance(error, db_utils.DataError | psycopg.DataError) and _is_unsendable_value(error):
+        return BadInput(
+            "A value given cannot be sent to the database (it contains a NUL character): "
+            "remove it and try again."
+        )
     if isinstance(
         error,
         db_utils.OperationalError

@@ -136,6 +136,9 @@ class ObservabilityErrorMiddleware:
         if not isinstance(exception, DatabaseError):
             return None, None
         alias = database_alias_of(exception)
+        if exceptions._is_unsendable_value(exception):
+            # A NUL in a query string is the caller's mistake on any alias: a 400, not a 500.
+            return exceptions.from_database_error(exception, alias), alias
         if alias != config.bot_database_alias():
             # The project's own database failing is a real outage: Django's 500 and Sentry.
             return None, alias
