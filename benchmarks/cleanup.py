@@ -109,10 +109,9 @@ def timed(action, total: int) -> tuple[float, list[float]]:
     started = time.monotonic()
     action()
     elapsed = time.monotonic() - started
-    during = writer.latencies[before:]
     writer.stop.set()
-    writer.join()
-    return elapsed, during
+    writer.join()  # a write blocked by the action ends after it: count it too
+    return elapsed, writer.latencies[before:]
 
 
 def describe(latencies: list[float]) -> str:

@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 Counts = dict[str, dict[str, int]]
 
+#: How often, at most, a running record's total is rewritten.
+_TOTAL_EVERY = 0.25
 #: How often, at most, a running record's breakdown by session and key type is rewritten.
 _BREAKDOWN_EVERY = 2.0
 #: A dry run still "running" after this long was killed (dry runs take seconds).
@@ -67,6 +69,7 @@ class RunRecorder:
             outcome=CleanupRun.Outcome.RUNNING,
         )
         self._breakdown_saved_at = time.monotonic()
+        self._total_saved_at = 0.0
 
     @property
     def id(self) -> int:
@@ -83,14 +86,18 @@ class RunRecorder:
         """
         Record the rows deleted so far (called after each committed batch).
 
-        The total is written after every batch, the breakdown by session and key type at
-        most every ``_BREAKDOWN_EVERY`` seconds (it can be large) and always at the end.
+        The total is written at most every ``_TOTAL_EVERY`` seconds (a killed run's record
+        lags its committed batches by less than that), the breakdown by session and key type
+        at most every ``_BREAKDOWN_EVERY`` seconds (it can be large); both always at the end.
         The update skips the wait for the disk flush (``synchronous_commit = off``): only a
         crash of the database server could lose the last fraction of a second of progress,
         and the record's end is written normally.
         """
-        fields: dict = {"total_deleted": total(rows_deleted)}
         now = time.monotonic()
+        if now - self._total_saved_at < _TOTAL_EVERY:
+            return
+        self._total_saved_at = now
+        fields: dict = {"total_deleted": total(rows_deleted)}
         if now - self._breakdown_saved_at >= _BREAKDOWN_EVERY:
             fields["rows_deleted"] = rows_deleted
             self._breakdown_saved_at = now
