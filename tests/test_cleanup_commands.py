@@ -158,3 +158,64 @@ def test_cleanup_command__real_process_says_another_run_holds_the_lock():
     bad = run_manage("cleanup_expired_keys", "--batch-size", "-1", "--apply")
     assert bad.returncode == 2
     assert "batch size" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _run_on_a_terminal(*args: str) -> bytes:
+    """Run manage.py with its stderr on a pseudo-terminal; return what the terminal got."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    from tests.cleanup_support import ROOT, manage_command
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen(  # noqa: S603
+        manage_command(*args),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env={**os.environ, "LOG_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore"},
+    )
+    os.close(slave)
+    received = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        received += chunk
+    process.wait(timeout=60)
+    os.close(master)
+    return received
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(databases=["default", "bot"], transaction=True)
+def test_cleanup_command__progress_bar_on_a_terminal_only():
+    """On a terminal the command shows a tqdm bar counting rows; piped, it stays quiet."""
+    from tests.cleanup_support import raw_bot_connection
+
+    with raw_bot_connection() as conn:
+        conn.execute(
+            "INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, expires_at) "
+            "SELECT '962302', 'session', 'k' || g, '{}', now() - interval '30 days' "
+            "- g * interval '1 second' FROM generate_series(1, 40) g"
+        )
+        try:
+            shown = _run_on_a_terminal("cleanup_expired_keys", "--apply", "--batch-size", "4")
+            assert b"0/40" in shown and b"rows/s" in shown
+            conn.execute(
+                "INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, expires_at) "
+                "VALUES ('962302', 'session', 'x', '{}', now() - interval '30 days')"
+            )
+            piped = run_manage("cleanup_expired_keys", "--apply")
+            assert piped.returncode == 0
+            assert "rows/s" not in piped.stderr and "Deleted 1 of 1" in piped.stdout
+        finally:
+            conn.execute("TRUNCATE whatsapp_keys, whatsapp_auth")
