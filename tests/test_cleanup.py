@@ -263,6 +263,30 @@ def test_cleanup_expired_keys__second_run_is_refused_while_the_lock_is_held():
 
 
 @bot_tables
+def test_cleanup_expired_keys__stops_when_its_lock_connection_is_lost():
+    """If the lock's connection dies mid-run (so the lock is gone), the run stops, recorded."""
+    _expired("962302", "pre-key", 12)
+    killer = _raw_bot_connection()
+
+    def kill_the_lock_connection():
+        killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE '%%:cleanup-lock'"
+        )
+
+    try:
+        with pytest.raises(BotDatabaseUnavailable, match="lost its lock connection"):
+            cleanup.cleanup_expired_keys(
+                apply=True, batch_size=4, progress=Hook(after=1, action=kill_the_lock_connection)
+            )
+    finally:
+        killer.close()
+    assert WhatsAppKey.objects.count() == 8  # one batch done, then it stopped
+    run = CleanupRun.objects.get()
+    assert (run.outcome, run.total_deleted) == ("failed", 4)
+
+
+@bot_tables
 def test_cleanup_expired_keys__releases_the_lock_after_the_run():
     """After a run the lock is free for anyone (nothing lingers in pg_locks)."""
     _expired("962302", "pre-key", 1)
