@@ -111,6 +111,19 @@ class BotDatabaseUnavailable(ObservabilityError):
     retry_after = 30
 
 
+class DatabaseBusy(BotDatabaseUnavailable):
+    """Every pooled connection is in use and none came free within the pool timeout."""
+
+    code = "database_busy"
+    title = "Too many requests at once"
+    default_message = "Every database connection of this server is in use; retry in a few seconds."
+    what_to_do = (
+        "Retry in a few seconds. If it keeps happening, raise DB_POOL_MAX_SIZE within the "
+        "connection budget or find what holds connections (/health/pool/)."
+    )
+    retry_after = 5
+
+
 class QueryTimedOut(ObservabilityError):
     """A query ran past its statement or lock timeout and was cancelled by the server."""
 
@@ -208,6 +221,30 @@ def _is_unsendable_value(error: BaseException) -> bool:
     )
 
 
+def _pool_exhausted(error: BaseException, alias: str) -> bool:
+    """
+    True when ``error`` is a pool timeout while every connection of the alias's pool is in use.
+
+    A pool also times out when the server is down (it cannot open a connection); only a full
+    pool with nothing idle means "busy, retry shortly" rather than "unavailable".
+    """
+    import psycopg_pool
+    from django.db import connections
+
+    if not any(isinstance(cause, psycopg_pool.PoolTimeout) for cause in _causes(error)):
+        return False
+    try:
+        pool = connections[alias].pool
+    except Exception:  # an unknown alias or no pooling: not a pool problem
+        return False
+    if pool is None:
+        return False
+    stats = pool.get_stats()
+    return stats.get("pool_size", 0) >= stats.get("pool_max", 1) and not stats.get(
+        "pool_available", 0
+    )
+
+
 def _default_alias() -> str:
     from observability import config
 
@@ -251,6 +288,11 @@ def from_database_error(
     ):
         if _is_timeout(error):
             return QueryTimedOut()
+        if _pool_exhausted(error, alias):
+            return DatabaseBusy(
+                f"All pooled connections to the {alias!r} database are in use and none came "
+                "free in time: too many requests at once. Retry in a few seconds."
+            )
         return BotDatabaseUnavailable(
             f"The {alias!r} database is unavailable. Check that it is running and reachable, "
             "then retry."
@@ -276,7 +318,8 @@ def translate_database_errors(alias: str | None = None) -> Iterator[None]:
 
     Raises:
         QueryTimedOut: the server cancelled a statement (statement or lock timeout).
-        BotDatabaseUnavailable: the connection failed, was lost, or the pool timed out.
+        BotDatabaseUnavailable: the connection failed, was lost, or the pool timed out
+            (:class:`DatabaseBusy` when the pool timed out because every connection was busy).
         SchemaDrift: a table or column the query names does not exist.
 
     """
@@ -322,13 +365,18 @@ def html_response(
         "what_to_do": error.what_to_do,
         "event_id": event_id,
     }
-    try:
+    template = "observability/error_plain.html"  # a host project without the admin
+    with contextlib.suppress(NoReverseMatch):
         reverse("admin:index")
-    except NoReverseMatch:  # a host project without the admin: the same page, unstyled
-        template = "observability/error_plain.html"
-    else:
-        template = "observability/error.html"
-        context = {**admin.site.each_context(request), **context}
+        try:
+            admin_context = admin.site.each_context(request)
+        except db_utils.DatabaseError:
+            # The admin's header reads request.user, i.e. the project's own database: when
+            # that is what failed (its pool is full), the same page without the admin's look.
+            pass
+        else:
+            template = "observability/error.html"
+            context = {**admin_context, **context}
     response = TemplateResponse(request, template, context, status=error.http_status)
     if error.retry_after:
         response["Retry-After"] = str(error.retry_after)

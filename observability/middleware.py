@@ -56,9 +56,13 @@ def database_alias_of(error: BaseException) -> str | None:
         alias = None
         while traceback is not None:
             owner = traceback.tb_frame.f_locals.get("self")
-            if isinstance(owner, BaseDatabaseWrapper):
+            # type(), not isinstance(): isinstance() asks a lazy object (request.user's
+            # SimpleLazyObject) for its __class__, which evaluates it, i.e. queries the
+            # database that just failed, and raises again inside this error handler.
+            owner_type = type(owner)
+            if issubclass(owner_type, BaseDatabaseWrapper):
                 alias = owner.alias
-            elif isinstance(owner, CursorWrapper):
+            elif issubclass(owner_type, CursorWrapper):
                 alias = owner.db.alias
             traceback = traceback.tb_next
         if alias is not None:
@@ -118,6 +122,15 @@ class ObservabilityErrorMiddleware:
         error, alias = self._translate(exception)
         if error is None:
             return None
+        if alias is not None and alias != config.bot_database_alias():
+            # The project's own database could not serve this request (its pool is full), so
+            # who the user is cannot be read now. Reporting (Sentry serialises the frames'
+            # lazy request.user) and the error page read it several times, and each read
+            # would wait the pool timeout again: settle it as anonymous, lazy object included
+            # (django.contrib.auth.middleware.get_user returns request._cached_user).
+            from django.contrib.auth.models import AnonymousUser
+
+            request._cached_user = AnonymousUser()
         event_id = None
         if error.http_status >= 500:
             event_id = self._report(request, error, exception, alias)
@@ -141,6 +154,11 @@ class ObservabilityErrorMiddleware:
             return exceptions.from_database_error(exception, alias), alias
         if alias != config.bot_database_alias():
             # The project's own database failing is a real outage: Django's 500 and Sentry.
+            # Its pool being full is not: more requests at once than connections, a 503 with
+            # Retry-After like the bot's.
+            error = exceptions.from_database_error(exception, alias)
+            if isinstance(error, exceptions.DatabaseBusy):
+                return error, alias
             return None, alias
         return exceptions.from_database_error(exception, alias), alias
 

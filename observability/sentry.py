@@ -615,6 +615,11 @@ def capture_error(
 ) -> str | None:
     """Report ``error`` with the project's tags; return the event id (None when Sentry is off)."""
     _attach_tags(error, _tags(salon_id, operation, alias))
+    if not is_enabled():
+        # The SDK builds (and serialises the frames' locals of) an event even without a
+        # client; without the Django integration a QuerySet local is evaluated by its repr,
+        # i.e. the failing database is queried again, once per frame.
+        return None
     return sentry_sdk.capture_exception(error)
 
 

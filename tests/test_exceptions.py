@@ -35,6 +35,7 @@ EXPECTED = {
     MalformedSessionId: ("malformed_session_id", 400, 2),
     SessionNotFound: ("session_not_found", 404, 2),
     BotDatabaseUnavailable: ("bot_database_unavailable", 503, 3),
+    exceptions.DatabaseBusy: ("database_busy", 503, 3),
     QueryTimedOut: ("query_timed_out", 504, 4),
     CleanupAlreadyRunning: ("cleanup_already_running", 409, 5),
     SchemaDrift: ("schema_drift", 500, 6),
