@@ -376,3 +376,132 @@ def test_bot_database_restart__health_fails_fast_then_recovers_without_restart(
             print(worker_log.read()[-5000:])
             worker_log.close()
         postgres.destroy()
+
+
+# --- Cleanup killed mid-run and rerun ---------------------------------------------------------
+
+_SEED_SQL = """
+INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, created_at, updated_at,
+                           expires_at)
+SELECT s.session_id, t.key_type, t.key_type || '-' || g, jsonb_build_object('n', g),
+       timestamptz '2020-01-01' + g * interval '1 minute',
+       timestamptz '2020-01-01' + g * interval '1 minute',
+       CASE
+           WHEN g % 10 = 0 THEN NULL                                   -- never expires
+           WHEN g % 10 = 1 THEN timestamptz '2999-01-01' + g * interval '1 second'  -- live
+           ELSE timestamptz '2020-02-01' + (g * 7 + s.n) * interval '1 second'      -- expired
+       END
+  FROM (VALUES ('962302', 1), ('company_962302', 2), ('777001', 3)) AS s(session_id, n)
+ CROSS JOIN (VALUES ('session'), ('pre-key'), ('sender-key'), ('app-state-sync-key'))
+       AS t(key_type)
+ CROSS JOIN generate_series(1, 150) AS g
+"""
+_SLOW_DELETES = """
+CREATE OR REPLACE FUNCTION test_faults_slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(0.005); RETURN OLD; END $$;
+CREATE TRIGGER test_faults_slow_delete BEFORE DELETE ON whatsapp_keys
+    FOR EACH ROW EXECUTE FUNCTION test_faults_slow_delete();
+"""
+
+
+def _bot_rows(conn) -> list[tuple]:
+    return conn.execute(
+        "SELECT company_id, key_type, key_id, value::text, expires_at FROM whatsapp_keys "
+        "ORDER BY 1, 2, 3"
+    ).fetchall()
+
+
+def _deleted_by_runs(runs) -> tuple[int, dict]:
+    """Summed total and per-session, per-type counts over cleanup run records."""
+    by_type: dict[tuple[str, str], int] = {}
+    for run in runs:
+        for session_id, counts in (run.rows_deleted or {}).items():
+            for key_type, n in counts.items():
+                by_type[(session_id, key_type)] = by_type.get((session_id, key_type), 0) + n
+    return sum(run.total_deleted or 0 for run in runs), by_type
+
+
+def _wait_until(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.slow
+@committed
+def test_cleanup_killed_twice_and_rerun__totals_match_an_uninterrupted_run(truncate_bot_tables):
+    """
+    SIGKILL a real cleanup twice at different points, rerun: same rows, same summed totals.
+
+    Batches here take ~0.5 s, longer than the record's progress interval (0.25 s), so every
+    committed batch is counted in the record of the run that deleted it. The breakdown by
+    session and key type is saved every 2 s only (records.py), so a killed run's breakdown
+    may lag its total: only the rerun's breakdown is compared, against what was left.
+    """
+    from observability import cleanup
+    from observability.models import CleanupRun
+    from tests.cleanup_support import start_manage
+
+    bot = connections["bot"].settings_dict
+    conn = _raw(bot["HOST"], bot["NAME"])
+    try:
+        # The run nobody killed.
+        conn.execute(_SEED_SQL)
+        seeded = len(_bot_rows(conn))
+        clean = cleanup.cleanup_expired_keys(apply=True, batch_size=97)
+        expected_rows = _bot_rows(conn)
+        expected_total, expected_by_type = _deleted_by_runs(CleanupRun.objects.all())
+        assert expected_total == clean.total_deleted == seeded - len(expected_rows) > 1000
+        CleanupRun.objects.all().delete()
+
+        # The same data, a run killed twice (inside a batch, then between batches), rerun.
+        conn.execute("TRUNCATE whatsapp_keys")
+        conn.execute(_SEED_SQL)
+        conn.execute(_SLOW_DELETES)  # ~0.5 s per batch of 97: time to kill one mid-way
+
+        def remaining() -> int:
+            return conn.execute("SELECT count(*) FROM whatsapp_keys").fetchone()[0]
+
+        def no_cleanup_lock() -> bool:
+            return not conn.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+            ).fetchone()
+
+        for kill_after in (0.15, 0.0):
+            before = remaining()
+            process = start_manage("cleanup_expired_keys", "--apply", "--batch-size", "97")
+            try:
+                assert _wait_until(lambda b=before: remaining() < b), process.stderr
+                time.sleep(kill_after)
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=10)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(5)
+            assert process.returncode == -signal.SIGKILL
+            assert _wait_until(no_cleanup_lock), "the killed run's lock outlived it"
+        assert len(expected_rows) < remaining() < seeded, "the kills left nothing to finish"
+        conn.execute("DROP TRIGGER test_faults_slow_delete ON whatsapp_keys")
+        left = conn.execute(
+            "SELECT company_id, key_type, count(*) FROM whatsapp_keys "
+            "WHERE expires_at < now() GROUP BY 1, 2"
+        ).fetchall()
+        rerun = cleanup.cleanup_expired_keys(apply=True, batch_size=97)
+
+        assert _bot_rows(conn) == expected_rows
+        runs = list(CleanupRun.objects.filter(dry_run=False).order_by("pk"))
+        assert [run.outcome for run in runs] == ["failed", "failed", "succeeded"]
+        assert all("Interrupted" in run.error for run in runs[:2])
+        total, _ = _deleted_by_runs(runs)
+        assert total == expected_total  # killed + killed + rerun == never killed
+        assert {(s, t): n for s, t, n in left} == _deleted_by_runs([runs[2]])[1]
+        assert rerun.total_deleted == sum(n for _, _, n in left)
+        assert sum(expected_by_type.values()) == expected_total
+    finally:
+        conn.execute("DROP TRIGGER IF EXISTS test_faults_slow_delete ON whatsapp_keys")
+        conn.execute("DROP FUNCTION IF EXISTS test_faults_slow_delete()")
+        conn.close()
