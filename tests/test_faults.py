@@ -219,9 +219,13 @@ def test_pool_exhausted__concurrent_requests_get_503_with_retry_after(
                 observer.close()
             others = [
                 pool.submit(server.get, url, cookie=cookie, timeout=15)
-                for url in (page, page, "/admin/observability/whatsappauth/962302/change/", page)
+                for url in (page, page, "/admin/observability/whatsappauth/962302/change/")
             ]
+            as_json = pool.submit(
+                server.get, page, cookie=cookie, timeout=15, Accept="application/json"
+            )
             answers = [future.result() for future in others]
+            json_answer = as_json.result()
             locker.rollback()
             first = holder.result()
         for status, head, body, seconds in answers:
@@ -231,6 +235,10 @@ def test_pool_exhausted__concurrent_requests_get_503_with_retry_after(
             assert "Too many requests at once" in body, body[:500]
             assert "Retry in a few seconds" in body
             assert seconds < 1 + 3, seconds  # the pool timeout plus a margin: no hang
+        status, head, body, seconds = json_answer
+        assert status == 503 and head["Content-Type"] == "application/json"
+        assert head["Retry-After"] == "5" and seconds < 1 + 3
+        assert '"code": "database_busy"' in body
         assert first[0] == 200, first[2][:500]
         # The pool recovered: the same page answers again.
         assert server.get(page, cookie=cookie)[0] == 200
