@@ -20,7 +20,8 @@ FUZZ = settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    derandomize=True,
+    derandomize=True,  # the same examples on every run: a failure reproduces
+    database=None,  # and nothing is written to the working tree
 )
 
 #: Salon ids a person (or an attacker) might type, beyond what st.text() finds by itself.
@@ -249,6 +250,24 @@ def test_seed_demo_data__bad_size_is_refused(seeded, capsys, option, value):
     """Negative, huge or non-numeric sizes: exit 2 before a single row is written."""
     before = _row_counts()
     error = _assert_refused(capsys, "seed_demo_data", f"{option}={value}", "--replace")
+    assert error.returncode == 2
+    assert _row_counts() == before
+
+
+@FUZZ
+@given(
+    args=st.one_of(
+        not_integers.map(lambda v: [f"--seed={v}"]),
+        st.text(max_size=20)
+        .filter(lambda v: v not in ("small", "large"))
+        .map(lambda v: [f"--size={v}"]),
+        st.just(["--replace", "--if-empty"]),
+    )
+)
+def test_seed_demo_data__bad_seed_size_or_flags_are_refused(seeded, capsys, args):
+    """A non-numeric seed, an unknown named size, or --replace with --if-empty: exit 2."""
+    before = _row_counts()
+    error = _assert_refused(capsys, "seed_demo_data", *args)
     assert error.returncode == 2
     assert _row_counts() == before
 
