@@ -123,14 +123,14 @@ class DemoSize:
         for name in ("sessions", "keys", "clients"):
             if getattr(self, name) < 0:
                 raise BadInput(f"--{name} must be zero or more, not {getattr(self, name)}.")
-        for name, limit in (("keys", MAX_KEYS), ("clients", MAX_CLIENTS)):
-            if getattr(self, name) > limit:
-                raise BadInput(f"--{name} must be at most {limit:,}, not {getattr(self, name):,}.")
         if self.sessions > MAX_SESSIONS:
             raise BadInput(
                 f"--sessions must be at most {MAX_SESSIONS:,} (six-digit salon ids), "
                 f"not {self.sessions:,}."
             )
+        for name, limit in (("keys", MAX_KEYS), ("clients", MAX_CLIENTS)):
+            if getattr(self, name) > limit:
+                raise BadInput(f"--{name} must be at most {limit:,}, not {getattr(self, name):,}.")
         if self.sessions < len(_CAST):
             raise BadInput(
                 f"--sessions must be at least {len(_CAST)} so every session state appears "
