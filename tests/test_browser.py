@@ -65,14 +65,30 @@ def _cleanup() -> None:
     Company.objects.filter(company_id__in=SALONS).delete()
 
 
-def test_browser__login_filter_fail_open_session_and_keys(live_server, django_user_model):
+def _screenshot_dir(tmp_path: Path) -> Path:
+    """
+    docs/screenshots when asked (UPDATE_SCREENSHOTS=1) or when it is empty; else a temp dir.
+
+    The committed pictures are refreshed on purpose, not rewritten by every test run in a
+    shared working tree.
+    """
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not any(SCREENSHOTS.glob("*.png")):
+        return SCREENSHOTS
+    return tmp_path
+
+
+def test_browser__login_filter_fail_open_session_and_keys(
+    live_server, django_user_model, tmp_path
+):
     """Log in, filter FAIL, open the failing session (reasons, chart), open its key browser."""
     from playwright.sync_api import sync_playwright
+
+    shots = _screenshot_dir(tmp_path)
 
     # Database work happens outside Playwright's event loop (Django refuses it inside).
     django_user_model.objects.create_superuser("ops", "ops@example.invalid", "ops-password")
     _seed()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots.mkdir(parents=True, exist_ok=True)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -88,14 +104,14 @@ def test_browser__login_filter_fail_open_session_and_keys(live_server, django_us
             page.wait_for_selector("#result_list")
             page.click("#toggle-nav-sidebar")  # more room for the tables (kept in localStorage)
             assert page.locator("#result_list tbody tr").count() == 3
-            page.screenshot(path=SCREENSHOTS / "1-sessions-list.png", full_page=True)
+            page.screenshot(path=shots / "1-sessions-list.png", full_page=True)
 
             page.click("#changelist-filter a[href*='status=FAIL']")
             page.wait_for_url("**status=FAIL**")
             rows = page.locator("#result_list tbody tr")
             assert rows.count() == 2
             assert rows.first.locator(".obs-badge").inner_text() == "FAIL"
-            page.screenshot(path=SCREENSHOTS / "2-sessions-fail.png", full_page=True)
+            page.screenshot(path=shots / "2-sessions-fail.png", full_page=True)
 
             page.click(f"#result_list a[href*='company_5F{SALONS[1]}']")
             page.wait_for_selector("#reasons")
@@ -104,7 +120,7 @@ def test_browser__login_filter_fail_open_session_and_keys(live_server, django_us
             assert page.locator("svg.obs-chart").count() == 2
             assert page.locator("svg.obs-chart rect").count() == 28
             assert "7903***4321" in page.content()
-            page.screenshot(path=SCREENSHOTS / "3-session-page.png", full_page=True)
+            page.screenshot(path=shots / "3-session-page.png", full_page=True)
 
             page.click("#key-browser-link")
             page.wait_for_selector("table#keys")
@@ -112,22 +128,22 @@ def test_browser__login_filter_fail_open_session_and_keys(live_server, django_us
             page.click("#expired-filter a:text-is('Expired')")
             page.wait_for_url("**expired=yes**")
             assert page.locator("table#keys tbody tr").count() == 25
-            page.screenshot(path=SCREENSHOTS / "4-key-browser.png", full_page=True)
+            page.screenshot(path=shots / "4-key-browser.png", full_page=True)
 
             page.goto(f"{live_server.url}/admin/observability/whatsappauth/overview/")
             page.wait_for_selector("#worst")
-            page.screenshot(path=SCREENSHOTS / "5-overview.png", full_page=True)
+            page.screenshot(path=shots / "5-overview.png", full_page=True)
 
             page.goto(f"{live_server.url}/admin/observability/company/?q={SALONS[0]}")
             page.click(f"#result_list a:text-is('{SALONS[0]}')")
             page.wait_for_selector(".field-sessions_state")
             assert "sk_live" not in page.content()
-            page.screenshot(path=SCREENSHOTS / "6-salon-page.png", full_page=True)
+            page.screenshot(path=shots / "6-salon-page.png", full_page=True)
 
             page.goto(f"{live_server.url}/admin/observability/client/?q=8+900+111+22+33")
             assert page.locator("#result_list tbody tr").count() == 1
             assert "7900***2233" in page.locator("#result_list").inner_text()
-            page.screenshot(path=SCREENSHOTS / "7-clients-search-by-phone.png", full_page=True)
+            page.screenshot(path=shots / "7-clients-search-by-phone.png", full_page=True)
             browser.close()
     finally:
         _cleanup()
