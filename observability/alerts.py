@@ -43,9 +43,8 @@ def check_store_and_alert() -> dict:
     from observability.sessions import Status
 
     store = health_checks.store_health_fresh()
-    findings = health_checks.store_findings(store)
-    status = max((Status(f.status) for f in findings), key=lambda s: s.severity, default=Status.OK)
-    failing = {f.cause: f for f in findings if f.status == Status.FAIL}
+    status = store.status
+    failing = {f.cause: f for f in store.findings if f.status is Status.FAIL}
 
     cache = caches[config.store_alert_cache_alias()]
     previous_status = cache.get(STATUS_KEY)

@@ -439,100 +439,13 @@ def store_health_cached():
     return result
 
 
-@dataclasses.dataclass(frozen=True)
-class StoreFinding:
-    """
-    One reason the store is not OK, as the store check and the store alert both judge it.
-
-    Attributes:
-        cause: a stable name (``failing_sessions``, ``expired_keys``, ...), used as the alert's
-            fingerprint and cooldown key.
-        status: ``WARN`` or ``FAIL`` (``observability.sessions.Status``).
-        message: what is wrong, with counts and salon ids, never a phone or a secret.
-        action: what an operator should do about it.
-
-    """
-
-    cause: str
-    status: str
-    message: str
-    action: str
-
-
-def store_findings(store) -> list[StoreFinding]:
-    """
-    Judge a ``StoreHealth`` the one way the store check and the store alert share.
-
-    FAIL when any session fails, a salon is stored under both spellings, or expired keys are
-    above the critical threshold; WARN when any session warns, expired keys reach the warning
-    threshold, or keys exist without an auth row.
-    """
-    from observability.sessions import Status
-
-    findings: list[StoreFinding] = []
-    failing = store.sessions_by_status.get(Status.FAIL, 0)
-    warning = store.sessions_by_status.get(Status.WARN, 0)
-    if failing:
-        examples = [h.session_id for h in store.worst if h.status is Status.FAIL][:5]
-        findings.append(
-            StoreFinding(
-                "failing_sessions",
-                Status.FAIL,
-                f"{failing} of {store.total_sessions} session(s) failing "
-                f"(worst: {', '.join(examples)})",
-                "Open the sessions admin (worst first): reconnect or re-pair those salons' "
-                "WhatsApp, or clean up sessions that are gone.",
-            )
-        )
-    if warning:
-        findings.append(
-            StoreFinding(
-                "warning_sessions",
-                Status.WARN,
-                f"{warning} of {store.total_sessions} session(s) warning",
-                "Check the warning sessions in the sessions admin.",
-            )
-        )
-    if store.expired_status is not Status.OK:
-        findings.append(
-            StoreFinding(
-                "expired_keys",
-                store.expired_status,
-                f"{store.total_expired_keys} expired keys (warning at "
-                f"{config.expired_keys_warning()}, critical above "
-                f"{config.expired_keys_failure()})",
-                "Run the expired-keys cleanup and check that its daily schedule runs.",
-            )
-        )
-    if store.duplicate_salon_ids:
-        shown = ", ".join(map(str, store.duplicate_salon_ids[:10]))
-        findings.append(
-            StoreFinding(
-                "duplicate_spellings",
-                Status.FAIL,
-                f"{len(store.duplicate_salon_ids)} salon(s) stored under both spellings ({shown})",
-                "Keep the session the bot uses for each salon and remove the other spelling "
-                "(duplicates cleanup).",
-            )
-        )
-    if store.orphan_session_ids:
-        findings.append(
-            StoreFinding(
-                "orphan_sessions",
-                Status.WARN,
-                f"{len(store.orphan_session_ids)} session(s) have keys but no auth row",
-                "Clean up the orphan keys.",
-            )
-        )
-    return findings
-
-
 @dataclasses.dataclass
 class WhatsAppStore(HealthCheck):
     """
     The WhatsApp session store is healthy (``observability.sessions.store_health``).
 
-    Judged by :func:`store_findings`; the verdict may be up to ``store_health_cache_ttl`` old.
+    Judged by the store's findings (``StoreHealth.findings``, the verdict the admin's overview
+    and the store alert show too); it may be up to ``store_health_cache_ttl`` old.
     """
 
     timeout = timedelta(seconds=6)
@@ -549,10 +462,9 @@ class WhatsAppStore(HealthCheck):
             ) from error
         except ObservabilityError as error:
             raise ServiceUnavailable(error.message) from error
-        findings = store_findings(store)
         _raise_worst(
-            [f"{f.message}: {f.action}" for f in findings if f.status == Status.FAIL],
-            [f"{f.message}: {f.action}" for f in findings if f.status == Status.WARN],
+            [f.sentence for f in store.findings if f.status is Status.FAIL],
+            [f.sentence for f in store.findings if f.status is Status.WARN],
         )
 
 

@@ -114,6 +114,34 @@ class SessionHealth:
 
 
 @dataclass(frozen=True)
+class StoreFinding:
+    """
+    One reason the store is not OK.
+
+    The admin's overview, the store health check and the store alert all show these, so the
+    store has one verdict.
+
+    Attributes:
+        cause: a stable name (``failing_sessions``, ``expired_keys``, ...), used as the alert's
+            fingerprint and cooldown key.
+        status: ``WARN`` or ``FAIL``.
+        message: what is wrong, with counts and salon ids, never a phone or a secret.
+        action: what an operator should do about it.
+
+    """
+
+    cause: str
+    status: Status
+    message: str
+    action: str
+
+    @property
+    def sentence(self) -> str:
+        """The finding as one sentence for a page or a health message."""
+        return f"{self.message}: {self.action}"
+
+
+@dataclass(frozen=True)
 class StoreHealth:
     """
     The health of the whole session store.
@@ -126,8 +154,8 @@ class StoreHealth:
         duplicate_salon_ids: salons stored under both spellings.
         orphan_session_ids: session ids that have keys but no auth row.
         keys_by_type: number of keys per ``key_type`` over the whole table.
-        status: the store's verdict.
-        reasons: why, as sentences.
+        status: the store's verdict: the worst of its findings.
+        findings: why, worst first.
         worst: the worst sessions, worst first (at most ten).
 
     """
@@ -140,8 +168,13 @@ class StoreHealth:
     orphan_session_ids: tuple[str, ...]
     keys_by_type: dict[str, int]
     status: Status
-    reasons: tuple[str, ...]
+    findings: tuple[StoreFinding, ...]
     worst: tuple[SessionHealth, ...]
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The findings as sentences, worst first."""
+        return tuple(finding.sentence for finding in self.findings)
 
     @property
     def total_keys(self) -> int:
@@ -536,40 +569,9 @@ def summarize(sessions: Sequence[SessionHealth]) -> StoreHealth:
     )
     orphans = tuple(sorted(h.session_id for h in sessions if not h.has_auth))
 
-    verdicts: list[tuple[Status, str]] = []
-    if expired_verdict is not Status.OK:
-        verdicts.append(
-            (
-                expired_verdict,
-                f"{total_expired} expired keys in the store (warning at "
-                f"{config.expired_keys_warning()}, critical above "
-                f"{config.expired_keys_failure()}): run the expired-keys cleanup.",
-            )
-        )
-    if duplicates:
-        verdicts.append(
-            (
-                Status.FAIL,
-                f"{len(duplicates)} salon(s) stored under both spellings "
-                f"({', '.join(map(str, duplicates[:10]))}): keep one session each.",
-            )
-        )
-    if orphans:
-        verdicts.append(
-            (
-                Status.WARN,
-                f"{len(orphans)} session(s) have keys but no auth row: leftovers to clean up.",
-            )
-        )
-    if by_status[Status.FAIL]:
-        # One dying salon is serious for that salon but is not the whole store failing.
-        verdicts.append(
-            (
-                Status.WARN,
-                f"{by_status[Status.FAIL]} session(s) are failing; see the worst sessions.",
-            )
-        )
-    verdicts.sort(key=lambda verdict: -verdict[0].severity)
+    findings = _store_findings(
+        sessions, by_status, total_expired, expired_verdict, duplicates, orphans
+    )
     return StoreHealth(
         sessions_by_status=by_status,
         total_sessions=len(sessions),
@@ -578,10 +580,83 @@ def summarize(sessions: Sequence[SessionHealth]) -> StoreHealth:
         duplicate_salon_ids=duplicates,
         orphan_session_ids=orphans,
         keys_by_type=dict(sorted(keys_by_type.items())),
-        status=worst(*(status for status, _ in verdicts)),
-        reasons=tuple(reason for _, reason in verdicts),
+        status=worst(*(finding.status for finding in findings)),
+        findings=findings,
         worst=tuple(sessions[:WORST_COUNT]),
     )
+
+
+def _store_findings(
+    sessions: Sequence[SessionHealth],
+    by_status: dict[Status, int],
+    total_expired: int,
+    expired_verdict: Status,
+    duplicates: tuple[int, ...],
+    orphans: tuple[str, ...],
+) -> tuple[StoreFinding, ...]:
+    """
+    Judge the store, worst finding first.
+
+    FAIL when any session fails, a salon is stored under both spellings, or expired keys are
+    above the critical threshold; WARN when any session warns, expired keys reach the warning
+    threshold, or keys exist without an auth row.
+    """
+    total = len(sessions)
+    findings: list[StoreFinding] = []
+    if by_status[Status.FAIL]:
+        examples = [h.session_id for h in sessions if h.status is Status.FAIL][:5]
+        findings.append(
+            StoreFinding(
+                "failing_sessions",
+                Status.FAIL,
+                f"{by_status[Status.FAIL]} of {total} session(s) failing "
+                f"(worst: {', '.join(examples)})",
+                "open the sessions admin (worst first) and reconnect or re-pair those salons' "
+                "WhatsApp, or clean up sessions that are gone.",
+            )
+        )
+    if by_status[Status.WARN]:
+        findings.append(
+            StoreFinding(
+                "warning_sessions",
+                Status.WARN,
+                f"{by_status[Status.WARN]} of {total} session(s) warning",
+                "check the warning sessions in the sessions admin.",
+            )
+        )
+    if expired_verdict is not Status.OK:
+        findings.append(
+            StoreFinding(
+                "expired_keys",
+                expired_verdict,
+                f"{total_expired} expired keys in the store (warning at "
+                f"{config.expired_keys_warning()}, "
+                f"critical above {config.expired_keys_failure()})",
+                "run the expired-keys cleanup and check that its daily schedule runs.",
+            )
+        )
+    if duplicates:
+        findings.append(
+            StoreFinding(
+                "duplicate_spellings",
+                Status.FAIL,
+                f"{len(duplicates)} salon(s) stored under both spellings "
+                f"({', '.join(map(str, duplicates[:10]))})",
+                "keep the session the bot uses for each salon and remove the other spelling "
+                "(duplicates cleanup).",
+            )
+        )
+    if orphans:
+        findings.append(
+            StoreFinding(
+                "orphan_sessions",
+                Status.WARN,
+                f"{len(orphans)} session(s) have keys but no auth row",
+                "clean up the orphan keys.",
+            )
+        )
+    findings.sort(key=lambda finding: -finding.status.severity)
+    return tuple(findings)
 
 
 # --- One session's detail (the session page and its key browser) -----------------------------

@@ -193,7 +193,8 @@ def test_store_health__expired_thresholds():
     factories.make_keys("5001", "tctoken", 401, expires_at=past)
     store = sessions.store_health()
     assert store.expired_status is Status.FAIL and store.status is Status.FAIL
-    assert "501 expired keys" in store.reasons[0]
+    expired = next(f for f in store.findings if f.cause == "expired_keys")
+    assert expired.status is Status.FAIL and "501 expired keys" in expired.message
 
 
 def test_store_health__duplicates_orphans_and_worst():
@@ -260,3 +261,15 @@ def test_browse_keys__pages_filters_and_sizes():
     live = sessions.browse_keys("7003", key_type="session", expired=False, page=99, per_page=5)
     assert live.total == 20 and live.page == 4
     assert all("***" in row.key_id_shown for row in live.rows)
+
+
+def test_store_health__one_failing_session_fails_the_store_with_an_action():
+    """A single failing session makes the store FAIL, naming it and what to do, worst first."""
+    healthy("8001")
+    healthy("8002", registered=False)
+    store = sessions.store_health()
+    assert store.status is Status.FAIL
+    first = store.findings[0]
+    assert (first.cause, first.status) == ("failing_sessions", Status.FAIL)
+    assert "1 of 2 session(s) failing (worst: 8002)" in first.message
+    assert store.reasons[0] == f"{first.message}: {first.action}"
