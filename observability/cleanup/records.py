@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import timedelta
 
 from django.db import connections, transaction
@@ -16,10 +15,6 @@ logger = logging.getLogger(__name__)
 
 Counts = dict[str, dict[str, int]]
 
-#: How often, at most, a running record's total is rewritten.
-_TOTAL_EVERY = 0.25
-#: How often, at most, a running record's breakdown by session and key type is rewritten.
-_BREAKDOWN_EVERY = 2.0
 #: A dry run still "running" after this long was killed (dry runs take seconds).
 _ABANDONED_DRY_RUN_AGE = timedelta(hours=1)
 
@@ -68,8 +63,6 @@ class RunRecorder:
             dry_run=dry_run,
             outcome=CleanupRun.Outcome.RUNNING,
         )
-        self._breakdown_saved_at = time.monotonic()
-        self._total_saved_at = 0.0
 
     @property
     def id(self) -> int:
@@ -86,25 +79,18 @@ class RunRecorder:
         """
         Record the rows deleted so far (called after each committed batch).
 
-        The total is written at most every ``_TOTAL_EVERY`` seconds (a killed run's record
-        lags its committed batches by less than that), the breakdown by session and key type
-        at most every ``_BREAKDOWN_EVERY`` seconds (it can be large); both always at the end.
-        The update skips the wait for the disk flush (``synchronous_commit = off``): only a
-        crash of the database server could lose the last fraction of a second of progress,
-        and the record's end is written normally.
+        Both the total and the breakdown by session and key type are written after every
+        batch, so a killed run's record accounts for every committed batch but at most the
+        one whose commit it did not live to record (the bot's rows and this record live in
+        two databases: no single transaction covers both). The update skips the wait for the
+        disk flush (``synchronous_commit = off``): only a crash of the database server could
+        lose the last fraction of a second of progress, and the record's end is written
+        normally.
         """
-        now = time.monotonic()
-        if now - self._total_saved_at < _TOTAL_EVERY:
-            return
-        self._total_saved_at = now
-        fields: dict = {"total_deleted": total(rows_deleted)}
-        if now - self._breakdown_saved_at >= _BREAKDOWN_EVERY:
-            fields["rows_deleted"] = rows_deleted
-            self._breakdown_saved_at = now
         with transaction.atomic(using=self.run._state.db):
             with connections[self.run._state.db].cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
-            self.save(**fields)
+            self.save(total_deleted=total(rows_deleted), rows_deleted=rows_deleted)
 
     def finish(self, outcome: str, *, error: str = "", **fields) -> None:
         """Close the record with its outcome; never raises (the original error matters more)."""
