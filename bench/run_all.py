@@ -437,6 +437,8 @@ def _measure_cleanup(env: dict, keys: int) -> dict:
             "writer_p99_ms": float(found.group(4)),
             "writer_worst_ms": float(found.group(5)),
         }
+    found = re.search(r"bare DELETE: deleted (\d+)", output)
+    result["bare_deleted"] = int(found.group(1)) if found else None
     found = re.search(r"batched: deleted (\d+) in (\d+) batches, slowest (\d+) ms", output)
     if found:
         result["deleted"] = int(found.group(1))
@@ -559,7 +561,9 @@ def _report(results: dict, args: argparse.Namespace, command: str) -> str:  # no
         batched, bare = cleanup["batched"], cleanup["bare"]
         rows.append(
             f"| cleanup of {cleanup['expired']:,} expired keys (of {cleanup['keys']:,}) | "
-            f"`cleanup_expired_keys` engine, 1 run, writer beside it | "
+            f"`cleanup_expired_keys` engine, 1 run, writer beside it; deleted "
+            f"{cleanup.get('deleted', 0):,} (bare: {cleanup.get('bare_deleted') or 0:,}; the "
+            "writer rewrites some expired keys first) | "
             f"{batched['seconds'] * 1000:.0f} | | "
             f"{bare['seconds'] * 1000:.0f} (one bare DELETE) | "
             f"{cleanup['ratio']:.2f}x | ratio <= 1.5 | {_verdict(cleanup['ratio'] <= 1.5)} |"
@@ -608,7 +612,10 @@ def _report(results: dict, args: argparse.Namespace, command: str) -> str:  # no
         held = ", ".join(f"`{name}` {count}" for name, count in peak["peak"].items())
         rows.append(
             f"| peak connections under {args.concurrency} concurrent `/health/` | "
-            f"pg_stat_activity every 20 ms, {peak['samples']} samples | {held} | | | | "
+            f"wrk c={args.concurrency}, {peak['http']['duration_s']} s, "
+            f"{peak['http']['requests']} req (p50 {peak['http']['p50_ms']:.0f} ms, p95 "
+            f"{peak['http']['p95_ms']:.0f} ms: requests queue in the one process, not on the "
+            f"database); pg_stat_activity every 20 ms, {peak['samples']} samples | {held} | | | | "
             f"<= pool max ({peak['pool_max']} per alias) | {_verdict(ok)} |"
         )
         if not ok:
@@ -686,26 +693,7 @@ def _report(results: dict, args: argparse.Namespace, command: str) -> str:  # no
             f"{_ms(changelist['floor']['median'])} | "
             f"{_ms(reused['server']['median']) if reused else ''} |"
         )
-    small, big = results["scales"][str(min(args.scales))], large
-    factor = max(args.scales) / min(args.scales)
-    growth_health = (
-        big["health"]["all"]["http"]["p50_ms"] / small["health"]["all"]["http"]["p50_ms"]
-    )
-    growth_cl = (
-        big["admin"]["sessions changelist (fresh)"]["server"]["median"]
-        / small["admin"]["sessions changelist (fresh)"]["server"]["median"]
-    )
-    growth_floor = (
-        big["admin"]["sessions changelist (fresh)"]["floor"]["median"]
-        / small["admin"]["sessions changelist (fresh)"]["floor"]["median"]
-    )
-    lines += [
-        "",
-        f"From {min(args.scales):,} to {max(args.scales):,} keys ({factor:.0f}x the data): "
-        f"`/health/` p50 x{growth_health:.1f}, fresh changelist median x{growth_cl:.1f} "
-        f"(its SQL bare x{growth_floor:.1f}).",
-        "",
-    ]
+    lines += _growth(results, args, misses)
     if misses:
         lines += [
             "## Goals missed, and the likely cause",
@@ -716,6 +704,92 @@ def _report(results: dict, args: argparse.Namespace, command: str) -> str:  # no
     else:
         lines += ["All goals met in this run.", ""]
     return "\n".join(lines)
+
+
+def _exponent(low: float, high: float, factor: float) -> float:
+    """``k`` in cost ~ data^k between two sizes: 0 flat, 1 linear."""
+    import math
+
+    return math.log(max(high, 1e-9) / max(low, 1e-9)) / math.log(factor)
+
+
+def _growth(results: dict, args: argparse.Namespace, misses: list) -> list[str]:
+    """The scaling verdicts (goal: flat or logarithmic, not linear) between the extreme sizes."""
+    if len(args.scales) < 2:  # noqa: PLR2004
+        return []
+    # k between the two largest sizes, where the sessions are (nearly) the same: the keys grow.
+    low, high = args.scales[-2], args.scales[-1]
+    small, big = results["scales"][str(low)], results["scales"][str(high)]
+    factor = high / low
+    series = {
+        "`/health/` p95 (HTTP)": lambda d: d["health"]["all"]["http"]["p95_ms"],
+        "its floor (the sessions aggregate, uncached)": lambda d: d["health"]["all"]["floor"][
+            "median"
+        ],
+        "sessions changelist, fresh (median)": lambda d: d["admin"]["sessions changelist (fresh)"][
+            "server"
+        ]["median"],
+        "its floor (SQL bare)": lambda d: d["admin"]["sessions changelist (fresh)"]["floor"][
+            "median"
+        ],
+        "sessions changelist, reused (median)": lambda d: d["admin"][
+            "sessions changelist (reused)"
+        ]["server"]["median"],
+    }
+    every = [results["scales"][str(scale)] for scale in args.scales]
+    lines = [
+        "",
+        f"Growth judged from {low:,} keys ({small['sessions']:,} sessions) to {high:,} keys "
+        f"({big['sessions']:,} sessions), {factor:.0f}x the keys with about the same sessions. "
+        "Exponent k in cost ~ keys^k: 0 is flat, 1 is linear; the goal is flat or logarithmic "
+        "(k < 0.3). Times in ms.",
+        "",
+        "| measurement | "
+        + " | ".join(f"at {scale:,}" for scale in args.scales)
+        + " | growth | k | verdict |",
+        "|---|" + "---|" * len(args.scales) + "---|---|---|",
+    ]
+    for name, value in series.items():
+        a, b = value(small), value(big)
+        k = _exponent(a, b, factor)
+        verdict = (
+            "flat" if k < 0.15 else "slow growth (k < 0.3)" if k < 0.3 else "**grows**"  # noqa: PLR2004
+        )
+        cells = " | ".join(_ms(value(data)) for data in every)
+        lines.append(f"| {name} | {cells} | x{b / a:.1f} | {k:.2f} | {verdict} |")
+        if k >= 0.3 and "floor" not in name:  # noqa: PLR2004
+            misses.append(
+                (
+                    f"scaling of the {name}",
+                    f"k = {k:.2f}: the answer needs every session's health, which reads the "
+                    "whole keys table once (a parallel sequential scan and hash aggregate: the "
+                    "bot's indexes hold no write time, so no index answers 'newest write per "
+                    "session'), so its SQL grows with the keys "
+                    f"(x{value(big) / value(small):.1f} here; sessions also grew from "
+                    f"{small['sessions']:,} to {big['sessions']:,}). The admin therefore reuses "
+                    "one computation per process (the 'reused' row stays flat) and the health "
+                    "endpoints serve a cached verdict.",
+                )
+            )
+    growing = [
+        name
+        for name, value in series.items()
+        if "floor" in name and _exponent(value(small), value(big), factor) >= 0.3  # noqa: PLR2004
+    ]
+    if growing:
+        lines += [
+            "",
+            "To watch: the uncached sessions aggregate (the floors marked **grows**) reads the "
+            "whole keys table once per computation (a parallel sequential scan and hash "
+            "aggregate: the bot's indexes hold no write time, so no index answers 'newest write "
+            "per session'), so its cost rises with the keys. What users see stays within the "
+            "goals because the health endpoints serve a verdict at most "
+            "`OBSERVABILITY_STORE_HEALTH_CACHE_TTL` old (10 s) and the admin reuses one "
+            "computation per process for `OBSERVABILITY_ADMIN_HEALTH_CACHE_SECONDS` (30 s); a "
+            "fresh changelist at many times this size would pass 300 ms.",
+        ]
+    lines.append("")
+    return lines
 
 
 def _cause(name: str, median: float, p95: float, floor: dict | None, load: float) -> str:
