@@ -5,12 +5,18 @@ from __future__ import annotations
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 
+from observability.exceptions import translate_database_errors
+
 
 class ReadOnlyModelAdmin(admin.ModelAdmin):
     """A model admin that never adds, changes or deletes, for anyone, superusers included.
 
     The bot's tables belong to the bot; the only writes this project makes are the audited
     cleanup operations (observability.cleanup), never a form in the admin.
+
+    Pages are rendered inside :func:`translate_database_errors`: the admin's querysets run
+    lazily, while the template renders, so a bot database that is down or slow must be caught
+    there to become a clear 503/504 page rather than a traceback.
     """
 
     def has_add_permission(self, request, obj=None):
@@ -37,4 +43,23 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
         """Show the read-only page; refuse any POST (403) before it reaches a form."""
         if request.method not in ("GET", "HEAD"):
             raise PermissionDenied
-        return super().change_view(request, object_id, form_url, extra_context)
+        with translate_database_errors():
+            return _rendered(super().change_view(request, object_id, form_url, extra_context))
+
+    def changelist_view(self, request, extra_context=None):
+        """The changelist, rendered inside the error translation."""
+        with translate_database_errors():
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                self.prepare_changelist(request, response)
+            return _rendered(response)
+
+    def prepare_changelist(self, request, response) -> None:
+        """Hook: adjust a changelist response's context before it renders (default: none)."""
+
+
+def _rendered(response):
+    """Render a template response now, so lazy queries run where errors are translated."""
+    if hasattr(response, "render"):
+        response.render()
+    return response

@@ -208,22 +208,6 @@ class ClientAdmin(ReadOnlyModelAdmin):
             return queryset.filter(phone=phones.normalize(term)), False
         return queryset.filter(Q(name__icontains=term)), False
 
-    def changelist_view(self, request, extra_context=None):
-        """Rendered inside the error translation (the queryset runs lazily)."""
-        with translate_database_errors():
-            response = super().changelist_view(request, extra_context)
-            if hasattr(response, "render"):
-                response.render()
-        return response
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        """Rendered inside the error translation."""
-        with translate_database_errors():
-            response = super().change_view(request, object_id, form_url, extra_context)
-            if hasattr(response, "render"):
-                response.render()
-        return response
-
     @admin.display(description="phone")
     def phone_masked(self, obj):
         return phones.mask(obj.phone) or "—"

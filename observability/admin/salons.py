@@ -11,7 +11,7 @@ from observability import phones, session_ids, sessions
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin
 from observability.admin.sessions import clients_url, session_url
-from observability.exceptions import MalformedSessionId, translate_database_errors
+from observability.exceptions import MalformedSessionId
 from observability.models import Company
 
 #: Columns never read from ``companies``: secrets, and jsonb blobs that may hold tokens.
@@ -122,22 +122,6 @@ class SalonAdmin(ReadOnlyModelAdmin):
             except MalformedSessionId:  # an out-of-range number matches no salon
                 return queryset.none(), False
         return super().get_search_results(request, queryset, search_term)
-
-    def changelist_view(self, request, extra_context=None):
-        """Rendered inside the error translation (the queryset runs lazily)."""
-        with translate_database_errors():
-            response = super().changelist_view(request, extra_context)
-            if hasattr(response, "render"):
-                response.render()
-        return response
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        """Rendered inside the error translation."""
-        with translate_database_errors():
-            response = super().change_view(request, object_id, form_url, extra_context)
-            if hasattr(response, "render"):
-                response.render()
-        return response
 
     @admin.display(description="phone")
     def phone_masked(self, obj):

@@ -23,7 +23,7 @@ from django.utils.html import format_html, format_html_join
 from observability import config, phones, sessions
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin
-from observability.exceptions import BadInput, translate_database_errors
+from observability.exceptions import BadInput
 from observability.models import WhatsAppAuth
 from observability.session_ids import Spelling
 from observability.sessions import SessionHealth, Status
@@ -422,21 +422,20 @@ class SessionAdmin(ReadOnlyModelAdmin):
         redirect = _without_refresh(request)
         if redirect is not None:
             return redirect
-        with translate_database_errors():
-            extra_context = {
-                **(extra_context or {}),
-                "overview_url": overview_url(),
-                **_freshness(request),
-            }
-            response = super().changelist_view(request, extra_context)
-            if hasattr(response, "render"):
-                cl = response.context_data.get("cl") if response.context_data else None
-                if cl is not None:
-                    health = health_by_id(request)
-                    for obj in cl.result_list:
-                        obj.health = health.get(obj.company_id)
-                response.render()
-        return response
+        extra_context = {
+            **(extra_context or {}),
+            "overview_url": overview_url(),
+            **_freshness(request),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def prepare_changelist(self, request, response) -> None:
+        """Attach each listed session's health (one computation for the whole page)."""
+        cl = response.context_data.get("cl") if response.context_data else None
+        if cl is not None:
+            health = health_by_id(request)
+            for obj in cl.result_list:
+                obj.health = health.get(obj.company_id)
 
     def history_view(self, request, object_id, extra_context=None):
         """No history: nothing is ever changed here. Go to the session page."""
