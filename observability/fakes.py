@@ -10,33 +10,12 @@ from __future__ import annotations
 
 import base64
 import random
-from datetime import datetime, timedelta
 
-#: Every key type the bot writes (shared/legacy-schema.md).
-KEY_TYPES = (
-    "pre-key",
-    "session",
-    "sender-key",
-    "sender-key-memory",
-    "app-state-sync-key",
-    "app-state-sync-version",
-    "lid-mapping",
-    "device-list",
-    "tctoken",
-)
-#: Key types the bot gives a 7-day life; every other type (and lid-mapping variants) 14 / 7.
-SHORT_LIVED_KEY_TYPES = ("pre-key", "session", "sender-key")
+from observability import key_types
 
-
-def bot_expires_at(key_type: str, written_at: datetime) -> datetime:
-    """
-    The ``expires_at`` the bot sets when it writes a key of ``key_type`` at ``written_at``.
-
-    7 days for ``pre-key``, ``session``, ``sender-key`` and any type containing
-    ``lid-mapping``; 14 days for every other type.
-    """
-    short = key_type in SHORT_LIVED_KEY_TYPES or "lid-mapping" in key_type
-    return written_at + timedelta(days=7 if short else 14)
+# The bot's key types and expiry rule, re-exported for the demo data and the tests.
+KEY_TYPES = key_types.KEY_TYPES
+bot_expires_at = key_types.bot_expires_at
 
 
 def buffer(rng: random.Random, size: int, *, as_list: bool = False) -> dict:

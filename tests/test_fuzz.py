@@ -10,7 +10,7 @@ from django.db import connections
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from observability import session_ids
+from observability import key_types, session_ids
 from observability.cleanup import selection
 from tests import factories
 
@@ -111,7 +111,7 @@ def _is_float(text: str) -> bool:
 
 def _known_key_type(value: str) -> bool:
     value = value.strip()
-    return value in selection.KNOWN_KEY_TYPES or "lid-mapping" in value
+    return key_types.is_known(value)
 
 
 bad_key_types = st.one_of(

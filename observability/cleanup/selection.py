@@ -9,21 +9,10 @@ from datetime import timedelta
 
 from django.db import connections
 
+from observability import key_types as bot_key_types
 from observability import session_ids
 from observability.exceptions import BadInput, SessionNotFound
 
-#: The key types the bot writes (legacy-schema.md); any type containing "lid-mapping" too.
-KNOWN_KEY_TYPES = (
-    "pre-key",
-    "session",
-    "sender-key",
-    "sender-key-memory",
-    "app-state-sync-key",
-    "app-state-sync-version",
-    "lid-mapping",
-    "device-list",
-    "tctoken",
-)
 MAX_BATCH_SIZE = 100_000
 #: The longest grace period or minimum age a person may type (100 years): beyond it the
 #: cut-off date leaves Python's date range.
@@ -128,9 +117,10 @@ def key_types(values: Iterable[str] | None) -> tuple[str, ...] | None:
     cleaned: list[str] = []
     for raw in values or ():
         value = str(raw).strip()
-        if value not in KNOWN_KEY_TYPES and "lid-mapping" not in value:
+        if not bot_key_types.is_known(value):
             raise BadInput(
-                f"Unknown key type {value[:40]!r}: use one of {', '.join(KNOWN_KEY_TYPES)}."
+                f"Unknown key type {value[:40]!r}: "
+                f"use one of {', '.join(bot_key_types.KEY_TYPES)}."
             )
         if value not in cleaned:
             cleaned.append(value)
