@@ -377,3 +377,12 @@ def test_changelist__reuses_health_until_refreshed(admin_client, reused_health):
     assert all(obj.health is not None for obj in listed) and len(listed) == 3
     overview = admin_client.get(reverse("admin:observability_whatsappauth_overview"))
     assert overview.context["store"].total_sessions == 3
+
+
+def test_sessions_changelist__names_keys_only_sessions_with_links(admin_client, seeded):
+    """Keys-only sessions are not rows of the list, so the list names and links them."""
+    response = admin_client.get(reverse("admin:observability_whatsappauth_changelist"))
+    html = " ".join(response.content.decode().split())
+    assert response.status_code == 200
+    assert "1 session with keys but no auth row is not listed below" in html
+    assert f'<a href="{session_page("company_777")}">company_777</a> (WARN)' in html

@@ -110,6 +110,18 @@ def _freshness(request: HttpRequest) -> dict:
     }
 
 
+def _keys_only_sessions(request: HttpRequest) -> list[dict]:
+    """
+    Sessions that have keys but no auth row, worst first, with their pages' URLs.
+
+    The changelist lists ``whatsapp_auth`` rows, so these would otherwise be missing from it;
+    the page names them above the list instead.
+    """
+    orphans = [h for h in health_by_id(request).values() if not h.has_auth]
+    orphans.sort(key=lambda h: (-h.status.severity, h.session_id))
+    return [{"health": h, "url": session_url(h.session_id)} for h in orphans]
+
+
 def _without_refresh(request: HttpRequest) -> HttpResponseRedirect | None:
     """Compute again and redirect to the same page without the refresh parameter."""
     if REFRESH_PARAM not in request.GET:
@@ -425,6 +437,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "overview_url": overview_url(),
+            "keys_only_sessions": _keys_only_sessions(request),
             **_freshness(request),
         }
         return super().changelist_view(request, extra_context)
