@@ -23,7 +23,7 @@ gunicorn and a django-q2 worker and measures, each beside its floor measured in 
 - the batched cleanup of 1,000,000 expired keys against one bare ``DELETE`` on an identical
   copy, with a concurrent writer (``benchmarks/cleanup.py``).
 
-It finishes in about ten minutes on two cores.
+It finishes in about four minutes on two cores (the budget is fifteen).
 """
 
 from __future__ import annotations
