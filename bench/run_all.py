@@ -21,7 +21,7 @@ gunicorn and a django-q2 worker and measures, each beside its floor measured in 
 - at 1M keys only: every group, every admin page, and the peak connections this project holds
   under 50 concurrent ``/health/`` requests (``pg_stat_activity`` sampled every 20 ms);
 - the batched cleanup of 1,000,000 expired keys against one bare ``DELETE`` on an identical
-  copy, with a concurrent writer (``benchmarks/cleanup.py``).
+  copy, with a concurrent writer (``bench/bench_cleanup.py``).
 
 It finishes in about four minutes on two cores (the budget is fifteen).
 """
@@ -417,7 +417,7 @@ def _measure_peak(base: str, duration: int, concurrency: int, names: list[str]) 
 def _measure_cleanup(env: dict, keys: int) -> dict:
     started = time.monotonic()
     output = subprocess.run(  # noqa: S603
-        [str(PYTHON), "benchmarks/cleanup.py", "--keys", str(keys)],
+        [str(PYTHON), "bench/bench_cleanup.py", "--keys", str(keys)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -7,7 +7,7 @@ a "bot" thread keeps rewriting random keys (an upsert, as the bot does), then re
 identical data and runs one bare ``DELETE ... WHERE expires_at < ...`` with the same writer.
 It prints both times, their ratio, and the writer's worst and p99 latency during each.
 
-    OBSERVABILITY_DATA_DIR=/tmp/pg-bench .venv/bin/python benchmarks/cleanup.py --keys 2000000
+    OBSERVABILITY_DATA_DIR=/tmp/pg-bench .venv/bin/python bench/bench_cleanup.py --keys 2000000
 """
 
 from __future__ import annotations
