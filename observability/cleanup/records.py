@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from django.db import connections, transaction
@@ -14,6 +15,9 @@ from observability.models import CleanupRun
 logger = logging.getLogger(__name__)
 
 Counts = dict[str, dict[str, int]]
+
+#: How often, at most, a running record's breakdown by session and key type is rewritten.
+_BREAKDOWN_EVERY = 1.0
 
 #: A dry run still "running" after this long was killed (dry runs take seconds).
 _ABANDONED_DRY_RUN_AGE = timedelta(hours=1)
@@ -63,6 +67,7 @@ class RunRecorder:
             dry_run=dry_run,
             outcome=CleanupRun.Outcome.RUNNING,
         )
+        self._breakdown_saved_at = time.monotonic()
 
     @property
     def id(self) -> int:
@@ -79,18 +84,24 @@ class RunRecorder:
         """
         Record the rows deleted so far (called after each committed batch).
 
-        Both the total and the breakdown by session and key type are written after every
-        batch, so a killed run's record accounts for every committed batch but at most the
-        one whose commit it did not live to record (the bot's rows and this record live in
-        two databases: no single transaction covers both). The update skips the wait for the
-        disk flush (``synchronous_commit = off``): only a crash of the database server could
-        lose the last fraction of a second of progress, and the record's end is written
-        normally.
+        The total is written after every batch, so a killed run's record accounts for every
+        committed batch but at most the one whose commit it did not live to record (the bot's
+        rows and this record live in two databases: no transaction covers both). The
+        breakdown by session and key type (tens of kilobytes at a thousand sessions) is
+        written at most every ``_BREAKDOWN_EVERY`` seconds, and always at the end. The update
+        skips the wait for the disk flush (``synchronous_commit = off``): only a crash of the
+        database server could lose the last fraction of a second of progress, and the
+        record's end is written normally.
         """
+        fields: dict = {"total_deleted": total(rows_deleted)}
+        now = time.monotonic()
+        if now - self._breakdown_saved_at >= _BREAKDOWN_EVERY:
+            fields["rows_deleted"] = rows_deleted
+            self._breakdown_saved_at = now
         with transaction.atomic(using=self.run._state.db):
             with connections[self.run._state.db].cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
-            self.save(total_deleted=total(rows_deleted), rows_deleted=rows_deleted)
+            self.save(**fields)
 
     def finish(self, outcome: str, *, error: str = "", **fields) -> None:
         """Close the record with its outcome; never raises (the original error matters more)."""
