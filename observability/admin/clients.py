@@ -98,6 +98,11 @@ class SegmentFilter(_ValuesFilter):
     column = "client_segment"
 
 
+_column = display.field_column
+_array = display.array
+_json = display.pretty_json
+
+
 @admin.register(Client)
 class ClientAdmin(ReadOnlyModelAdmin):
     """Clients: phones masked, arrays and jsonb shown readably."""
@@ -208,50 +213,15 @@ class ClientAdmin(ReadOnlyModelAdmin):
             return queryset.filter(phone=phones.normalize(term)), False
         return queryset.filter(Q(name__icontains=term)), False
 
-    @admin.display(description="phone")
-    def phone_masked(self, obj):
-        return phones.mask(obj.phone) or "—"
-
-    @admin.display(description="phone as typed")
-    def raw_phone_masked(self, obj):
-        return phones.mask(obj.raw_phone) or "—"
-
-    @admin.display(description="last services")
-    def last_services_display(self, obj):
-        return display.array(obj.last_services)
-
-    @admin.display(description="last service ids")
-    def last_service_ids_display(self, obj):
-        return display.array(obj.last_service_ids)
-
-    @admin.display(description="favourite staff ids")
-    def favorite_staff_ids_display(self, obj):
-        return display.array(obj.favorite_staff_ids)
-
-    @admin.display(description="preferred time slots")
-    def preferred_time_slots_display(self, obj):
-        return display.array(obj.preferred_time_slots)
-
-    @admin.display(description="branch ids")
-    def branch_ids_display(self, obj):
-        return display.array(obj.branch_ids)
-
-    @admin.display(description="tags")
-    def tags_display(self, obj):
-        return display.array(obj.tags)
-
-    @admin.display(description="visit history")
-    def visit_history_display(self, obj):
-        return display.pretty_json(obj.visit_history)
-
-    @admin.display(description="preferences")
-    def preferences_display(self, obj):
-        return display.pretty_json(obj.preferences)
-
-    @admin.display(description="goods purchases")
-    def goods_purchases_display(self, obj):
-        return display.pretty_json(obj.goods_purchases)
-
-    @admin.display(description="AI context")
-    def ai_context_display(self, obj):
-        return display.pretty_json(obj.ai_context)
+    phone_masked = _column("phone", display.masked_phone, "phone")
+    raw_phone_masked = _column("raw_phone", display.masked_phone, "phone as typed")
+    last_services_display = _column("last_services", _array, "last services")
+    last_service_ids_display = _column("last_service_ids", _array, "last service ids")
+    favorite_staff_ids_display = _column("favorite_staff_ids", _array, "favourite staff ids")
+    preferred_time_slots_display = _column("preferred_time_slots", _array, "preferred time slots")
+    branch_ids_display = _column("branch_ids", _array, "branch ids")
+    tags_display = _column("tags", _array, "tags")
+    visit_history_display = _column("visit_history", _json, "visit history")
+    preferences_display = _column("preferences", _json, "preferences")
+    goods_purchases_display = _column("goods_purchases", _json, "goods purchases")
+    ai_context_display = _column("ai_context", _json, "AI context")

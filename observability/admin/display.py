@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 from django.utils.html import format_html
 
+from observability import phones
 from observability.sessions import DayCount, Status
 
 _BADGE_COLOURS = {
@@ -121,3 +122,26 @@ def bars(days: Sequence[DayCount], *, height: int = 120, width: int = 28) -> dic
         "total": sum(day.count for day in days),
         "axis_y": plot + 12,
     }
+
+
+def masked_phone(phone: str | None) -> str:
+    """A phone number masked for display (``7900***4567``), or a dash."""
+    return phones.mask(phone) or "—"
+
+
+def field_column(field: str, render, description: str):
+    """
+    A read-only admin column showing ``render(obj.<field>)``, declared in one line.
+
+    Args:
+        field: the model field read from each row.
+        render: turns the value into text or safe HTML (``array``, ``pretty_json``, a mask).
+        description: the column's heading.
+    """
+
+    def column(model_admin, obj):
+        return render(getattr(obj, field))
+
+    column.short_description = description
+    column.__name__ = f"{field}_display"
+    return column

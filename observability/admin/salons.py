@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from observability import phones, session_ids, sessions
+from observability import session_ids, sessions
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin
 from observability.admin.sessions import clients_url, session_url
@@ -24,6 +24,10 @@ PHONE_FIELDS = frozenset({"phone", "whatsapp_phone", "marketplace_user_phone"})
 LOADED_FIELDS = tuple(
     field.attname for field in Company._meta.concrete_fields if field.name not in WITHHELD_FIELDS
 )
+
+
+_column = display.field_column
+_array = display.array
 
 
 @admin.register(Company)
@@ -123,17 +127,9 @@ class SalonAdmin(ReadOnlyModelAdmin):
                 return queryset.none(), False
         return super().get_search_results(request, queryset, search_term)
 
-    @admin.display(description="phone")
-    def phone_masked(self, obj):
-        return phones.mask(obj.phone) or "—"
-
-    @admin.display(description="WhatsApp phone")
-    def whatsapp_phone_masked(self, obj):
-        return phones.mask(obj.whatsapp_phone) or "—"
-
-    @admin.display(description="SMS short names")
-    def sms_short_names_display(self, obj):
-        return display.array(obj.sms_short_names)
+    phone_masked = _column("phone", display.masked_phone, "phone")
+    whatsapp_phone_masked = _column("whatsapp_phone", display.masked_phone, "WhatsApp phone")
+    sms_short_names_display = _column("sms_short_names", _array, "SMS short names")
 
     @admin.display(description="links")
     def links(self, obj):
