@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from observability import key_types  # noqa: E402 (plain module: no Django setup needed)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 BENCH_DATABASE = "bench_cleanup"
@@ -82,17 +85,7 @@ class Writer(threading.Thread):
                     "SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
                     [
                         f"company_{100000 + g % 200}",
-                        [
-                            "pre-key",
-                            "session",
-                            "sender-key",
-                            "sender-key-memory",
-                            "app-state-sync-key",
-                            "app-state-sync-version",
-                            "lid-mapping",
-                            "device-list",
-                            "tctoken",
-                        ][g % 9],
+                        key_types.KEY_TYPES[g % len(key_types.KEY_TYPES)],
                         f"k{g}",
                     ],
                 )
