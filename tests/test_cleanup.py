@@ -70,6 +70,8 @@ def truncate_bot_tables():
 class Hook:
     """A progress receiver that calls ``action`` after the ``after``-th committed batch."""
 
+    wants_total = True
+
     def __init__(self, after: int, action) -> None:
         self.after, self.action, self.batches, self.total = after, action, 0, None
 
@@ -106,10 +108,20 @@ def test_cleanup_expired_keys__dry_run_deletes_nothing_and_apply_deletes_what_it
         "company_111": {"sender-key": 3},
     }
 
-    applied = cleanup.cleanup_expired_keys(apply=True, batch_size=4)
-    assert applied.rows_deleted == dry.rows_seen
-    assert applied.total_deleted == 20
-    assert applied.batches == 5  # 4 + 4 + 4 + 4 + 4
+    batches = []
+    hook = Hook(after=0, action=None)
+    hook.advance = batches.append
+    applied = cleanup.cleanup_expired_keys(apply=True, batch_size=4, progress=hook)
+    # A run over every session counts by key type (a salon's run counts each session).
+    assert (
+        applied.rows_deleted
+        == applied.rows_seen
+        == {"*": {"pre-key": 12, "session": 5, "sender-key": 3}}
+    )
+    assert applied.total_deleted == applied.total_seen == 20
+    # Each salon's keys were written at one instant: 12, 5 and 3 keys per instant.
+    assert batches == [4, 4, 4, 4, 1, 3]
+    assert applied.batches == 6
     assert _keys() == {("962302", "session"): 4}
     assert applied.bytes_before > 0 and applied.bytes_after > 0
     assert applied.row_bytes_deleted > 0
@@ -151,14 +163,14 @@ def test_cleanup_expired_keys__a_row_that_changes_mid_batch_is_kept_and_counts_s
         )
     report = cleanup.cleanup_expired_keys(apply=True, batch_size=4)
     assert report.total_deleted == 9
-    assert report.rows_deleted == {"962302": {"session": 9}}
+    assert report.rows_deleted == {"*": {"session": 9}}
     assert list(WhatsAppKey.objects.values_list("key_id", flat=True)) == [kept]
     assert CleanupRun.objects.get().outcome == "succeeded"
 
 
 @bot_tables
 def test_cleanup_expired_keys__every_run_is_recorded():
-    """Dry and applied runs leave a CleanupRun with counts by session and key type."""
+    """Dry runs leave a CleanupRun with counts by session and key type; applied ones by type."""
     _expired("962302", "pre-key", 3)
     dry = cleanup.cleanup_expired_keys(started_by="task")
     applied = cleanup.cleanup_expired_keys(apply=True)
@@ -174,7 +186,7 @@ def test_cleanup_expired_keys__every_run_is_recorded():
     applied_run = CleanupRun.objects.get(pk=applied.run_id)
     assert applied_run.dry_run is False
     assert applied_run.outcome == "succeeded"
-    assert applied_run.rows_deleted == {"962302": {"pre-key": 3}}
+    assert applied_run.rows_deleted == applied_run.rows_seen == {"*": {"pre-key": 3}}
     assert applied_run.total_seen == applied_run.total_deleted == 3
     assert applied_run.bytes_before is not None and applied_run.bytes_after is not None
     assert applied_run.parameters["batch_size"] == 5000
@@ -189,11 +201,11 @@ def test_cleanup_expired_keys__grace_period_keeps_recently_expired_keys():
     factories.make_keys("962302", "device-list", 2, expires_at=None)  # never expires
 
     report = cleanup.cleanup_expired_keys(apply=True)
-    assert report.rows_deleted == {"962302": {"session": 3}}
+    assert report.rows_deleted == {"*": {"session": 3}}
     assert _keys() == {("962302", "pre-key"): 2, ("962302", "device-list"): 2}
 
     report = cleanup.cleanup_expired_keys(apply=True, grace=2 * DAY)
-    assert report.rows_deleted == {"962302": {"pre-key": 2}}
+    assert report.rows_deleted == {"*": {"pre-key": 2}}
     assert _keys() == {("962302", "device-list"): 2}
 
 
@@ -203,7 +215,7 @@ def test_cleanup_expired_keys__key_type_filter_touches_only_that_type():
     _expired("962302", "pre-key", 4)
     _expired("962302", "session", 4)
     report = cleanup.cleanup_expired_keys(apply=True, key_types=["pre-key"])
-    assert report.rows_deleted == {"962302": {"pre-key": 4}}
+    assert report.rows_deleted == {"*": {"pre-key": 4}}
     assert _keys() == {("962302", "session"): 4}
 
 
@@ -452,7 +464,7 @@ def test_cleanup_expired_keys__lock_timeout_mid_run_keeps_committed_batches(
     failed = CleanupRun.objects.get()
     assert failed.outcome == "failed"
     assert failed.total_deleted == 20
-    assert failed.rows_deleted == {"962302": {"pre-key": 20}}
+    assert failed.rows_deleted == {"*": {"pre-key": 20}}
     assert "did not answer in time" in failed.error
 
     rerun = cleanup.cleanup_expired_keys(apply=True, batch_size=10)

@@ -46,7 +46,7 @@ def test_cleanup_expired_keys_task__deletes_and_returns_the_report():
     factories.make_keys("962302", "session", 2)
     result = tasks.cleanup_expired_keys_task()
     assert result["dry_run"] is False
-    assert result["rows_deleted"] == {"962302": {"pre-key": 4}}
+    assert result["rows_deleted"] == {"*": {"pre-key": 4}}
     assert WhatsAppKey.objects.count() == 2
     assert CleanupRun.objects.get().started_by == "task"
 

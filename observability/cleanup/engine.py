@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connections, transaction
@@ -22,11 +24,33 @@ from observability.models import CleanupRun
 
 logger = logging.getLogger(__name__)
 
-#: What one batch deleted, grouped in SQL: (session id, key type, rows, row bytes).
-DeletedGroup = tuple[str, str, int, int]
-#: Deletes one batch on the given cursor (inside its transaction); returns its groups and
-#: whether more batches may follow.
-BatchDeleter = Callable[[object], tuple[Sequence[DeletedGroup], bool]]
+#: Rows of one session and key type: (session id, key type, rows).
+Group = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """
+    One committed batch, as the deleter reports it.
+
+    Attributes:
+        deleted: the rows it deleted, by session and key type.
+        more: whether another batch may follow.
+        seen: the rows it found to delete (counted before deleting), when the run counts
+            as it goes; None when the run counted everything up front. Pass the same
+            object as ``deleted`` when the batch deleted exactly what it counted.
+        deleted_bytes: the size of the rows deleted.
+
+    """
+
+    deleted: Sequence[Group]
+    more: bool
+    seen: Sequence[Group] | None = None
+    deleted_bytes: int = 0
+
+
+#: Deletes one batch on the given cursor (inside its transaction).
+BatchDeleter = Callable[[object], BatchResult]
 
 
 class BatchChanged(Exception):
@@ -104,7 +128,7 @@ def run_batches(
     alias: str,
     lock: CleanupLock,
     delete_batch: BatchDeleter,
-    on_committed: Callable[[Sequence[DeletedGroup], float], None],
+    on_committed: Callable[[BatchResult, float], None],
 ) -> None:
     """
     Delete batch after batch until ``delete_batch`` says nothing is left.
@@ -123,7 +147,7 @@ def run_batches(
         try:
             with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
                 set_local_timeouts(cursor)
-                groups, more = delete_batch(cursor)
+                result = delete_batch(cursor)
         except BatchChanged:
             changed += 1
             if changed > CHANGED_RETRIES:
@@ -140,9 +164,9 @@ def run_batches(
             continue
         failures = changed = 0
         elapsed = time.monotonic() - started
-        if groups:
-            on_committed(groups, elapsed)
-        if not more:
+        if result.deleted or result.seen:
+            on_committed(result, elapsed)
+        if not result.more:
             return
 
 
@@ -154,9 +178,10 @@ def run_delete_operation(
     apply: bool,
     alias: str,
     count: Callable[[], records.Counts],
-    delete_batch: BatchDeleter,
+    batches: Callable[[], AbstractContextManager[BatchDeleter]],
     progress: Progress | None = None,
     tables: Sequence[str] = ("whatsapp_keys",),
+    count_on_apply: bool = True,
 ) -> CleanupReport:
     """
     Count, and when applying delete in batches: the shape of the batched operations.
@@ -168,9 +193,13 @@ def run_delete_operation(
         apply: False counts only (a dry run); True deletes.
         alias: the bot database alias.
         count: counts the matching rows by session and key type.
-        delete_batch: deletes one batch (see :func:`run_batches`).
+        batches: opens the deleter of an applied run (see :func:`run_batches`), once the
+            run holds its lock, and closes it when the run ends.
         progress: receives progress (a tqdm bar on a terminal).
         tables: the tables whose size is reported.
+        count_on_apply: False when the batches count what they delete as they go
+            (``BatchResult.seen``): an applied run then does not count everything first,
+            except for a progress bar's total.
 
     Raises:
         As :func:`execute_run`.
@@ -179,28 +208,49 @@ def run_delete_operation(
     progress = progress or NoProgress()
 
     def body(report: CleanupReport, recorder: records.RunRecorder, lock: CleanupLock) -> None:
-        report.rows_seen = count()
-        report.total_seen = records.total(report.rows_seen)
-        recorder.save(rows_seen=report.rows_seen, total_seen=report.total_seen)
+        total_for_progress = None
+        if count_on_apply or not apply:
+            report.rows_seen = count()
+            report.total_seen = total_for_progress = records.total(report.rows_seen)
+            recorder.save(rows_seen=report.rows_seen, total_seen=report.total_seen)
+        elif progress.wants_total:
+            total_for_progress = records.total(count())
         if not apply:
             return
 
-        def committed(groups: Sequence[DeletedGroup], elapsed: float) -> None:
-            deleted = 0
-            for session_id, key_type, count, row_bytes in groups:
-                records.add(report.rows_deleted, session_id, key_type, int(count))
-                report.row_bytes_deleted += int(row_bytes or 0)
-                deleted += int(count)
+        # What the batches counted, and how what they deleted differs from it (only batches
+        # that changed under us differ): one pass over each batch's groups, not two.
+        counted, deleted_otherwise = records.Tally(), records.Tally()
+
+        def breakdown() -> None:
+            if not count_on_apply:
+                report.rows_seen = counted.counts()
+            report.rows_deleted = counted.counts(plus=deleted_otherwise)
+
+        def committed(result: BatchResult, elapsed: float) -> None:
+            if result.seen is None:
+                deleted = deleted_otherwise.add(result.deleted)
+            else:
+                deleted = counted.add(result.seen)
+                report.total_seen += deleted
+                if result.deleted is not result.seen:
+                    deleted_otherwise.add(result.seen, sign=-1)
+                    deleted = deleted_otherwise.add(result.deleted)
             report.total_deleted += deleted
+            report.row_bytes_deleted += result.deleted_bytes
             report.batches += 1
             report.slowest_batch_seconds = max(report.slowest_batch_seconds, elapsed)
-            recorder.progress(report.rows_deleted)
+            recorder.progress(report, breakdown)
             progress.advance(deleted)
 
-        progress.start(report.total_seen)
+        progress.start(total_for_progress)
         try:
-            run_batches(alias=alias, lock=lock, delete_batch=delete_batch, on_committed=committed)
+            with batches() as delete_batch:
+                run_batches(
+                    alias=alias, lock=lock, delete_batch=delete_batch, on_committed=committed
+                )
         finally:
+            breakdown()
             progress.close()
 
     return execute_run(
@@ -266,6 +316,8 @@ def execute_run(
         recorder.finish(
             CleanupRun.Outcome.FAILED,
             error=records.describe_error(error),
+            rows_seen=report.rows_seen,
+            total_seen=report.total_seen,
             rows_deleted=report.rows_deleted,
             total_deleted=report.total_deleted,
             backup_path="\n".join(report.backup_paths),

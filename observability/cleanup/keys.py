@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import connections, transaction
 from django.utils import timezone
 
 from observability import config
-from observability.cleanup import engine, selection
+from observability.cleanup import engine, lookahead, records, selection
 from observability.cleanup.report import CleanupReport, Progress
 from observability.exceptions import translate_database_errors
 
@@ -23,6 +26,58 @@ def _filters(chosen: selection.Selection, table: str) -> tuple[str, list]:
         sql.append(f"AND {table}.key_type = ANY(%s)")
         params.append(list(chosen.key_types))
     return " ".join(sql), params
+
+
+def _above(lower: datetime | None, inclusive: bool) -> tuple[str, list]:
+    """The condition ``expires_at >= lower`` (or ``>``), nothing when there is no lower end."""
+    if lower is None:
+        return "", []
+    return ("AND expires_at >= %s" if inclusive else "AND expires_at > %s"), [lower]
+
+
+@dataclass(frozen=True)
+class _Range:
+    """
+    One planned batch: the expired keys with ``lower <= expires_at < upper``, as counted.
+
+    ``upper`` None means up to the cutoff; ``seen`` is what the range held when counted,
+    by session and key type, ``rows`` its total.
+    """
+
+    lower: datetime | None
+    inclusive: bool
+    upper: datetime | None
+    seen: tuple[engine.Group, ...] = ()
+    rows: int = 0
+
+    def sql(self) -> tuple[str, list]:
+        """The range's conditions on ``expires_at`` and their parameters."""
+        above, params = _above(self.lower, self.inclusive)
+        if self.upper is None:
+            return above, params
+        return f"{above} AND expires_at < %s", [*params, self.upper]
+
+
+@dataclass(frozen=True)
+class _Instant:
+    """More than a batch of keys expired at one instant: deleted a batch at a time."""
+
+    at: datetime
+
+
+def _applied_session_column(chosen: selection.Selection) -> str:
+    """
+    What an applied expired-key run counts its rows by, beside the key type.
+
+    A run over chosen sessions (a salon, the admin's selection) counts each session. A run
+    over every session (the nightly job) counts by key type only, under
+    ``records.EVERY_SESSION``: at a thousand sessions a batch holds thousands of (session,
+    key type) groups, and counting them costs the database and this process about a third
+    of the delete itself. The dry run always counts per session and key type.
+    """
+    if chosen.session_ids is not None:
+        return "company_id"
+    return f"'{records.EVERY_SESSION}'::text"
 
 
 def _common_parameters(chosen: selection.Selection, size: int, cutoff: datetime) -> dict:
@@ -52,11 +107,16 @@ def cleanup_expired_keys(
 
     Each batch is a range of the partial index on ``expires_at``: from where the previous
     batch ended up to the expiry of the (batch size + 1)-th row, found by walking that many
-    index entries; no batch walks the entries of rows already deleted, and the delete itself
-    is one index range scan (about as cheap per row as a bare ``DELETE``). More than a batch
-    of keys expiring at the same instant are deleted together. A row the bot holds locked is
-    waited for (at most ``lock_timeout``, then the batch is retried); each row's expiry is
-    re-checked as it is deleted, so a key the bot rewrites meanwhile is kept.
+    index entries (never the entries of rows already deleted). An applied run plans the
+    ranges on a second connection, counting each by session and key type, while the first
+    deletes the previous range and commits (see :mod:`~observability.cleanup.lookahead`):
+    the audit's counts then cost the run almost no time. A range whose delete removes
+    other than what was counted (the bot rewrote a key meanwhile: each row's expiry is
+    re-checked as it is deleted, so the rewritten key is kept) is rolled back and deleted
+    again, counting row by row. More than a batch of keys expiring at one instant are taken
+    a batch at a time by row address. A row the bot holds locked is waited for (at most
+    ``lock_timeout``, then the batch is retried). An applied run over every session counts
+    by key type only (see :func:`_applied_session_column`).
 
     Args:
         salons: salon ids in either spelling (both spellings are cleaned); None: all.
@@ -71,6 +131,8 @@ def cleanup_expired_keys(
 
     Returns:
         The report; ``rows_seen`` of a dry run is exactly what an apply would delete then.
+        An applied run over every session reports its rows under
+        ``records.EVERY_SESSION`` (``"*"``), by key type.
 
     Raises:
         BadInput, MalformedSessionId, SessionNotFound: before anything runs or is recorded.
@@ -98,69 +160,94 @@ def cleanup_expired_keys(
             [cutoff, *filter_params],
         )
 
-    # Where the next batch starts: (expires_at, inclusive). Each batch starts past the
-    # previous one, so no batch walks the index entries of rows already deleted. The floor
-    # moves only once a batch's delete succeeded (a retried batch must find its rows again).
-    floor: list[tuple[datetime, bool]] = []
     where = f"expires_at IS NOT NULL AND expires_at < %s {filters}"
-    state: dict = {"exact": False, "row_bytes": None}
+    where_params = [cutoff, *filter_params]
+    session = _applied_session_column(chosen)
 
-    def delete_batch(cursor):
+    def plan() -> Iterator[_Range | _Instant]:
+        # Each step walks (size + 1) entries of the expiry index past the previous range
+        # (never the entries of rows already planned or deleted): the range ends at the last
+        # one's expiry, so keys expiring at one instant fall in one range, and more than a
+        # batch of them at one instant become an _Instant. Then it counts the range.
+        lower: datetime | None = None
+        inclusive = True
+        while True:
+            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                engine.set_local_timeouts(cursor)
+                above, above_params = _above(lower, inclusive)
+                cursor.execute(
+                    f"SELECT (SELECT expires_at FROM whatsapp_keys WHERE {where} {above} "  # noqa: S608
+                    "ORDER BY expires_at LIMIT 1), "
+                    f"(SELECT expires_at FROM whatsapp_keys WHERE {where} {above} "
+                    "ORDER BY expires_at OFFSET %s LIMIT 1)",
+                    [*where_params, *above_params, *where_params, *above_params, size],
+                )
+                first, upper = cursor.fetchone()
+                if first is None:
+                    return
+                if upper == first:
+                    step: _Range | _Instant = _Instant(first)
+                else:
+                    range_sql, range_params = _Range(lower, inclusive, upper).sql()
+                    cursor.execute(
+                        f"SELECT {session}, key_type, count(*) FROM whatsapp_keys "  # noqa: S608
+                        f"WHERE {where} {range_sql} GROUP BY 1, 2",
+                        [*where_params, *range_params],
+                    )
+                    seen = tuple(cursor.fetchall())
+                    step = _Range(lower, inclusive, upper, seen, sum(n for _, _, n in seen))
+            yield step
+            if upper is None:
+                return
+            lower, inclusive = (first, False) if isinstance(step, _Instant) else (upper, True)
+
+    state: dict = {"exact": False, "row_bytes": None, "pending": None}
+
+    def delete_batch(cursor, planned: Iterator[_Range | _Instant]) -> engine.BatchResult:
         if state["row_bytes"] is None:
             state["row_bytes"] = engine.average_row_bytes(alias, "whatsapp_keys")
-        floor_sql, floor_params = "", []
-        if floor:
-            value, inclusive = floor[-1]
-            floor_sql, floor_params = (
-                ("AND expires_at >= %s" if inclusive else "AND expires_at > %s"),
-                [value],
-            )
-        # The batch is a range of the partial index on expires_at: from the floor up to the
-        # (size + 1)-th row's expiry, found by walking ``size`` index entries.
-        cursor.execute(
-            f"SELECT (SELECT expires_at FROM whatsapp_keys WHERE {where} {floor_sql} "  # noqa: S608
-            "ORDER BY expires_at LIMIT 1), "
-            f"(SELECT expires_at FROM whatsapp_keys WHERE {where} {floor_sql} "
-            "ORDER BY expires_at OFFSET %s LIMIT 1)",
-            [cutoff, *filter_params, *floor_params, cutoff, *filter_params, *floor_params, size],
-        )
-        first, upper = cursor.fetchone()
-        if first is None:
-            return [], False
-        if upper == first:
-            return _delete_tie_batch(cursor, first)
-        upper_sql, upper_params = ("AND expires_at < %s", [upper]) if upper else ("", [])
-        batch_where = f"{where} {floor_sql} {upper_sql}"
-        params = [cutoff, *filter_params, *floor_params, *upper_params]
+        if state["pending"] is None:
+            state["pending"] = next(planned, None)
+            if state["pending"] is None:
+                return engine.BatchResult((), more=False)
+        step = state["pending"]
+        if isinstance(step, _Instant):
+            groups = _delete_at_instant(cursor, step.at)
+            if not groups:  # the instant's rows are gone (or all changed): move on
+                state["pending"] = None
+            return _deleted(groups, sum(n for _, _, n in groups), seen=groups)
+        range_sql, range_params = step.sql()
+        params = [*where_params, *range_params]
         if state["exact"]:
-            # The range changed under the cheap path: count what is deleted, row by row.
+            # The range changed after it was counted: count what is deleted, row by row.
             cursor.execute(
                 "WITH deleted AS ("  # noqa: S608
-                f" DELETE FROM whatsapp_keys WHERE {batch_where} RETURNING company_id, key_type"
-                ") SELECT company_id, key_type, count(*) FROM deleted GROUP BY 1, 2",
+                f" DELETE FROM whatsapp_keys WHERE {where} {range_sql}"
+                f" RETURNING {session} AS session_id, key_type"
+                ") SELECT session_id, key_type, count(*) FROM deleted GROUP BY 1, 2",
                 params,
             )
             groups = cursor.fetchall()
+            rows = sum(n for _, _, n in groups)
             state["exact"] = False
         else:
-            # Count the range, then delete it: much cheaper than DELETE ... RETURNING. The
-            # delete re-checks each row, so a key the bot rewrote meanwhile (new expires_at)
-            # is kept; then the counts no longer match and the batch is redone exactly.
-            cursor.execute(
-                "SELECT company_id, key_type, count(*) FROM whatsapp_keys "  # noqa: S608
-                f"WHERE {batch_where} GROUP BY 1, 2",
-                params,
-            )
-            groups = cursor.fetchall()
-            cursor.execute(f"DELETE FROM whatsapp_keys WHERE {batch_where}", params)  # noqa: S608
-            if cursor.rowcount != sum(group[2] for group in groups):
+            # Delete the counted range: much cheaper than DELETE ... RETURNING. The delete
+            # re-checks each row, so a key the bot rewrote meanwhile (new expires_at) is
+            # kept; then the counts no longer match and the batch is redone exactly.
+            cursor.execute(f"DELETE FROM whatsapp_keys WHERE {where} {range_sql}", params)  # noqa: S608
+            if cursor.rowcount != step.rows:
                 state["exact"] = True
                 raise engine.BatchChanged()
-        if upper is not None:
-            floor.append((upper, True))
-        return [(s, t, n, n * state["row_bytes"]) for s, t, n in groups], upper is not None
+            groups, rows = step.seen, step.rows
+        state["pending"] = None
+        return _deleted(groups, rows, seen=step.seen)
 
-    def _delete_tie_batch(cursor, instant):
+    def _deleted(groups, rows: int, seen) -> engine.BatchResult:
+        return engine.BatchResult(
+            groups, more=True, seen=seen, deleted_bytes=rows * state["row_bytes"]
+        )
+
+    def _delete_at_instant(cursor, instant: datetime) -> list:
         # More than a batch of keys expired at one instant (the bot writes keys in bulk):
         # take them a batch at a time, by physical row address, within that instant.
         cursor.execute(
@@ -168,14 +255,16 @@ def cleanup_expired_keys(
             " DELETE FROM whatsapp_keys WHERE ctid = ANY(ARRAY("
             f"  SELECT ctid FROM whatsapp_keys WHERE {where} AND expires_at = %s LIMIT %s"
             f" )) AND {where} AND expires_at = %s"
-            " RETURNING company_id, key_type"
-            ") SELECT company_id, key_type, count(*) FROM deleted GROUP BY 1, 2",
-            [cutoff, *filter_params, instant, size, cutoff, *filter_params, instant],
+            f" RETURNING {session} AS session_id, key_type"
+            ") SELECT session_id, key_type, count(*) FROM deleted GROUP BY 1, 2",
+            [*where_params, instant, size, *where_params, instant],
         )
-        groups = cursor.fetchall()
-        if not groups:  # the instant's rows all changed under us: move past it
-            floor.append((instant, False))
-        return [(s, t, n, n * state["row_bytes"]) for s, t, n in groups], True
+        return cursor.fetchall()
+
+    @contextmanager
+    def batches() -> Iterator[engine.BatchDeleter]:
+        with lookahead.planned_ahead(alias, plan) as planned:
+            yield lambda cursor: delete_batch(cursor, planned)
 
     return engine.run_delete_operation(
         operation="expired_keys",
@@ -184,8 +273,9 @@ def cleanup_expired_keys(
         apply=apply,
         alias=alias,
         count=count,
-        delete_batch=delete_batch,
+        batches=batches,
         progress=progress,
+        count_on_apply=False,
     )
 
 
@@ -262,8 +352,12 @@ def cleanup_orphan_keys(
             ") SELECT company_id, key_type, count(*), sum(row_bytes) FROM deleted GROUP BY 1, 2",
             [cutoff, *filter_params, size, cutoff, *filter_params],
         )
-        groups = cursor.fetchall()
-        return groups, bool(groups)
+        rows = cursor.fetchall()
+        return engine.BatchResult(
+            [(session_id, key_type, n) for session_id, key_type, n, _ in rows],
+            more=bool(rows),
+            deleted_bytes=sum(int(row_bytes or 0) for *_, row_bytes in rows),
+        )
 
     return engine.run_delete_operation(
         operation="orphan_keys",
@@ -272,6 +366,6 @@ def cleanup_orphan_keys(
         apply=apply,
         alias=alias,
         count=count,
-        delete_batch=delete_batch,
+        batches=lambda: nullcontext(delete_batch),
         progress=progress,
     )

@@ -10,8 +10,12 @@ from typing import Protocol
 class Progress(Protocol):
     """Receives progress; the command renders it with tqdm on a terminal."""
 
-    def start(self, total: int) -> None:
-        """The run found ``total`` rows to delete."""
+    #: Whether ``start`` needs the total: counting it up front costs an applied run a pass
+    #: over the rows, worth it only for a bar someone watches.
+    wants_total: bool
+
+    def start(self, total: int | None) -> None:
+        """The run found ``total`` rows to delete (None: not counted)."""
 
     def advance(self, rows: int) -> None:
         """One batch committed ``rows`` deletes."""
@@ -23,7 +27,9 @@ class Progress(Protocol):
 class NoProgress:
     """Progress that goes nowhere (tasks, the admin, ``--json``)."""
 
-    def start(self, total: int) -> None:
+    wants_total = False
+
+    def start(self, total: int | None) -> None:
         """Ignore."""
 
     def advance(self, rows: int) -> None:
@@ -43,7 +49,8 @@ class CleanupReport:
         operation: ``expired_keys``, ``orphan_keys``, ``duplicates`` or ``restore``.
         dry_run: True when nothing was deleted on purpose.
         parameters: the run's inputs as recorded.
-        rows_seen: rows matching at the start, ``{session id: {key type: n}}``.
+        rows_seen: rows found to delete, ``{session id: {key type: n}}``: counted at the
+            start, or (expired keys, applied) by each batch just before it deletes.
         rows_deleted: rows deleted and committed, same shape.
         total_seen, total_deleted: their sums.
         bytes_before, bytes_after: ``pg_total_relation_size`` of the tables touched.

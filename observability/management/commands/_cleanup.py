@@ -9,6 +9,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from observability.cleanup import CleanupReport
+from observability.cleanup.records import EVERY_SESSION
 from observability.exceptions import ObservabilityError
 
 
@@ -23,10 +24,12 @@ def started_by() -> str:
 class TqdmProgress:
     """A tqdm progress bar on the terminal's stderr; nothing when stderr is not a terminal."""
 
+    wants_total = True
+
     def __init__(self) -> None:
         self.bar = None
 
-    def start(self, total: int) -> None:
+    def start(self, total: int | None) -> None:
         """Open the bar for ``total`` rows."""
         from tqdm import tqdm
 
@@ -122,6 +125,11 @@ class CleanupCommand(BaseCommand):
             for session_id in sorted(counts):
                 for key_type, n in sorted(counts[session_id].items()):
                     self.stdout.write(f"{session_id.ljust(width)}{key_type.ljust(24)}{n:>10,}")
+            if EVERY_SESSION in counts:
+                self.stdout.write(
+                    f"({EVERY_SESSION}: every session of the run, counted by key type; "
+                    "the dry run counts each session.)"
+                )
         if report.dry_run:
             self.stdout.write(
                 self.style.WARNING(
