@@ -444,6 +444,12 @@ def _measure_cleanup(env: dict, keys: int) -> dict:
         result["deleted"] = int(found.group(1))
         result["batches"] = int(found.group(2))
         result["slowest_batch_ms"] = int(found.group(3))
+    found = re.search(r"runs \(batched/bare s\): (.+)", output)
+    result["runs"] = (
+        [tuple(float(x) for x in pair.split("/")) for pair in found.group(1).split(", ")]
+        if found
+        else []
+    )
     result["ratio"] = result["batched"]["seconds"] / result["bare"]["seconds"]
     print(
         f"  batched {result['batched']['seconds']:.1f} s (writer p99 "
@@ -559,11 +565,13 @@ def _report(results: dict, args: argparse.Namespace, command: str) -> str:  # no
     cleanup = results.get("cleanup")
     if cleanup:
         batched, bare = cleanup["batched"], cleanup["bare"]
+        run_ratios = ", ".join(f"{a / b:.2f}" for a, b in cleanup.get("runs") or []) or "?"
         rows.append(
             f"| cleanup of {cleanup['expired']:,} expired keys (of {cleanup['keys']:,}) | "
-            f"`cleanup_expired_keys` engine, 1 run, writer beside it; deleted "
-            f"{cleanup.get('deleted', 0):,} (bare: {cleanup.get('bare_deleted') or 0:,}; the "
-            "writer rewrites some expired keys first) | "
+            f"`cleanup_expired_keys`, median of {len(cleanup.get('runs') or [1])} runs on "
+            f"fresh data (run ratios {run_ratios}), the bot's writer in its own process; "
+            f"deleted {cleanup.get('deleted', 0):,} (bare: {cleanup.get('bare_deleted') or 0:,}; "
+            "the writer rewrites some expired keys first) | "
             f"{batched['seconds'] * 1000:.0f} | | "
             f"{bare['seconds'] * 1000:.0f} (one bare DELETE) | "
             f"{cleanup['ratio']:.2f}x | ratio <= 1.5 | {_verdict(cleanup['ratio'] <= 1.5)} |"
@@ -572,20 +580,19 @@ def _report(results: dict, args: argparse.Namespace, command: str) -> str:  # no
             misses.append(
                 (
                     "cleanup ratio",
-                    f"the batched run reads each expired row about three times where the bare "
-                    "DELETE reads it once: before the first batch it counts every expired key by "
-                    "session and key type (the report's and the progress total), and each of its "
-                    f"{cleanup.get('batches', '?')} batches finds its upper bound by walking the "
-                    "expires_at index, counts its range by session and type (the report, and the "
-                    "check that the bot rewrote nothing meanwhile), deletes it and commits "
-                    f"(slowest batch {cleanup.get('slowest_batch_ms', '?')} ms). In absolute "
-                    f"terms it took {batched['seconds']:.2f} s against {bare['seconds']:.2f} s "
-                    f"for {cleanup['expired']:,} expired rows, and the batching is what kept "
-                    "the writer's p99 at "
+                    "the batched run does, per batch, what the bare DELETE does once: a "
+                    "transaction with its timeouts, a walk of the expires_at index to the next "
+                    "range, a count of the range by key type (the record, and the check that "
+                    "the bot rewrote nothing meanwhile; planned on a second connection while "
+                    "the previous range deletes), the delete, the commit and the record's "
+                    f"progress, {cleanup.get('batches', '?')} times (slowest batch "
+                    f"{cleanup.get('slowest_batch_ms', '?')} ms). On two cores the planner, "
+                    "the deleter, this process and the writer compete for the CPU. In "
+                    f"absolute terms it took {batched['seconds']:.2f} s against "
+                    f"{bare['seconds']:.2f} s for {cleanup['expired']:,} expired rows, and the "
+                    "batching is what kept the writer's p99 at "
                     f"{batched['writer_p99_ms']:.1f} ms where the bare DELETE blocked writes "
-                    f"for up to {bare['writer_worst_ms']:.0f} ms. Not changed here: the counts "
-                    "are what the cleanup reports and records, so dropping them is a design "
-                    "change, not a small, obviously right speed fix.",
+                    f"for up to {bare['writer_worst_ms']:.0f} ms.",
                 )
             )
         writer_ok = batched["writer_p99_ms"] < WRITER_P99_GOAL_MS
