@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 
-from django.db import connections, transaction
 from django.utils import timezone
 
 from observability import config
-from observability.cleanup import engine, lookahead, records, selection
+from observability.cleanup import engine, expiry_ranges, records, selection
 from observability.cleanup.report import CleanupReport, Progress
 from observability.exceptions import translate_database_errors
 
@@ -26,43 +24,6 @@ def _filters(chosen: selection.Selection, table: str) -> tuple[str, list]:
         sql.append(f"AND {table}.key_type = ANY(%s)")
         params.append(list(chosen.key_types))
     return " ".join(sql), params
-
-
-def _above(lower: datetime | None, inclusive: bool) -> tuple[str, list]:
-    """The condition ``expires_at >= lower`` (or ``>``), nothing when there is no lower end."""
-    if lower is None:
-        return "", []
-    return ("AND expires_at >= %s" if inclusive else "AND expires_at > %s"), [lower]
-
-
-@dataclass(frozen=True)
-class _Range:
-    """
-    One planned batch: the expired keys with ``lower <= expires_at < upper``, as counted.
-
-    ``upper`` None means up to the cutoff; ``seen`` is what the range held when counted,
-    by session and key type, ``rows`` its total.
-    """
-
-    lower: datetime | None
-    inclusive: bool
-    upper: datetime | None
-    seen: tuple[engine.Group, ...] = ()
-    rows: int = 0
-
-    def sql(self) -> tuple[str, list]:
-        """The range's conditions on ``expires_at`` and their parameters."""
-        above, params = _above(self.lower, self.inclusive)
-        if self.upper is None:
-            return above, params
-        return f"{above} AND expires_at < %s", [*params, self.upper]
-
-
-@dataclass(frozen=True)
-class _Instant:
-    """More than a batch of keys expired at one instant: deleted a batch at a time."""
-
-    at: datetime
 
 
 def _applied_session_column(chosen: selection.Selection) -> str:
@@ -160,112 +121,13 @@ def cleanup_expired_keys(
             [cutoff, *filter_params],
         )
 
-    where = f"expires_at IS NOT NULL AND expires_at < %s {filters}"
-    where_params = [cutoff, *filter_params]
-    session = _applied_session_column(chosen)
-
-    def plan() -> Iterator[_Range | _Instant]:
-        # Each step walks (size + 1) entries of the expiry index past the previous range
-        # (never the entries of rows already planned or deleted): the range ends at the last
-        # one's expiry, so keys expiring at one instant fall in one range, and more than a
-        # batch of them at one instant become an _Instant. Then it counts the range.
-        lower: datetime | None = None
-        inclusive = True
-        while True:
-            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-                engine.set_local_timeouts(cursor)
-                above, above_params = _above(lower, inclusive)
-                cursor.execute(
-                    f"SELECT (SELECT expires_at FROM whatsapp_keys WHERE {where} {above} "  # noqa: S608
-                    "ORDER BY expires_at LIMIT 1), "
-                    f"(SELECT expires_at FROM whatsapp_keys WHERE {where} {above} "
-                    "ORDER BY expires_at OFFSET %s LIMIT 1)",
-                    [*where_params, *above_params, *where_params, *above_params, size],
-                )
-                first, upper = cursor.fetchone()
-                if first is None:
-                    return
-                if upper == first:
-                    step: _Range | _Instant = _Instant(first)
-                else:
-                    range_sql, range_params = _Range(lower, inclusive, upper).sql()
-                    cursor.execute(
-                        f"SELECT {session}, key_type, count(*) FROM whatsapp_keys "  # noqa: S608
-                        f"WHERE {where} {range_sql} GROUP BY 1, 2",
-                        [*where_params, *range_params],
-                    )
-                    seen = tuple(cursor.fetchall())
-                    step = _Range(lower, inclusive, upper, seen, sum(n for _, _, n in seen))
-            yield step
-            if upper is None:
-                return
-            lower, inclusive = (first, False) if isinstance(step, _Instant) else (upper, True)
-
-    state: dict = {"exact": False, "row_bytes": None, "pending": None}
-
-    def delete_batch(cursor, planned: Iterator[_Range | _Instant]) -> engine.BatchResult:
-        if state["row_bytes"] is None:
-            state["row_bytes"] = engine.average_row_bytes(alias, "whatsapp_keys")
-        if state["pending"] is None:
-            state["pending"] = next(planned, None)
-            if state["pending"] is None:
-                return engine.BatchResult((), more=False)
-        step = state["pending"]
-        if isinstance(step, _Instant):
-            groups = _delete_at_instant(cursor, step.at)
-            if not groups:  # the instant's rows are gone (or all changed): move on
-                state["pending"] = None
-            return _deleted(groups, sum(n for _, _, n in groups), seen=groups)
-        range_sql, range_params = step.sql()
-        params = [*where_params, *range_params]
-        if state["exact"]:
-            # The range changed after it was counted: count what is deleted, row by row.
-            cursor.execute(
-                "WITH deleted AS ("  # noqa: S608
-                f" DELETE FROM whatsapp_keys WHERE {where} {range_sql}"
-                f" RETURNING {session} AS session_id, key_type"
-                ") SELECT session_id, key_type, count(*) FROM deleted GROUP BY 1, 2",
-                params,
-            )
-            groups = cursor.fetchall()
-            rows = sum(n for _, _, n in groups)
-            state["exact"] = False
-        else:
-            # Delete the counted range: much cheaper than DELETE ... RETURNING. The delete
-            # re-checks each row, so a key the bot rewrote meanwhile (new expires_at) is
-            # kept; then the counts no longer match and the batch is redone exactly.
-            cursor.execute(f"DELETE FROM whatsapp_keys WHERE {where} {range_sql}", params)  # noqa: S608
-            if cursor.rowcount != step.rows:
-                state["exact"] = True
-                raise engine.BatchChanged()
-            groups, rows = step.seen, step.rows
-        state["pending"] = None
-        return _deleted(groups, rows, seen=step.seen)
-
-    def _deleted(groups, rows: int, seen) -> engine.BatchResult:
-        return engine.BatchResult(
-            groups, more=True, seen=seen, deleted_bytes=rows * state["row_bytes"]
-        )
-
-    def _delete_at_instant(cursor, instant: datetime) -> list:
-        # More than a batch of keys expired at one instant (the bot writes keys in bulk):
-        # take them a batch at a time, by physical row address, within that instant.
-        cursor.execute(
-            "WITH deleted AS ("  # noqa: S608
-            " DELETE FROM whatsapp_keys WHERE ctid = ANY(ARRAY("
-            f"  SELECT ctid FROM whatsapp_keys WHERE {where} AND expires_at = %s LIMIT %s"
-            f" )) AND {where} AND expires_at = %s"
-            f" RETURNING {session} AS session_id, key_type"
-            ") SELECT session_id, key_type, count(*) FROM deleted GROUP BY 1, 2",
-            [*where_params, instant, size, *where_params, instant],
-        )
-        return cursor.fetchall()
-
-    @contextmanager
-    def batches() -> Iterator[engine.BatchDeleter]:
-        with lookahead.planned_ahead(alias, plan) as planned:
-            yield lambda cursor: delete_batch(cursor, planned)
-
+    ranges = expiry_ranges.ExpiryRanges(
+        alias,
+        where=f"expires_at IS NOT NULL AND expires_at < %s {filters}",
+        where_params=[cutoff, *filter_params],
+        session=_applied_session_column(chosen),
+        size=size,
+    )
     return engine.run_delete_operation(
         operation="expired_keys",
         parameters=parameters,
@@ -273,7 +135,7 @@ def cleanup_expired_keys(
         apply=apply,
         alias=alias,
         count=count,
-        batches=batches,
+        batches=ranges.batches,
         progress=progress,
         count_on_apply=False,
     )
