@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -38,6 +39,25 @@ def test_planned_ahead__yields_the_plan_in_order_from_a_thread_of_its_own():
         assert list(planned) == list(range(10))
     assert ran_on == {"cleanup-planner"}
     assert _planner_threads() == []
+
+
+def test_planned_ahead__a_slow_consumer_still_gets_every_item_and_the_planner_waits():
+    """The planner runs at most a queue's worth ahead of a slow consumer, and loses nothing."""
+    produced = []
+
+    def plan():
+        for n in range(lookahead.DEPTH + 3):
+            produced.append(n)
+            yield n
+
+    received = []
+    with lookahead.planned_ahead("bot", plan) as planned:
+        for item in planned:
+            time.sleep(0.12)  # longer than the planner's wait for room in the queue
+            # Ahead of the consumer by at most the queue, plus the item in the planner's hand.
+            assert len(produced) <= len(received) + 1 + lookahead.DEPTH + 1
+            received.append(item)
+    assert received == list(range(lookahead.DEPTH + 3))
 
 
 def test_planned_ahead__a_planner_error_reaches_the_consumer_at_its_place():
@@ -96,7 +116,9 @@ def test_cleanup_expired_keys__counts_stay_exact_when_a_row_changes_after_it_was
         factories.make_keys(
             "962302", "session", 1, seed=minute, expires_at=now - 10 * DAY - minute * MINUTE
         )
-    kept = WhatsAppKey.objects.order_by("expires_at")[5].key_id
+    # The key that stays is the only one of its type: the record says nothing of that type.
+    factories.make_keys("962302", "pre-key", 1, expires_at=now - 10 * DAY - 90 * MINUTE)
+    kept = WhatsAppKey.objects.get(key_type="pre-key").key_id
     pool = connections["bot"].pool
     in_use_before = pool.get_stats()["pool_size"] - pool.get_stats()["pool_available"]
     with _raw_bot_connection() as conn:
@@ -112,15 +134,16 @@ def test_cleanup_expired_keys__counts_stay_exact_when_a_row_changes_after_it_was
         with _raw_bot_connection() as conn:
             conn.execute("DROP TRIGGER test_keep_row ON whatsapp_keys")
             conn.execute("DROP FUNCTION test_keep_row()")
-    assert report.total_deleted == 9
-    assert report.rows_deleted == {"*": {"session": 9}}
-    assert report.total_seen == 10  # the kept key was in its range when counted
+    assert report.total_deleted == 10
+    assert report.rows_deleted == {"*": {"session": 10}}
+    assert report.total_seen == 11  # the kept key was in its range when counted
+    assert report.rows_seen == {"*": {"session": 10, "pre-key": 1}}
     assert list(WhatsAppKey.objects.values_list("key_id", flat=True)) == [kept]
     run = CleanupRun.objects.get()
     assert (run.outcome, run.total_deleted, run.rows_deleted) == (
         "succeeded",
-        9,
-        {"*": {"session": 9}},
+        10,
+        {"*": {"session": 10}},
     )
     stats = pool.get_stats()
     assert stats["pool_size"] - stats["pool_available"] == in_use_before
