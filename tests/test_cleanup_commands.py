@@ -46,6 +46,7 @@ def test_cleanup_expired_keys_command__dry_run_by_default_then_apply():
     assert "Deleted 8 of 8 rows in 2 batches" in out
     # Over every session the applied run counts by key type, and the output says so.
     assert "(*: every session of the run, counted by key type" in out
+    assert "session  key type" in out  # the header's columns stay apart
     assert WhatsAppKey.objects.count() == 3
     run = CleanupRun.objects.filter(dry_run=False).get()
     assert run.started_by.startswith("command")

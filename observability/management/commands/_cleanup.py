@@ -120,7 +120,7 @@ class CleanupCommand(BaseCommand):
         """Print the counts by session and key type, and what happened."""
         counts = report.rows_seen if report.dry_run else report.rows_deleted
         if counts:
-            width = max(len(s) for s in counts) + 2
+            width = max(len("session"), *(len(s) for s in counts)) + 2
             self.stdout.write(f"{'session'.ljust(width)}{'key type'.ljust(24)}{'rows':>10}")
             for session_id in sorted(counts):
                 for key_type, n in sorted(counts[session_id].items()):
