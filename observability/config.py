@@ -229,3 +229,56 @@ def admin_health_cache_seconds() -> float:
     to compute it again.
     """
     return float(_get("ADMIN_HEALTH_CACHE_SECONDS", 30))
+
+
+# --- The stored snapshot of session health (observability.snapshot) ---------------------------
+
+
+def snapshot_full_interval() -> timedelta:
+    """
+    A refresh recounts every session when the last full one is older than this.
+
+    Incremental refreshes cannot see rows the bot deleted (nothing of a deleted row remains to
+    find); the full recount corrects that drift.
+    """
+    return _get("SNAPSHOT_FULL_INTERVAL", timedelta(hours=1))
+
+
+def snapshot_overlap() -> timedelta:
+    """
+    An incremental refresh looks this much further back than the previous refresh.
+
+    Covers rows committed a little after the moment they were stamped with (a bot transaction
+    still open during the previous refresh) and small clock differences between the hosts.
+    """
+    return _get("SNAPSHOT_OVERLAP", timedelta(minutes=1))
+
+
+def snapshot_history_retention() -> timedelta:
+    """Session changes older than this are pruned (the latest state is always kept)."""
+    return _get("SNAPSHOT_HISTORY_RETENTION", timedelta(days=90))
+
+
+def snapshot_log_retention() -> timedelta:
+    """Refresh records (one a minute) older than this are pruned; the newest is always kept."""
+    return _get("SNAPSHOT_LOG_RETENTION", timedelta(days=2))
+
+
+def snapshot_stale_warning() -> timedelta:
+    """A snapshot older than this makes pages and /health/ warn (the worker may be down)."""
+    return _get("SNAPSHOT_STALE_WARNING", timedelta(minutes=3))
+
+
+def snapshot_stale_failure() -> timedelta:
+    """A snapshot older than this fails /health/ (what pages show is that old)."""
+    return _get("SNAPSHOT_STALE_FAILURE", timedelta(minutes=10))
+
+
+def flapping_window() -> timedelta:
+    """The window over which status changes are counted to call a session flapping."""
+    return _get("FLAPPING_WINDOW", timedelta(hours=24))
+
+
+def flapping_min_changes() -> int:
+    """A session whose status changed at least this often within the window is flapping."""
+    return _get("FLAPPING_MIN_CHANGES", 4)

@@ -164,6 +164,21 @@ class SchemaDrift(ObservabilityError):
     )
 
 
+class SnapshotMissing(ObservabilityError):
+    """No session health snapshot has been taken yet (pages read only the stored snapshot)."""
+
+    code = "snapshot_missing"
+    http_status = 503
+    exit_code = 7
+    title = "No health snapshot yet"
+    default_message = "No session health snapshot has been taken yet."
+    what_to_do = (
+        "Start the django-q2 worker (manage.py qcluster) with the schedules set up "
+        "(manage.py setup_schedules), or take one now (python manage.py take_snapshot)."
+    )
+    retry_after = 60
+
+
 def error_classes() -> list[type[ObservabilityError]]:
     """Every error class of the vocabulary, base first, in definition order (for docs, tests)."""
     found: list[type[ObservabilityError]] = []

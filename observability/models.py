@@ -325,3 +325,184 @@ class CleanupRun(models.Model):
     def __str__(self) -> str:
         mode = "dry run" if self.dry_run else "applied"
         return f"{self.operation} ({mode}) {self.outcome} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+# --- The stored snapshot of session health (observability.snapshot) ---------------------------
+
+
+class HealthStatus(models.TextChoices):
+    """A session's verdict as stored (the values of ``observability.sessions.Status``)."""
+
+    OK = "OK", "OK"
+    WARN = "WARN", "WARN"
+    FAIL = "FAIL", "FAIL"
+
+
+class SessionState(models.Model):
+    """
+    The latest known health of one WhatsApp session: one row per session id, keys-only too.
+
+    Written only by ``observability.snapshot.refresh``; every page, health check, metric and
+    alert reads these rows instead of the bot's tables. The columns the admin filters, searches
+    and orders on are real columns; every other fact stays in ``facts``.
+
+    Attributes:
+        session_id: the id exactly as the bot stores it (``962302`` or ``company_962302``).
+        salon_id: the salon's number (NULL when the id follows neither spelling).
+        salon_title: ``companies.title`` of the salon, for search and display.
+        salon_pk: ``companies.id``, for links to the salon's page.
+        spelling: ``bare``, ``prefixed`` or empty.
+        platform: ``creds.platform`` (empty without an auth row).
+        has_auth: an auth row exists (False: a keys-only session).
+        is_duplicate: the salon is stored under both spellings.
+        phone_masked: the session's own number, masked, for display.
+        phone_digits: the number's digits, for phone search only. Never render it.
+        status: the verdict; ``severity`` 0/1/2 orders it in SQL; ``reason_count`` too.
+        reasons: the verdict's sentences, most severe first.
+        total_keys: keys stored under the session id.
+        newest_key_write: the latest key write (NULL without keys).
+        facts: every other fact of ``SessionHealth`` as JSON (no phone digits, no secret).
+        status_since: when the status last changed (or the session was first seen).
+        first_seen: when a snapshot first saw the session.
+        facts_changed_at: when the stored facts (or status) last changed.
+
+    """
+
+    session_id = models.TextField(primary_key=True)
+    salon_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    salon_title = models.TextField(blank=True, default="")
+    salon_pk = models.IntegerField(null=True, blank=True)
+    spelling = models.CharField(max_length=10, blank=True, default="")
+    platform = models.CharField(max_length=60, blank=True, default="")
+    has_auth = models.BooleanField(default=True)
+    is_duplicate = models.BooleanField(default=False)
+    phone_masked = models.CharField(max_length=40, blank=True, default="")
+    phone_digits = models.CharField(max_length=20, blank=True, default="", db_index=True)
+    status = models.CharField(max_length=4, choices=HealthStatus.choices, db_index=True)
+    severity = models.SmallIntegerField(default=0)
+    reason_count = models.SmallIntegerField(default=0)
+    reasons = models.JSONField(default=list, blank=True)
+    total_keys = models.IntegerField(default=0)
+    newest_key_write = models.DateTimeField(null=True, blank=True)
+    facts = models.JSONField(default=dict, blank=True)
+    status_since = models.DateTimeField()
+    first_seen = models.DateTimeField()
+    facts_changed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "WhatsApp session health"
+        verbose_name_plural = "WhatsApp session health"
+        # Worst first, as observability.sessions ranks them.
+        ordering = [
+            "-severity",
+            "-reason_count",
+            models.F("newest_key_write").asc(nulls_first=True),
+            "session_id",
+        ]
+        indexes = [
+            models.Index(
+                fields=["-severity", "-reason_count", "newest_key_write", "session_id"],
+                name="obs_sessionstate_worst",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.session_id
+
+
+class SessionChange(models.Model):
+    """
+    One change of a session that matters, at the snapshot that saw it.
+
+    Unchanged state is never copied: a row is written only when the status changes or a fact
+    an operator cares about changes (the kinds below). Rows older than
+    ``snapshot_history_retention`` are pruned by the refresh itself.
+
+    Attributes:
+        session_id: the session id (no foreign key: a session that is gone keeps its history).
+        at: when the snapshot that saw the change was taken.
+        kind: what changed (:class:`Kind`).
+        old_status, new_status: the status before and after (equal for a fact change).
+        reasons: the verdict's sentences after the change (status changes only).
+        detail: a short description of a fact change (counts, masked numbers; no secret).
+
+    """
+
+    class Kind(models.TextChoices):
+        APPEARED = "appeared", "first seen"
+        STATUS = "status", "status changed"
+        GONE = "gone", "no longer stored"
+        PAIRED_AGAIN = "paired_again", "paired again"
+        PHONE_CHANGED = "phone_changed", "phone changed"
+        PREKEYS_TOPPED_UP = "prekeys_topped_up", "pre-keys topped up"
+        PREKEY_ONE_BY_ONE = "prekey_one_by_one", "pre-keys rising one by one"
+        CREDS_REWRITTEN = "creds_rewritten", "creds rewritten"
+        SESSION_ROWS_LOST = "session_rows_lost", "session rows lost"
+
+    session_id = models.TextField()
+    at = models.DateTimeField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    old_status = models.CharField(max_length=4, blank=True, default="")
+    new_status = models.CharField(max_length=4, blank=True, default="")
+    reasons = models.JSONField(default=list, blank=True)
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        verbose_name = "session change"
+        verbose_name_plural = "session changes"
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["session_id", "at"], name="obs_sessionchange_session_at"),
+            models.Index(fields=["at"], name="obs_sessionchange_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} {self.kind} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class Snapshot(models.Model):
+    """
+    One refresh of the stored session health: when, how, how long, and its outcome.
+
+    The newest successful row is "the snapshot" pages show the age of; only it keeps the
+    store's summary (``store``), older rows are cleared of it and pruned after
+    ``snapshot_log_retention``.
+
+    Attributes:
+        taken_at: the moment the sessions were judged at (the start of the refresh).
+        kind: ``full`` (every session recounted) or ``incremental`` (only changed ones).
+        duration: how long the refresh took, in seconds.
+        sessions_refreshed: sessions recomputed from the bot's tables.
+        sessions_total: sessions stored after the refresh.
+        changes: change rows written.
+        outcome: ``succeeded`` or ``failed``.
+        error: why it failed (never a secret).
+        store: the store's summary (``StoreHealth`` as JSON) on the newest successful row.
+
+    """
+
+    class Kind(models.TextChoices):
+        FULL = "full", "full"
+        INCREMENTAL = "incremental", "incremental"
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    taken_at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    duration = models.FloatField(default=0)
+    sessions_refreshed = models.IntegerField(default=0)
+    sessions_total = models.IntegerField(default=0)
+    changes = models.IntegerField(default=0)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    error = models.TextField(blank=True, default="")
+    store = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "health snapshot"
+        verbose_name_plural = "health snapshots"
+        ordering = ["-taken_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} snapshot at {self.taken_at:%Y-%m-%d %H:%M:%S} ({self.outcome})"

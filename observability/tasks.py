@@ -14,13 +14,18 @@ logger = logging.getLogger(__name__)
 #: Dotted paths django-q2 schedules and ``async_task`` refer to.
 CLEANUP_EXPIRED_KEYS = "observability.tasks.cleanup_expired_keys_task"
 CHECK_STORE_HEALTH = "observability.tasks.check_store_health"
+TAKE_SNAPSHOT = "observability.tasks.take_snapshot_task"
 
 #: Sentry cron monitor slugs.
 CLEANUP_MONITOR = "observability-cleanup-expired-keys"
 HEALTH_MONITOR = "observability-store-health"
+SNAPSHOT_MONITOR = "observability-session-snapshot"
 
 #: The store health check runs every five minutes.
 HEALTH_CRON = "*/5 * * * *"
+
+#: The session health snapshot is refreshed every minute.
+SNAPSHOT_CRON = "* * * * *"
 
 
 def cleanup_cron() -> str:
@@ -120,3 +125,26 @@ def check_store_health():
         except Exception as error:
             _reported(error)
             raise
+
+
+def take_snapshot_task() -> dict:
+    """
+    Refresh the stored session health (every minute): incremental, full once an hour.
+
+    A refresh that finds another one running returns ``skipped`` without waiting. A failed
+    refresh (bot database down) is recorded, reported to Sentry and re-raised; pages keep
+    showing the previous snapshot with its age.
+    """
+    from dataclasses import asdict
+
+    from observability import snapshot
+
+    with _monitor(SNAPSHOT_MONITOR, SNAPSHOT_CRON):
+        try:
+            result = snapshot.refresh()
+        except Exception as error:
+            _reported(error)
+            raise
+    data = asdict(result)
+    data["taken_at"] = result.taken_at.isoformat()
+    return data

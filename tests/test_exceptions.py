@@ -39,6 +39,7 @@ EXPECTED = {
     QueryTimedOut: ("query_timed_out", 504, 4),
     CleanupAlreadyRunning: ("cleanup_already_running", 409, 5),
     SchemaDrift: ("schema_drift", 500, 6),
+    exceptions.SnapshotMissing: ("snapshot_missing", 503, 7),
 }
 
 

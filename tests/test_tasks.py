@@ -99,10 +99,11 @@ def test_check_store_health__calls_the_alerting_service_under_a_monitor(sentry, 
 
 @pytest.mark.django_db
 def test_setup_schedules__creates_each_schedule_once_however_often_it_runs(settings):
-    """Three runs leave two schedules; a new hour updates the cleanup schedule in place."""
+    """Three runs leave three schedules; a new hour updates the cleanup schedule in place."""
     for _ in range(3):
         call_command("setup_schedules", stdout=StringIO())
-    assert Schedule.objects.count() == 2
+    assert Schedule.objects.count() == 3
+    assert Schedule.objects.get(func=tasks.TAKE_SNAPSHOT).cron == "* * * * *"
     cleanup_schedule = Schedule.objects.get(func=tasks.CLEANUP_EXPIRED_KEYS)
     health_schedule = Schedule.objects.get(func=tasks.CHECK_STORE_HEALTH)
     assert (cleanup_schedule.schedule_type, cleanup_schedule.cron) == (Schedule.CRON, "0 3 * * *")
@@ -114,7 +115,7 @@ def test_setup_schedules__creates_each_schedule_once_however_often_it_runs(setti
     out = StringIO()
     call_command("setup_schedules", stdout=out)
     assert "updated: observability: cleanup expired keys" in out.getvalue()
-    assert Schedule.objects.count() == 2
+    assert Schedule.objects.count() == 3
     assert Schedule.objects.get(func=tasks.CLEANUP_EXPIRED_KEYS).cron == "0 4 * * *"
 
 
@@ -195,3 +196,25 @@ def test_cleanup_run_admin__lists_runs_read_only(admin_client):
     delete = reverse("admin:observability_cleanuprun_delete", args=[run.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
     assert CleanupRun.objects.filter(pk=run.pk).exists()
+
+
+@bot_tables
+def test_take_snapshot_task__refreshes_under_its_monitor(sentry):
+    """The every-minute task takes a snapshot and checks in with its own cron monitor."""
+    factories.make_auth("962302")
+    result = tasks.take_snapshot_task()
+    assert (result["outcome"], result["kind"], result["sessions_total"]) == ("succeeded", "full", 1)
+    assert sentry.wait_for(lambda s: len(s.check_ins()) >= 2)
+    assert {c["monitor_slug"] for c in sentry.check_ins()} == {tasks.SNAPSHOT_MONITOR}
+    assert [c["status"] for c in sentry.check_ins()] == ["in_progress", "ok"]
+
+
+@bot_tables
+def test_take_snapshot_task__bot_down_is_reported(sentry, bot_database_down):
+    """A refresh that cannot read the bot is reported to Sentry and marks the check-in failed."""
+    from observability.exceptions import BotDatabaseUnavailable
+
+    with pytest.raises(BotDatabaseUnavailable):
+        tasks.take_snapshot_task()
+    assert sentry.wait_for(lambda s: s.events() and len(s.check_ins()) >= 2)
+    assert [c["status"] for c in sentry.check_ins()] == ["in_progress", "error"]

@@ -14,6 +14,7 @@ from observability import tasks
 #: Schedule names: the key ``update_or_create`` matches on.
 CLEANUP_SCHEDULE = "observability: cleanup expired keys (daily)"
 HEALTH_SCHEDULE = "observability: store health check (every 5 minutes)"
+SNAPSHOT_SCHEDULE = "observability: session health snapshot (every minute)"
 
 
 def _next_run(cron: str, now: datetime) -> datetime:
@@ -40,18 +41,20 @@ def ensure_schedule(name: str, func: str, cron: str) -> tuple[Schedule, str]:
 
 
 class Command(BaseCommand):
-    """Set up the queued jobs: daily expired-key cleanup and the 5-minute store health check."""
+    """Set up the queued jobs: daily cleanup, 5-minute store alert, every-minute snapshot."""
 
     help = (
         "Create or update the django-q2 schedules: the daily expired-key cleanup (at "
-        "OBSERVABILITY_CLEANUP_SCHEDULE_HOUR, UTC) and the store health check every 5 minutes."
+        "OBSERVABILITY_CLEANUP_SCHEDULE_HOUR, UTC), the store health check every 5 minutes and "
+        "the session health snapshot every minute."
     )
 
     def handle(self, *args, **options):
-        """Ensure both schedules exist with the configured timing."""
+        """Ensure every schedule exists with the configured timing."""
         for name, func, cron in (
             (CLEANUP_SCHEDULE, tasks.CLEANUP_EXPIRED_KEYS, tasks.cleanup_cron()),
             (HEALTH_SCHEDULE, tasks.CHECK_STORE_HEALTH, tasks.HEALTH_CRON),
+            (SNAPSHOT_SCHEDULE, tasks.TAKE_SNAPSHOT, tasks.SNAPSHOT_CRON),
         ):
             schedule, what = ensure_schedule(name, func, cron)
             self.stdout.write(

@@ -1,0 +1,142 @@
+"""Read the stored snapshot: the one source of session health for pages, checks and alerts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from observability import config, sessions
+from observability.exceptions import SessionNotFound, SnapshotMissing
+from observability.models import SessionState, Snapshot
+from observability.sessions import SessionHealth, Status, StoreHealth
+from observability.snapshot import codec
+
+
+def latest() -> Snapshot | None:
+    """The newest successful snapshot (the one every page shows), or None before the first."""
+    return (
+        Snapshot.objects.filter(outcome=Snapshot.Outcome.SUCCEEDED)
+        .order_by("-taken_at", "-id")
+        .first()
+    )
+
+
+def state_health(state: SessionState) -> SessionHealth:
+    """A stored state as the ``SessionHealth`` it was computed as (phone digits included)."""
+    return codec.decode(SessionHealth, state.facts, phone_digits=state.phone_digits or None)
+
+
+def _age_text(age: timedelta) -> str:
+    seconds = max(0, int(age.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """
+    How old the stored snapshot is, and whether that is a problem.
+
+    Attributes:
+        snapshot: the newest successful snapshot (None before the first).
+        age: how long ago it was taken (None before the first).
+        status: OK; WARN past ``snapshot_stale_warning``; FAIL past ``snapshot_stale_failure``
+            or when there is none.
+        failed_since: the newest refresh that failed after it, if any (its ``error`` says why).
+
+    """
+
+    snapshot: Snapshot | None
+    age: timedelta | None
+    status: Status
+    failed_since: Snapshot | None
+
+    @property
+    def age_text(self) -> str:
+        """The age for a page (``45 s``, ``12 min``, ``3 h``)."""
+        return _age_text(self.age) if self.age is not None else "never taken"
+
+    @property
+    def message(self) -> str:
+        """One sentence for a page or a health check (no secret, no phone)."""
+        if self.snapshot is None:
+            text = f"No session health snapshot yet: {SnapshotMissing.what_to_do}"
+        else:
+            text = (
+                f"Session health as of {self.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC "
+                f"({self.age_text} ago, {self.snapshot.kind})"
+            )
+            if self.status is not Status.OK:
+                text += (
+                    f", older than {_age_text(config.snapshot_stale_warning())}: check that the "
+                    "django-q2 worker runs the snapshot schedule"
+                )
+            text += "."
+        if self.failed_since is not None:
+            text += (
+                f" The last refresh, at {self.failed_since.taken_at:%H:%M:%S} UTC, failed: "
+                f"{self.failed_since.error}"
+            )
+        return text
+
+
+def freshness(now: datetime | None = None) -> Freshness:
+    """The stored snapshot's age and its verdict (two indexed single-row reads)."""
+    now = now or timezone.now()
+    snapshot = latest()
+    newest = Snapshot.objects.order_by("-taken_at", "-id").first()
+    failed = None
+    if newest is not None and newest.outcome != Snapshot.Outcome.SUCCEEDED:
+        failed = newest
+    if snapshot is None:
+        return Freshness(None, None, Status.FAIL, failed)
+    age = now - snapshot.taken_at
+    if age >= config.snapshot_stale_failure():
+        status = Status.FAIL
+    elif age >= config.snapshot_stale_warning():
+        status = Status.WARN
+    else:
+        status = Status.OK
+    return Freshness(snapshot, age, status, failed)
+
+
+def store_health(snapshot: Snapshot | None = None) -> StoreHealth:
+    """
+    The store's health as of the newest snapshot, worst sessions included.
+
+    Raises:
+        SnapshotMissing: no snapshot has been taken yet.
+
+    """
+    snapshot = snapshot or latest()
+    if snapshot is None or snapshot.store is None:
+        raise SnapshotMissing
+    worst_states = SessionState.objects.all()[: sessions.WORST_COUNT]
+    worst = tuple(state_health(state) for state in worst_states)
+    return codec.decode(StoreHealth, snapshot.store, worst=worst)
+
+
+def session_health(session_id: str) -> SessionHealth:
+    """
+    One session's health as of the newest snapshot.
+
+    Raises:
+        SessionNotFound: the snapshot holds no session under this id.
+
+    """
+    state = SessionState.objects.filter(session_id=session_id).first()
+    if state is None:
+        raise SessionNotFound(f"No WhatsApp session is stored under {session_id[:60]!r}.")
+    return state_health(state)
+
+
+def all_health() -> list[SessionHealth]:
+    """Every session's health as of the newest snapshot, worst first."""
+    return [state_health(state) for state in SessionState.objects.all()]

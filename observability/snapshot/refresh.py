@@ -1,0 +1,453 @@
+"""
+Refresh the stored snapshot: judge the sessions that changed, store their state and changes.
+
+The only code that reads the bot's tables for session health on a schedule; pages, health
+checks, metrics and the alert read what it stores (``observability.snapshot.read``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from observability import config, key_types, session_ids, sessions
+from observability.exceptions import ObservabilityError, translate_database_errors
+from observability.models import CleanupRun, SessionChange, SessionState, Snapshot
+from observability.snapshot import codec
+from observability.snapshot.changes import fact_changes
+from observability.snapshot.read import state_health
+
+logger = logging.getLogger(__name__)
+
+#: The advisory lock every refresh takes on the default database (a signed 64-bit number
+#: derived from the name, so it cannot collide by accident with another lock of this project).
+LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"observability.snapshot").digest()[:8], "big", signed=True
+)
+
+#: The longest and shortest life the bot gives a key (``key_types.bot_expires_at``).
+LONG_LIFE = timedelta(days=14)
+SHORT_LIFE = timedelta(days=7)
+
+#: Outcomes of :func:`refresh`.
+SUCCEEDED = Snapshot.Outcome.SUCCEEDED.value
+SKIPPED = "skipped"
+
+# Sessions whose keys were written, or expired, since ``since``. The bot sets ``expires_at`` to
+# the write time plus 7 or 14 days by key type, so ``idx_whatsapp_keys_expires`` orders the
+# keys by write time within each life: "written since T" is two range scans on it.
+#  1. expires_at >= T + 14 d: keys of 14-day types written since T (no 7-day key reaches it).
+#  2. T + 7 d <= expires_at <= now + 7 d + overlap: keys of 7-day types written since T, and
+#     keys of 14-day types written a week before T during as long a window; the type test
+#     drops those.
+#  3. T < expires_at <= now: keys that expired since T (their session's expired count moved).
+# Plus the auth rows written since T (a seq scan of a table of one row per session).
+_DIRTY_SQL = """
+    SELECT company_id FROM whatsapp_keys
+     WHERE expires_at >= %(long_from)s
+     UNION
+    SELECT company_id FROM whatsapp_keys
+     WHERE expires_at >= %(short_from)s AND expires_at <= %(short_to)s
+       AND (key_type = ANY(%(short_types)s) OR key_type LIKE '%%lid-mapping%%')
+     UNION
+    SELECT company_id FROM whatsapp_keys
+     WHERE expires_at > %(since)s AND expires_at <= %(now)s
+     UNION
+    SELECT company_id FROM whatsapp_auth
+     WHERE coalesce(updated_at, created_at) > %(since)s
+"""
+
+# Salons whose companies row changed since T (title, the bot's connection flags).
+_SALONS_SQL = """
+    SELECT company_id FROM companies
+     WHERE updated_at > %(since_naive)s OR disconnected_at > %(since)s
+"""
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """
+    What one call of :func:`refresh` did.
+
+    Attributes:
+        outcome: ``succeeded``, or ``skipped`` when another refresh held the lock.
+        kind: ``full`` or ``incremental`` (None when skipped).
+        taken_at: the moment the sessions were judged at.
+        duration: seconds the call took.
+        sessions_refreshed: sessions recomputed from the bot's tables.
+        sessions_total: sessions stored afterwards.
+        changes: change rows written.
+        pruned: change rows removed by retention.
+
+    """
+
+    outcome: str
+    kind: str | None
+    taken_at: datetime
+    duration: float
+    sessions_refreshed: int = 0
+    sessions_total: int = 0
+    changes: int = 0
+    pruned: int = 0
+
+
+def refresh(full: bool | None = None, now: datetime | None = None) -> RefreshResult:
+    """
+    Take one snapshot: judge the sessions, store their latest state and what changed.
+
+    Holds a transaction-level advisory lock on the default database for the whole refresh, so
+    across every web and worker process only one refresh runs at a time; a refresh that finds
+    the lock held returns at once (``skipped``). Readers never wait: they read the last
+    committed snapshot. State, changes, the refresh record and retention pruning commit
+    together.
+
+    Args:
+        full: True to recount every session, False for only the sessions whose rows changed
+            since the previous snapshot, None to decide: full when there is no earlier
+            snapshot or the last full one is older than ``snapshot_full_interval``.
+        now: the moment to judge at (default: now).
+
+    Returns:
+        What was done.
+
+    Raises:
+        BotDatabaseUnavailable, QueryTimedOut: the bot's tables could not be read. A failed
+            refresh is recorded (pages then say so) and the last snapshot stays in place.
+
+    """
+    now = now or timezone.now()
+    started = time.perf_counter()
+    failure: ObservabilityError | None = None
+    with transaction.atomic(using="default"):
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                return RefreshResult(SKIPPED, None, now, time.perf_counter() - started)
+        previous = Snapshot.objects.filter(outcome=SUCCEEDED).order_by("-taken_at", "-id").first()
+        kind = _kind(full, previous, now)
+        try:
+            if kind == Snapshot.Kind.FULL:
+                scope = None
+                fresh = sessions.list_sessions(now=now)
+            else:
+                scope = _dirty_sessions(previous.taken_at, now)
+                fresh = sessions.list_sessions(now=now, session_ids=scope) if scope else []
+        except ObservabilityError as error:
+            failure = error
+            Snapshot.objects.create(
+                taken_at=now,
+                kind=kind,
+                duration=time.perf_counter() - started,
+                outcome=Snapshot.Outcome.FAILED,
+                error=error.message,
+            )
+        else:
+            result = _store(fresh, scope, kind=kind, now=now, started=started)
+    if failure is not None:
+        logger.warning("snapshot refresh failed: %s", failure.message)
+        raise failure
+    return result
+
+
+def _kind(full: bool | None, previous: Snapshot | None, now: datetime) -> str:
+    if full is False and previous is not None:
+        return Snapshot.Kind.INCREMENTAL
+    if full or previous is None:
+        return Snapshot.Kind.FULL
+    recent_full = Snapshot.objects.filter(
+        outcome=SUCCEEDED,
+        kind=Snapshot.Kind.FULL,
+        taken_at__gt=now - config.snapshot_full_interval(),
+    ).exists()
+    return Snapshot.Kind.INCREMENTAL if recent_full else Snapshot.Kind.FULL
+
+
+# --- Which sessions changed ---------------------------------------------------------------------
+
+
+def _dirty_sessions(previous: datetime, now: datetime) -> set[str]:
+    """
+    The session ids whose verdict may differ from the stored one since ``previous``.
+
+    Rows written or expired since then (through the expiry index), salons whose ``companies``
+    row changed, sessions a cleanup deleted rows of, sessions whose last write crossed a
+    silence threshold, and the sessions that share a salon or a phone with any of those (rules
+    compare them). Rows the bot deleted are not visible: the full recount corrects them.
+    """
+    since = min(previous, now) - config.snapshot_overlap()
+    alias = config.bot_database_alias()
+    params = {
+        "since": since,
+        "since_naive": since.astimezone(UTC).replace(tzinfo=None),
+        "now": now,
+        "long_from": since + LONG_LIFE,
+        "short_from": since + SHORT_LIFE,
+        "short_to": now + SHORT_LIFE + config.snapshot_overlap(),
+        "short_types": [
+            kind
+            for kind in key_types.KEY_TYPES
+            if key_types.bot_expires_at(kind, now) - now == SHORT_LIFE
+        ],
+    }
+    with translate_database_errors(alias), connections[alias].cursor() as cursor:
+        cursor.execute(_DIRTY_SQL, params)
+        dirty = {row[0] for row in cursor.fetchall()}
+        cursor.execute(_SALONS_SQL, params)
+        for (salon_id,) in cursor.fetchall():
+            dirty.update(session_ids.spellings(salon_id))
+    dirty |= _cleaned_since(since)
+    dirty |= _crossed_thresholds(since, now)
+    return _with_peers(dirty)
+
+
+def _cleaned_since(since: datetime) -> set[str]:
+    """Sessions an applied cleanup deleted rows of since ``since`` (running runs included)."""
+    runs = CleanupRun.objects.filter(dry_run=False).filter(
+        Q(finished_at__gte=since) | Q(finished_at__isnull=True)
+    )
+    touched: set[str] = set()
+    for deleted in runs.values_list("rows_deleted", flat=True):
+        touched.update(deleted or {})
+    return touched
+
+
+def _silence_thresholds() -> list[timedelta]:
+    """The silence thresholds of the session rules (no key written for that long)."""
+    names = ("stale_warning_after", "stale_failure_after")
+    return [getattr(config, name)() for name in names if hasattr(config, name)]
+
+
+def _crossed_thresholds(since: datetime, now: datetime) -> set[str]:
+    """Sessions whose last write became older than a silence threshold since ``since``."""
+    query = Q(pk__in=[])
+    for threshold in _silence_thresholds():
+        query |= Q(newest_key_write__gt=since - threshold, newest_key_write__lte=now - threshold)
+    return set(SessionState.objects.filter(query).values_list("session_id", flat=True))
+
+
+def _with_peers(dirty: set[str]) -> set[str]:
+    """Add the stored sessions of the same salon or the same phone as any dirty session."""
+    if not dirty:
+        return dirty
+    peers = {twin for twin in (session_ids.describe(sid).twin for sid in dirty) if twin}
+    phones = set(
+        SessionState.objects.filter(session_id__in=dirty)
+        .exclude(phone_digits="")
+        .values_list("phone_digits", flat=True)
+    )
+    if phones:
+        peers.update(
+            SessionState.objects.filter(phone_digits__in=phones).values_list(
+                "session_id", flat=True
+            )
+        )
+    return dirty | peers
+
+
+# --- Storing ------------------------------------------------------------------------------------
+
+
+def _columns(health: sessions.SessionHealth, facts: dict) -> dict:
+    """The state's columns for one session's fresh health."""
+    return {
+        "salon_id": health.salon_id,
+        "salon_title": health.salon_title or "",
+        "salon_pk": health.salon_pk,
+        "spelling": health.spelling.value if health.spelling else "",
+        "platform": health.platform or "",
+        "has_auth": health.has_auth,
+        "is_duplicate": health.is_duplicate,
+        "phone_masked": health.phone_masked or "",
+        "phone_digits": health.phone_digits or "",
+        "status": health.status.value,
+        "severity": health.status.severity,
+        "reason_count": len(health.reasons),
+        "reasons": list(health.reasons),
+        "total_keys": health.total_keys,
+        "newest_key_write": health.newest_key_write,
+        "facts": facts,
+    }
+
+
+_UPDATED_FIELDS = [
+    "salon_id",
+    "salon_title",
+    "salon_pk",
+    "spelling",
+    "platform",
+    "has_auth",
+    "is_duplicate",
+    "phone_masked",
+    "phone_digits",
+    "status",
+    "severity",
+    "reason_count",
+    "reasons",
+    "total_keys",
+    "newest_key_write",
+    "facts",
+    "status_since",
+    "facts_changed_at",
+]
+
+
+def _store(
+    fresh: list[sessions.SessionHealth],
+    scope: set[str] | None,
+    *,
+    kind: str,
+    now: datetime,
+    started: float,
+) -> RefreshResult:
+    """Write the fresh states, their changes, the store's summary and the refresh record."""
+    existing = {state.session_id: state for state in SessionState.objects.all()}
+    fresh_by_id = {health.session_id: health for health in fresh}
+    gone = (set(existing) if scope is None else scope & set(existing)) - set(fresh_by_id)
+
+    created: list[SessionState] = []
+    updated: list[SessionState] = []
+    changes: list[SessionChange] = []
+    for health in fresh:
+        facts = codec.encode(health)
+        columns = _columns(health, facts)
+        state = existing.get(health.session_id)
+        if state is None:
+            created.append(
+                SessionState(
+                    session_id=health.session_id,
+                    status_since=now,
+                    first_seen=now,
+                    facts_changed_at=now,
+                    **columns,
+                )
+            )
+            changes.append(
+                _change(
+                    health.session_id, now, SessionChange.Kind.APPEARED, "", health.status.value
+                )
+            )
+            continue
+        if state.status != health.status.value:
+            changes.append(
+                _change(
+                    health.session_id,
+                    now,
+                    SessionChange.Kind.STATUS,
+                    state.status,
+                    health.status.value,
+                    reasons=list(health.reasons),
+                )
+            )
+            state.status_since = now
+        for change in fact_changes(
+            state.facts,
+            facts,
+            old_phone=state.phone_digits,
+            new_phone=health.phone_digits or "",
+        ):
+            changes.append(
+                _change(
+                    health.session_id,
+                    now,
+                    change.kind,
+                    health.status.value,
+                    health.status.value,
+                    detail=change.detail,
+                )
+            )
+        if any(getattr(state, name) != value for name, value in columns.items()):
+            for name, value in columns.items():
+                setattr(state, name, value)
+            state.facts_changed_at = now
+            updated.append(state)
+    for session_id in sorted(gone):
+        changes.append(
+            _change(session_id, now, SessionChange.Kind.GONE, existing[session_id].status, "")
+        )
+
+    SessionState.objects.bulk_create(created, batch_size=500)
+    SessionState.objects.bulk_update(updated, _UPDATED_FIELDS, batch_size=200)
+    SessionState.objects.filter(session_id__in=gone).delete()
+    SessionChange.objects.bulk_create(changes, batch_size=1000)
+
+    every = list(fresh) + [
+        state_health(state)
+        for session_id, state in existing.items()
+        if session_id not in fresh_by_id and session_id not in gone
+    ]
+    store = codec.encode(sessions.summarize(every))
+    store.pop("worst", None)  # read from the states, worst first, when shown
+    snapshot = Snapshot.objects.create(
+        taken_at=now,
+        kind=kind,
+        duration=0,
+        sessions_refreshed=len(fresh),
+        sessions_total=len(every),
+        changes=len(changes),
+        outcome=Snapshot.Outcome.SUCCEEDED,
+        store=store,
+    )
+    # Only the newest record carries the store's summary: history is the changes, not copies.
+    Snapshot.objects.exclude(pk=snapshot.pk).filter(store__isnull=False).update(store=None)
+    pruned = prune(now)
+    duration = time.perf_counter() - started
+    Snapshot.objects.filter(pk=snapshot.pk).update(duration=duration)
+    return RefreshResult(
+        SUCCEEDED,
+        kind,
+        now,
+        duration,
+        sessions_refreshed=len(fresh),
+        sessions_total=len(every),
+        changes=len(changes),
+        pruned=pruned,
+    )
+
+
+def _change(
+    session_id: str,
+    at: datetime,
+    kind: str,
+    old_status: str,
+    new_status: str,
+    *,
+    reasons: Iterable[str] = (),
+    detail: str = "",
+) -> SessionChange:
+    return SessionChange(
+        session_id=session_id,
+        at=at,
+        kind=kind,
+        old_status=old_status,
+        new_status=new_status,
+        reasons=list(reasons),
+        detail=detail,
+    )
+
+
+def prune(now: datetime) -> int:
+    """
+    Remove changes older than ``snapshot_history_retention`` and old refresh records.
+
+    The latest state of every session is never touched, nor the newest refresh record.
+
+    Returns:
+        How many change rows were removed.
+
+    """
+    removed, _ = SessionChange.objects.filter(
+        at__lt=now - config.snapshot_history_retention()
+    ).delete()
+    newest = Snapshot.objects.order_by("-taken_at", "-id").values_list("pk", flat=True)[:1]
+    Snapshot.objects.filter(taken_at__lt=now - config.snapshot_log_retention()).exclude(
+        pk__in=list(newest)
+    ).delete()
+    return removed

@@ -1,0 +1,297 @@
+"""Tests for observability.snapshot: refresh, incremental = full, history rows, retention, lock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connections
+from django.utils import timezone
+
+from observability import sessions, snapshot
+from observability.exceptions import BotDatabaseUnavailable, SnapshotMissing
+from observability.models import (
+    CleanupRun,
+    SessionChange,
+    SessionState,
+    Snapshot,
+    WhatsAppAuth,
+    WhatsAppKey,
+)
+from observability.sessions import Status
+from observability.snapshot import codec
+from observability.snapshot.refresh import LOCK_KEY
+from tests import factories
+from tests.health_support import connection_params
+
+pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+
+def healthy(session_id: str, *, written_at=None, **auth) -> None:
+    """A session the bot uses: auth row, enough session keys, some pre-keys."""
+    factories.make_auth(session_id, written_at=written_at, **auth)
+    factories.make_keys(session_id, "session", 20, written_at=written_at)
+    factories.make_keys(session_id, "pre-key", 5, written_at=written_at)
+
+
+def stored() -> dict[str, tuple]:
+    """Every stored state as comparable values (what an incremental and a full must agree on)."""
+    return {
+        state.session_id: (
+            state.status,
+            tuple(state.reasons),
+            state.total_keys,
+            state.phone_digits,
+            state.is_duplicate,
+            state.facts,
+        )
+        for state in SessionState.objects.all()
+    }
+
+
+def test_refresh__full_stores_every_session_keys_only_included():
+    """A first refresh is full and stores every session, keys-only ones too, as judged."""
+    factories.make_company(962302, title="Лотос")
+    healthy("962302", phone="79001234567")
+    factories.make_keys("company_5", "session", 3)  # keys without an auth row
+    result = snapshot.refresh()
+    assert (result.outcome, result.kind, result.sessions_total) == ("succeeded", "full", 2)
+    state = SessionState.objects.get(session_id="962302")
+    assert (state.status, state.salon_title, state.phone_masked) == ("OK", "Лотос", "7900***4567")
+    assert state.phone_digits == "79001234567"
+    assert "79001234567" not in str(state.facts)
+    orphan = SessionState.objects.get(session_id="company_5")
+    assert not orphan.has_auth and orphan.status == "WARN"
+    assert set(SessionChange.objects.values_list("session_id", "kind")) == {
+        ("962302", "appeared"),
+        ("company_5", "appeared"),
+    }
+
+
+def test_state_health__decodes_to_the_fresh_health():
+    """A stored state reads back as exactly the SessionHealth the refresh computed."""
+    now = timezone.now()
+    healthy("1001", written_at=now - timedelta(hours=30))
+    factories.make_keys("1001", "sender-key", 4, expires_at=now - timedelta(days=1))
+    healthy("company_1001")
+    snapshot.refresh(now=now)
+    for fresh in sessions.list_sessions(now=now):
+        assert snapshot.session_health(fresh.session_id) == fresh
+        assert snapshot.session_health(fresh.session_id).phone_digits == fresh.phone_digits
+
+
+def test_store_health__read_from_the_snapshot_equals_the_live_one():
+    """The store's verdict read back from the snapshot equals the one computed live."""
+    now = timezone.now()
+    healthy("1001")
+    factories.make_auth("1002", registered=False)
+    snapshot.refresh(now=now)
+    assert snapshot.store_health() == sessions.store_health(now=now)
+
+
+def test_store_health__before_any_snapshot_is_snapshot_missing():
+    """Nothing to read yet: a clear SnapshotMissing, not an empty store."""
+    with pytest.raises(SnapshotMissing):
+        snapshot.store_health()
+    assert snapshot.freshness().status is Status.FAIL
+
+
+def test_refresh__incremental_equals_full_after_writes_rewrites_expiry_and_cleanup():
+    """After writes, rewrites, expiries, a cleanup and silence, incremental agrees with full."""
+    t0 = timezone.now()
+    t1 = t0 + timedelta(minutes=5)
+    written = t0 - timedelta(hours=2)
+    for sid in ("2001", "2002", "2003", "2004", "2005", "2006"):
+        healthy(sid, written_at=written, phone=f"7900000{sid}")
+    # A session about to cross the 24 h silence threshold between the two snapshots.
+    healthy("2007", written_at=t0 + timedelta(minutes=2) - timedelta(hours=24), phone="790002007")
+    # Keys that expire between the two snapshots (written a week before).
+    factories.make_keys(
+        "2005", "sender-key", 30, written_at=t0 + timedelta(minutes=3) - timedelta(days=7)
+    )
+    for n in range(40):  # untouched sessions an incremental must not recompute
+        healthy(f"company_{3000 + n}", written_at=written, phone=f"7911000{3000 + n}")
+    snapshot.refresh(full=True, now=t0)
+
+    during = t0 + timedelta(minutes=2)
+    factories.make_keys("2001", "session", 10, written_at=during, seed=2)  # 7-day type
+    factories.make_keys("2002", "device-list", 4, written_at=during)  # 14-day type
+    factories.make_auth("2009", written_at=during, phone="79000002009")  # a new session
+    WhatsAppKey.objects.filter(company_id="2003", key_type="pre-key").update(  # rewrites
+        updated_at=during, expires_at=during + timedelta(days=7)
+    )
+    WhatsAppAuth.objects.filter(company_id="2004").update(creds={"me": {"id": "1@s"}})
+    # A cleanup deleted keys of 2006 and recorded it.
+    WhatsAppKey.objects.filter(company_id="2006", key_type="session").delete()
+    CleanupRun.objects.create(
+        operation="expired_keys",
+        started_by="test",
+        dry_run=False,
+        started_at=during,
+        finished_at=during,
+        rows_deleted={"2006": {"session": 20}},
+        outcome="succeeded",
+    )
+
+    result = snapshot.refresh(full=False, now=t1)
+    assert result.kind == "incremental"
+    assert result.sessions_refreshed < 20  # the 40 untouched sessions were not recomputed
+    incremental = stored()
+    snapshot.refresh(full=True, now=t1)
+    assert stored() == incremental
+    assert incremental["2007"][0] == "WARN"  # crossed the silence threshold with no write
+    assert incremental["2006"][2] == 5
+    assert "2009" in incremental
+
+
+def test_refresh__a_delete_the_bot_made_is_corrected_by_the_full_recount():
+    """Rows deleted behind the snapshot's back are invisible incrementally; the full recount fixes them."""
+    t0 = timezone.now()
+    healthy("2101", written_at=t0 - timedelta(hours=1))
+    snapshot.refresh(full=True, now=t0)
+    WhatsAppKey.objects.filter(company_id="2101", key_type="session").delete()
+    snapshot.refresh(full=False, now=t0 + timedelta(minutes=1))
+    assert SessionState.objects.get(session_id="2101").total_keys == 25
+    snapshot.refresh(now=t0 + timedelta(hours=1, minutes=1))  # the hourly full recount
+    state = SessionState.objects.get(session_id="2101")
+    assert state.total_keys == 5
+    assert SessionChange.objects.filter(session_id="2101", kind="session_rows_lost").exists()
+
+
+def test_refresh__decides_full_hourly(settings):
+    """Without an explicit choice a refresh is incremental until the last full one is stale."""
+    settings.OBSERVABILITY_SNAPSHOT_FULL_INTERVAL = timedelta(minutes=30)
+    t0 = timezone.now()
+    healthy("2201")
+    assert snapshot.refresh(now=t0).kind == "full"
+    assert snapshot.refresh(now=t0 + timedelta(minutes=10)).kind == "incremental"
+    assert snapshot.refresh(now=t0 + timedelta(minutes=31)).kind == "full"
+
+
+def test_refresh__records_status_and_fact_changes_not_unchanged_state():
+    """A status change, a phone change and a pre-key top-up are rows; an unchanged refresh is none."""
+    t0 = timezone.now()
+    healthy("2301", written_at=t0 - timedelta(minutes=10), phone="79001112233")
+    snapshot.refresh(now=t0)
+    snapshot.refresh(full=True, now=t0 + timedelta(minutes=1))
+    assert SessionChange.objects.filter(session_id="2301").count() == 1  # appeared only
+
+    t1 = t0 + timedelta(minutes=2)
+    WhatsAppAuth.objects.filter(company_id="2301").delete()
+    factories.make_auth("2301", phone="79005556677", registered=False, written_at=t1)
+    WhatsAppKey.objects.bulk_create(
+        WhatsAppKey(
+            company_id="2301",
+            key_type="pre-key",
+            key_id=str(900 + n),
+            value={"n": n},
+            created_at=t1,
+            updated_at=t1,
+            expires_at=t1 + timedelta(days=7),
+        )
+        for n in range(5)
+    )
+    snapshot.refresh(now=t1 + timedelta(minutes=1))
+    kinds = dict(
+        SessionChange.objects.filter(session_id="2301").values_list("kind", "detail")
+    )
+    assert kinds["status"] == ""
+    assert kinds["phone_changed"] == "7900***2233 → 7900***6677"
+    assert kinds["prekeys_topped_up"] == "stored pre-keys 5 → 10"
+    assert "creds_rewritten" in kinds
+    status = SessionChange.objects.get(session_id="2301", kind="status")
+    assert (status.old_status, status.new_status) == ("OK", "FAIL")
+    assert status.reasons and "79005556677" not in str(status.reasons)
+    state = SessionState.objects.get(session_id="2301")
+    assert state.status_since == t1 + timedelta(minutes=1)
+
+
+def test_refresh__a_session_that_disappears_is_recorded_as_gone():
+    """A session whose rows are all gone loses its state and gets a 'gone' change."""
+    t0 = timezone.now()
+    healthy("2401")
+    snapshot.refresh(now=t0)
+    WhatsAppKey.objects.filter(company_id="2401").delete()
+    WhatsAppAuth.objects.filter(company_id="2401").delete()
+    snapshot.refresh(full=True, now=t0 + timedelta(minutes=1))
+    assert not SessionState.objects.filter(session_id="2401").exists()
+    gone = SessionChange.objects.get(session_id="2401", kind="gone")
+    assert (gone.old_status, gone.new_status) == ("OK", "")
+
+
+def test_prune__removes_old_changes_and_keeps_the_latest_state(settings):
+    """Retention removes changes older than the setting and never the latest state."""
+    settings.OBSERVABILITY_SNAPSHOT_HISTORY_RETENTION = timedelta(days=90)
+    t0 = timezone.now() - timedelta(days=100)
+    healthy("2501", written_at=t0)
+    snapshot.refresh(now=t0)
+    assert SessionChange.objects.filter(session_id="2501").exists()
+    result = snapshot.refresh(full=True, now=t0 + timedelta(days=100))
+    assert result.pruned == 1
+    assert not SessionChange.objects.filter(at__lt=t0 + timedelta(days=10)).exists()
+    state = SessionState.objects.get(session_id="2501")
+    assert state.first_seen == t0 and state.status == "FAIL"
+    assert Snapshot.objects.filter(taken_at=t0).count() == 0  # the refresh log is pruned too
+    assert Snapshot.objects.get().store is not None
+
+
+def test_refresh__only_the_newest_record_keeps_the_store_summary():
+    """History is the changes: older refresh records drop their copy of the store summary."""
+    t0 = timezone.now()
+    healthy("2601")
+    snapshot.refresh(now=t0)
+    snapshot.refresh(now=t0 + timedelta(minutes=1))
+    summaries = list(Snapshot.objects.order_by("taken_at").values_list("store", flat=True))
+    assert summaries[0] is None and summaries[1]["total_sessions"] == 1
+
+
+def test_refresh__skips_when_another_refresh_holds_the_lock():
+    """A second refresh does not wait: it returns 'skipped' while the lock is held."""
+    healthy("2701")
+    params = connection_params("default", "snapshot-lock-holder")
+    params["autocommit"] = False
+    with psycopg.connect(**params) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+        result = snapshot.refresh()
+        holder.rollback()
+    assert result.outcome == "skipped"
+    assert not Snapshot.objects.exists()
+
+
+def test_refresh__bot_down_is_recorded_and_the_last_snapshot_stays(bot_database_down):
+    """A refresh that cannot read the bot records its failure; the last snapshot still reads."""
+    t0 = timezone.now()
+    Snapshot.objects.create(
+        taken_at=t0 - timedelta(minutes=5),
+        kind="full",
+        outcome="succeeded",
+        store=codec.encode(sessions.summarize([])),
+    )
+    with pytest.raises(BotDatabaseUnavailable):
+        snapshot.refresh(now=t0)
+    failed = Snapshot.objects.get(outcome="failed")
+    assert "unavailable" in failed.error
+    fresh = snapshot.freshness(now=t0)
+    assert fresh.status is Status.WARN and fresh.failed_since == failed
+    assert "5 min ago" in fresh.message and "failed" in fresh.message
+    assert snapshot.store_health().total_sessions == 0
+
+
+def test_take_snapshot__command_reports_and_fails_cleanly(bot_database_down, capsys):
+    """The command fails with the bot's exit code and a message, never a traceback."""
+    with pytest.raises(CommandError) as raised:
+        call_command("take_snapshot", "--full")
+    assert raised.value.returncode == 3
+    assert "unavailable" in str(raised.value)
+
+
+def test_take_snapshot__command_takes_one(capsys):
+    """``take_snapshot --full`` takes a full snapshot and says how many sessions it stored."""
+    healthy("2801")
+    call_command("take_snapshot", "--full")
+    out = capsys.readouterr().out
+    assert "Full snapshot taken" in out and "1 stored" in out
+    assert connections["default"].in_atomic_block  # the test's own transaction, untouched
