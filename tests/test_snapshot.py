@@ -148,7 +148,7 @@ def test_refresh__incremental_equals_full_after_writes_rewrites_expiry_and_clean
 
 
 def test_refresh__a_delete_the_bot_made_is_corrected_by_the_full_recount():
-    """Rows deleted behind the snapshot's back are invisible incrementally; the full recount fixes them."""
+    """Rows the bot deleted are invisible incrementally; the hourly full recount fixes them."""
     t0 = timezone.now()
     healthy("2101", written_at=t0 - timedelta(hours=1))
     snapshot.refresh(full=True, now=t0)
@@ -172,7 +172,7 @@ def test_refresh__decides_full_hourly(settings):
 
 
 def test_refresh__records_status_and_fact_changes_not_unchanged_state():
-    """A status change, a phone change and a pre-key top-up are rows; an unchanged refresh is none."""
+    """A status change, a new phone and a pre-key top-up are rows; an unchanged refresh none."""
     t0 = timezone.now()
     healthy("2301", written_at=t0 - timedelta(minutes=10), phone="79001112233")
     snapshot.refresh(now=t0)
@@ -195,9 +195,7 @@ def test_refresh__records_status_and_fact_changes_not_unchanged_state():
         for n in range(5)
     )
     snapshot.refresh(now=t1 + timedelta(minutes=1))
-    kinds = dict(
-        SessionChange.objects.filter(session_id="2301").values_list("kind", "detail")
-    )
+    kinds = dict(SessionChange.objects.filter(session_id="2301").values_list("kind", "detail"))
     assert kinds["status"] == ""
     assert kinds["phone_changed"] == "7900***2233 → 7900***6677"
     assert kinds["prekeys_topped_up"] == "stored pre-keys 5 → 10"

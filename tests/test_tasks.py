@@ -203,7 +203,8 @@ def test_take_snapshot_task__refreshes_under_its_monitor(sentry):
     """The every-minute task takes a snapshot and checks in with its own cron monitor."""
     factories.make_auth("962302")
     result = tasks.take_snapshot_task()
-    assert (result["outcome"], result["kind"], result["sessions_total"]) == ("succeeded", "full", 1)
+    assert (result["outcome"], result["kind"]) == ("succeeded", "full")
+    assert result["sessions_total"] == 1
     assert sentry.wait_for(lambda s: len(s.check_ins()) >= 2)
     assert {c["monitor_slug"] for c in sentry.check_ins()} == {tasks.SNAPSHOT_MONITOR}
     assert [c["status"] for c in sentry.check_ins()] == ["in_progress", "ok"]
