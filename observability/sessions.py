@@ -878,6 +878,16 @@ _VALUE_KIND = """
 """
 
 
+# Natural order of key ids: those starting with a number first, by that number (its length
+# and digits without leading zeros: no cast can overflow on a 20-digit id), then the
+# rest as text. "2" < "10" < "10.1" < "abc".
+_KEY_ID_ORDER = """
+    length(ltrim(substring(key_id FROM '^[0-9]+'), '0')) NULLS LAST,
+    ltrim(substring(key_id FROM '^[0-9]+'), '0') NULLS LAST,
+    key_id
+"""
+
+
 def _creds_summary(cursor, session_id: str) -> tuple[CredsField, ...]:
     clear = sorted(CREDS_CLEAR_FIELDS | CREDS_PHONE_FIELDS)
     cursor.execute(_CREDS_SQL, {"sid": session_id, "clear": clear})
@@ -962,8 +972,11 @@ def browse_keys(
     """
     One page of a session's keys, ordered by type and id, values never read into Python.
 
-    Uses the primary key index (company_id, key_type, key_id) for both the filter and the
-    order, so deep pages of a big session stay cheap to find.
+    Ids are ordered as people count: by the number they start with (pre-key ids ``1, 2, ...,
+    10``, not ``1, 10, 11``), then as text. That order is not the primary key's, so the page
+    sorts the session's matching keys (found through the primary key index on
+    (company_id, key_type, key_id)); a session holds a few thousand keys at most, and the
+    sort costs milliseconds.
 
     Args:
         session_id: the stored session id.
@@ -1001,7 +1014,7 @@ def browse_keys(
                    {_VALUE_KIND}, {_VALUE_SIZE}, coalesce(expires_at < %(now)s, false)
               FROM whatsapp_keys
              WHERE {where}
-          ORDER BY key_type, key_id
+          ORDER BY key_type, {_KEY_ID_ORDER}
              LIMIT %(limit)s OFFSET %(offset)s
             """,  # noqa: S608 - only module constants and fixed conditions are interpolated
             params,

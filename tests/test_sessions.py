@@ -263,6 +263,22 @@ def test_browse_keys__pages_filters_and_sizes():
     assert all("***" in row.key_id_shown for row in live.rows)
 
 
+def test_browse_keys__numeric_ids_in_numeric_order():
+    """Pre-key ids read 1, 2, ..., 12 (not 1, 10, 11, 12, 2), numbered ids before named ones."""
+    from observability.models import WhatsAppKey
+
+    now = timezone.now()
+    ids = [str(n) for n in range(1, 13)] + ["007", "10.1", "abc", "2x"]
+    WhatsAppKey.objects.bulk_create(
+        WhatsAppKey(company_id="7004", key_type="pre-key", key_id=key_id, value={}, updated_at=now)
+        for key_id in ids
+    )
+    page = sessions.browse_keys("7004", per_page=100)
+    assert [row.key_id for row in page.rows] == (
+        "1 2 2x 3 4 5 6 007 7 8 9 10 10.1 11 12 abc".split()
+    )
+
+
 def test_store_health__one_failing_session_fails_the_store_with_an_action():
     """A single failing session makes the store FAIL, naming it and what to do, worst first."""
     healthy("8001")
