@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _NON_DIGITS = re.compile(r"\D+")
 #: A WhatsApp JID's user part: the digits before ``:device`` or ``@server``.
@@ -39,6 +40,52 @@ def looks_like_phone(value: str | None) -> bool:
     if not text or re.search(r"[^\d\s()+\-.]", text):
         return False
     return len(normalize(text)) >= 10
+
+
+#: The fewest trailing digits a search may look for: the four a masked number shows.
+MIN_SUFFIX_DIGITS = 4
+_PHONE_CHARACTERS = re.compile(r"^[\d\s()+\-.]+$")
+_MASKED = re.compile(r"^\+?(\d{1,4})\*{2,}(\d{2,4})$")
+
+
+@dataclass(frozen=True)
+class PartialPhone:
+    """
+    What a search knows of a number it cannot see whole: its last digits, perhaps its first.
+
+    Attributes:
+        suffix: the digits the number ends with (at least two, four when no prefix is known).
+        prefix: the digits it starts with (from a pasted mask such as ``7900***4567``).
+
+    """
+
+    suffix: str
+    prefix: str = ""
+
+
+def partial(value: str | None) -> PartialPhone | None:
+    """
+    The part of a phone number a person typed to find it, when it is not a whole number.
+
+    ``4567``, ``45-67`` or ``1234567`` (4 to 9 digits, phone characters only) are the last
+    digits of the number, which is what the masked phone shows; a mask pasted back
+    (``7900***4567``) gives both ends. A whole number (10 digits or more) is not partial:
+    search it with :func:`normalize` and an exact match instead.
+
+    Returns:
+        The partial number, or None when the text is not one.
+
+    """
+    text = (value or "").strip()
+    masked = _MASKED.match(text)
+    if masked:
+        return PartialPhone(suffix=masked.group(2), prefix=masked.group(1))
+    if not text or not _PHONE_CHARACTERS.match(text):
+        return None
+    digits = _NON_DIGITS.sub("", text)
+    if MIN_SUFFIX_DIGITS <= len(digits) < 10:
+        return PartialPhone(suffix=digits)
+    return None
 
 
 def mask(value: str | None) -> str | None:

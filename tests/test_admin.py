@@ -285,6 +285,21 @@ def test_client_admin__search_by_any_phone_spelling_uses_exact_match(admin_clien
     assert [c.name for c in by_name] == ["Борис Петров"]
 
 
+def test_client_admin__search_by_last_digits_or_pasted_mask(admin_client, seeded):
+    """'2233', '22-33' and the shown mask '7900***2233' find the client; '9999' finds none."""
+    url = reverse("admin:observability_client_changelist")
+
+    def found(term: str) -> list[int]:
+        return [c.pk for c in admin_client.get(url, {"q": term}).context["cl"].result_list]
+
+    assert found("2233") == [seeded["client"].pk]
+    assert found("22-33") == [seeded["client"].pk]
+    assert found("7900***2233") == [seeded["client"].pk]
+    assert found("7916***2233") == []
+    assert found("556677") == [c.pk for c in Client.objects.filter(name="Борис Петров")]
+    assert found("9999") == []
+
+
 def test_client_admin__filters_and_readable_fields(admin_client, seeded):
     """Filters by salon, loyalty and segment work; arrays and jsonb read as text."""
     url = reverse("admin:observability_client_changelist")

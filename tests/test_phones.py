@@ -46,3 +46,24 @@ def test_looks_like_phone__digits_not_names():
     assert phones.looks_like_phone("+7 (900) 123-45-67")
     assert not phones.looks_like_phone("Анна 79001234567")
     assert not phones.looks_like_phone("962302")
+
+
+@pytest.mark.parametrize(
+    ("typed", "suffix", "prefix"),
+    [
+        ("4567", "4567", ""),
+        ("45-67", "4567", ""),
+        ("123 45 67", "1234567", ""),
+        ("7900***4567", "4567", "7900"),
+        ("+7900***4567", "4567", "7900"),
+    ],
+)
+def test_partial__last_digits_or_a_pasted_mask(typed, suffix, prefix):
+    """Four to nine digits are the number's end; a pasted mask gives both of its ends."""
+    assert phones.partial(typed) == phones.PartialPhone(suffix=suffix, prefix=prefix)
+
+
+@pytest.mark.parametrize("typed", ["123", "79001234567", "8 900 123 45 67", "Анна 4567", "", None])
+def test_partial__not_a_partial_number(typed):
+    """Fewer than four digits, a whole number, or text with letters is not a partial phone."""
+    assert phones.partial(typed) is None
