@@ -275,7 +275,7 @@ def test_browse_keys__numeric_ids_in_numeric_order():
     )
     page = sessions.browse_keys("7004", per_page=100)
     assert [row.key_id for row in page.rows] == (
-        "1 2 2x 3 4 5 6 007 7 8 9 10 10.1 11 12 abc".split()
+        ["1", "2", "2x", "3", "4", "5", "6", "007", "7", "8", "9", "10", "10.1", "11", "12", "abc"]
     )
 
 
