@@ -11,6 +11,9 @@ the server is left running and the folder is kept.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 import warnings
 from pathlib import Path
 
@@ -70,3 +73,66 @@ def start(data_dir: Path) -> str:
     socket_dir = start_server(data_dir)
     ensure_databases(socket_dir, (DEFAULT_DATABASE_NAME, BOT_DATABASE_NAME))
     return socket_dir
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """
+    The postmaster's process id when a server is running on ``data_dir``, else None.
+
+    PostgreSQL writes its pid on the first line of ``postmaster.pid`` and removes the file
+    when it stops; a file left by a crash names a process that no longer exists.
+    """
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, owned by another user (pgserver's, when run as root)
+        return pid
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
+    import psutil  # pgserver's dependency: demo and tests only
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop(data_dir: Path, *, timeout: float = 30.0) -> int | None:
+    """
+    Stop the embedded server running on ``data_dir`` (a "fast" shutdown); return its pid.
+
+    The server outlives the processes that started it on purpose (see :func:`start_server`),
+    so Ctrl-C on the demo leaves it running; this is the way to stop it. A fast shutdown
+    (SIGINT to the postmaster) rolls back open transactions, disconnects every client and
+    writes a checkpoint: the data stays, and the next command starts the server again.
+
+    Args:
+        data_dir: the server's data folder.
+        timeout: seconds to wait for it to exit.
+
+    Returns:
+        The pid of the stopped server, or None when none was running.
+
+    Raises:
+        TimeoutError: the server did not stop within ``timeout``.
+
+    """
+    pid = running_pid(data_dir)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while running_pid(data_dir) == pid or _alive(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f} s.")
+        time.sleep(0.1)
+    logger.info("stopped the embedded PostgreSQL (pid %d) in %s", pid, data_dir)
+    return pid

@@ -9,6 +9,7 @@ uses two databases on it, so a newcomer can run the demo and the tests with noth
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -71,10 +72,16 @@ def _database(config: dict, application_name: str, extra_options: dict | None = 
     }
 
 
+#: ``manage.py embedded_db status|stop`` looks at the server: starting it first would defeat it.
+_INSPECTING_EMBEDDED = sys.argv[1:2] == ["embedded_db"]
+
 if EMBEDDED_DATABASE:
     from observability import embedded
 
-    _socket_dir = embedded.start(EMBEDDED_DATA_DIR)
+    # pgserver puts the server's socket in its data folder.
+    _socket_dir = (
+        str(EMBEDDED_DATA_DIR) if _INSPECTING_EMBEDDED else embedded.start(EMBEDDED_DATA_DIR)
+    )
     _default_config = {
         "ENGINE": "django.db.backends.postgresql",
         "HOST": _socket_dir,

@@ -243,6 +243,33 @@ def test_demo__serves_the_admin_and_ctrl_c_stops_server_and_worker(demo_data_dir
             demo.wait()
 
 
+@pytest.mark.slow
+def test_embedded_db__status_and_stop_the_server_the_demo_left_running(demo_data_dir):
+    """After the demo (server left running), `embedded_db stop` stops it, data kept."""
+    env = _env(OBSERVABILITY_DATA_DIR=str(demo_data_dir))
+    assert _run("demo", "--no-serve", "--no-worker", env=env).returncode == 0
+    running = _run("embedded_db", "status", env=env)
+    assert running.returncode == 0 and "Running: pid" in running.stdout
+    pid = int(re.search(r"pid (\d+)", running.stdout).group(1))
+
+    stopped = _run("embedded_db", "stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"Stopped the embedded PostgreSQL (pid {pid})" in stopped.stdout
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert "Not running" in _run("embedded_db", "status", env=env).stdout
+    again = _run("embedded_db", "stop", env=env)
+    assert again.returncode == 0 and "nothing to stop" in again.stdout
+    # The next command starts it again, with the data kept.
+    assert "Demo data present" in _run("demo", "--no-serve", "--no-worker", env=env).stdout
+
+
+def test_embedded_db__refused_with_configured_databases():
+    """With database URLs configured there is no embedded server to stop: exit 1, a message."""
+    result = _run("embedded_db", "stop", env=_production_env())
+    assert result.returncode == 1
+    assert "No embedded PostgreSQL" in result.stderr and "Traceback" not in result.stderr
+
+
 # --- In process: create_bot_schema and the demo's set-up on the test databases ------------------
 
 
