@@ -6,6 +6,7 @@ import contextlib
 import enum
 import hmac
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 
@@ -82,6 +83,41 @@ class _StatusOnly(HealthCheckException):
         return self.message_type
 
 
+_last_states: dict[str, str] = {}
+_last_states_lock = threading.Lock()
+
+
+def _state(result: HealthCheckResult) -> str:
+    if result.error is None:
+        return "OK"
+    return "WARN" if isinstance(result.error, ServiceWarning) else "FAIL"
+
+
+def log_state_changes(results: list[HealthCheckResult]) -> None:
+    """
+    Log each check once per change of state (OK, WARN, FAIL), not on every poll.
+
+    The first poll of a process logs what is not OK; later polls log only a check that
+    turns WARN or FAIL (a warning, with the check's message, which never carries a secret)
+    or recovers (info). Each process remembers its own last states: with several web
+    workers each logs a change once.
+    """
+    for result in results:
+        name = repr(result.check)
+        state = _state(result)
+        with _last_states_lock:
+            before = _last_states.get(name, "OK")
+            _last_states[name] = state
+        if state == before:
+            continue
+        if state == "OK":
+            logger.info("health check %s recovered: %s -> OK", name, before)
+        else:
+            logger.warning(
+                "health check %s: %s -> %s: %s", name, before, state, result.error
+            )
+
+
 class HealthView(HealthCheckView):
     """
     The library's view with this project's checks, access rules and status codes.
@@ -122,6 +158,7 @@ class HealthView(HealthCheckView):
             result.error is not None and not isinstance(result.error, ServiceWarning)
             for result in value
         )
+        log_state_changes(value)
         if not self.show_messages:
             value = [
                 HealthCheckResult(

@@ -25,3 +25,41 @@ class ExpectedFailureOneLine(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+#: What django-health-check logs for every failing check on every poll.
+_CHECK_FAILED = "Health check %r failed"
+
+
+class HealthPollOncePerChange(logging.Filter):
+    """
+    Keep health polls out of the logs: a check's change of state is logged once instead.
+
+    A monitor polls every few seconds. django-health-check logs each failing check on each
+    poll, and the development server logs each request: the same line every few seconds,
+    burying everything else. :func:`observability.health_views.log_state_changes` logs
+    each check's change (OK to WARN, WARN to FAIL, back to OK) once; this filter drops the
+    per-poll lines (the library's "failed" warnings, and the development server's request
+    lines for the health and metrics URLs). Unexpected errors (logged at ERROR) stay.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a per-poll line."""
+        if record.name.split(".", 1)[0] == "health_check":
+            return not (record.levelno == logging.WARNING and record.msg == _CHECK_FAILED)
+        if record.name == "django.server" and record.args:
+            request_line = str(record.args[0]) if isinstance(record.args, tuple) else ""
+            parts = request_line.split()
+            return not (len(parts) >= 2 and _is_poll_path(parts[1]))
+        return True
+
+
+def _is_poll_path(path: str) -> bool:
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        health, metrics = reverse("observability:health"), reverse("observability:metrics")
+    except NoReverseMatch:  # the host project did not include the app's URLs
+        return False
+    path = path.split("?", 1)[0]
+    return path.startswith(health) or path == metrics

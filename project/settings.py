@@ -245,6 +245,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "filters": {
         "expected_failure_one_line": {"()": "observability.log_filters.ExpectedFailureOneLine"},
+        "health_poll_once": {"()": "observability.log_filters.HealthPollOncePerChange"},
     },
     "handlers": {
         "console": {
@@ -257,6 +258,14 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "pgserver": {"level": "WARNING"},
+        # A monitor's polls: each check's change of state is logged once, not every poll.
+        "health_check": {"filters": ["health_poll_once"]},
+        "django.server": {
+            "handlers": ["console"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["health_poll_once"],
+        },
     },
 }
 

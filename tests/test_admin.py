@@ -401,3 +401,14 @@ def test_sessions_changelist__names_keys_only_sessions_with_links(admin_client, 
     assert response.status_code == 200
     assert "1 session with keys but no auth row is not listed below" in html
     assert f'<a href="{session_page("company_777")}">company_777</a> (WARN)' in html
+
+
+def test_admin__view_site_leads_to_the_overview_and_favicon_is_served(admin_client, client):
+    """'View site' links to the store overview (not a 404); /favicon.ico answers an icon."""
+    overview = reverse("admin:observability_whatsappauth_overview")
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    assert f'href="{overview}">View site' in html
+    assert admin_client.get(overview).status_code == 200
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in icon.content and "max-age=86400" in icon["Cache-Control"]

@@ -243,4 +243,21 @@ def test_health__failure_is_not_logged_as_a_server_error(client, settings, caplo
         response = _get(client, "/health/connections/")
     assert response.status_code == 500
     assert not [r for r in caplog.records if r.name == "django.request"]
-    assert [r for r in caplog.records if r.name == "health_check"]  # the library's own warning
+    assert not [r for r in caplog.records if r.name == "health_check"]  # per-poll: dropped
+
+
+def test_health__polls_log_each_change_of_state_once(client, settings, caplog):
+    """Three failing polls log one FAIL line; the poll after recovery logs one 'recovered'."""
+    health_views._last_states.clear()
+    settings.OBSERVABILITY_CONNECTIONS_TOTAL_FAILURE = 0.05
+    with caplog.at_level("INFO", logger="observability.health_views"):
+        with real_connections("svc-view-poll", 6):
+            for _ in range(3):
+                assert _get(client, "/health/connections/").status_code == 500
+        settings.OBSERVABILITY_CONNECTIONS_TOTAL_FAILURE = 0.99
+        for _ in range(2):
+            assert _get(client, "/health/connections/").status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "observability.health_views"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("health check ConnectionBudget(): OK -> FAIL: ")
+    assert lines[1] == "health check ConnectionBudget() recovered: FAIL -> OK"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from observability.log_filters import ExpectedFailureOneLine
+import pytest
+
+from observability.log_filters import ExpectedFailureOneLine, HealthPollOncePerChange
 
 
 def _record(level: int) -> logging.LogRecord:
@@ -44,3 +46,38 @@ def test_logging_settings__console_handler_uses_the_filter(settings):
     """The project's console handler applies the filter to every record it writes."""
     handler = settings.LOGGING["handlers"]["console"]
     assert "expected_failure_one_line" in handler["filters"]
+
+
+def _server_line(request_line: str) -> logging.LogRecord:
+    return logging.LogRecord(
+        "django.server", logging.INFO, __file__, 1, '"%s" %s %s', (request_line, "200", "99"), None
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "kept"),
+    [
+        ("GET /health/ HTTP/1.1", False),
+        ("GET /health/db/?format=json HTTP/1.1", False),
+        ("GET /metrics HTTP/1.1", False),
+        ("GET /admin/ HTTP/1.1", True),
+        ("GET /healthy-salons/ HTTP/1.1", True),
+    ],
+)
+def test_health_poll_once__drops_the_dev_servers_poll_lines(line, kept):
+    """The development server's lines for health and metrics polls go; other requests stay."""
+    assert HealthPollOncePerChange().filter(_server_line(line)) is kept
+
+
+def test_health_poll_once__drops_the_librarys_per_poll_warning_keeps_errors():
+    """The library's 'Health check failed' warning goes (logged once per change instead)."""
+    assert HealthPollOncePerChange().filter(_record(logging.WARNING)) is False
+    error = _record(logging.ERROR)
+    error.name = "health_check"
+    assert HealthPollOncePerChange().filter(error) is True
+
+
+def test_logging_settings__poll_loggers_use_the_filter(settings):
+    """The library's logger and the development server's logger apply the poll filter."""
+    for name in ("health_check", "django.server"):
+        assert "health_poll_once" in settings.LOGGING["loggers"][name]["filters"]
