@@ -113,9 +113,7 @@ def log_state_changes(results: list[HealthCheckResult]) -> None:
         if state == "OK":
             logger.info("health check %s recovered: %s -> OK", name, before)
         else:
-            logger.warning(
-                "health check %s: %s -> %s: %s", name, before, state, result.error
-            )
+            logger.warning("health check %s: %s -> %s: %s", name, before, state, result.error)
 
 
 class HealthView(HealthCheckView):
