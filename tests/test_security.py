@@ -60,8 +60,8 @@ def every_url() -> list[str]:
     return urls
 
 
-#: The only paths an anonymous caller may read: the login page and the health statuses.
-PUBLIC = re.compile(r"^/(admin/login/|health/([a-z]+/)?)$")
+#: The only paths an anonymous caller may read: the login page, the health statuses, the icon.
+PUBLIC = re.compile(r"^/(admin/login/|health/([a-z]+/)?|favicon\.ico)$")
 
 
 @pytest.fixture
