@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 
 class ObservabilityConfig(AppConfig):
@@ -13,5 +13,13 @@ class ObservabilityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register system checks (imported for their side effect)."""
+        """Register system checks; make every admin page refuse lookups it does not offer."""
         from observability import checks  # noqa: F401
+
+        if apps.is_installed("django.contrib.admin"):
+            # The admin app (listed before this one) has imported every admin module by now.
+            from django.contrib import admin
+
+            from observability.admin.base import harden_site
+
+            harden_site(admin.site)

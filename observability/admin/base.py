@@ -1,16 +1,146 @@
-"""Admin base classes shared by every page over the bot's tables."""
+"""Admin base classes shared by every page: query parameters checked, bot tables read-only."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
 
-from observability.exceptions import translate_database_errors
+from observability.exceptions import BadInput, translate_database_errors
+
+#: A refused parameter's name is quoted in the message up to this many characters.
+_NAME_SHOWN = 60
 
 
-class ReadOnlyModelAdmin(admin.ModelAdmin):
+def refuse_unoffered_params(request: HttpRequest, offered: Iterable[str]) -> None:
+    """
+    Refuse (400) a request whose query string names a parameter the page does not offer.
+
+    For the admin's custom pages (key browser, overview, session page): they read only their
+    own parameters, and anything else is a mistake or a probe, answered the same whatever the
+    data holds.
+
+    Raises:
+        BadInput: naming the first parameter not in ``offered`` (never its value).
+
+    """
+    allowed = set(offered)
+    for name in request.GET:
+        if name not in allowed:
+            raise BadInput(
+                f"This page has no parameter {name[:_NAME_SHOWN]!r}; it takes only "
+                f"{', '.join(sorted(allowed)) or 'none'}."
+            )
+
+
+def _last_int(values: list[str] | None, what: str) -> int | None:
+    if values is None:
+        return None
+    try:
+        return int(values[-1])
+    except ValueError:
+        raise BadInput(f"The date drill-down's {what} must be a whole number.") from None
+
+
+class StrictChangeList(ChangeList):
+    """
+    A changelist that applies only the filters its page offers, and refuses anything else.
+
+    Django applies every query-string parameter that no list filter consumed as a lookup on
+    the model (``?api_key__startswith=sk_``), for any user who may view the page. ``only()``
+    hides a column from SELECT, not from WHERE, so such a lookup answers yes/no questions
+    about secrets and phones a character at a time. Here the parameters the list filters,
+    the date drill-down and the changelist itself (search ``q``, ordering ``o``, page ``p``,
+    ``all``, ``e``, ``_facets``, ``_popup``, ``_to_field``) consume are all there is: any
+    other parameter is refused with a 400 that reads the same whatever the data holds, for
+    superusers too, before the list's query runs.
+    """
+
+    def get_filters(self, request):
+        """The list filters and date drill-down, then a 400 for every parameter left over."""
+        self._check_date_drill_down()
+        given = set(self.get_filters_params())
+        filter_specs, has_filters, remaining, duplicates, active = super().get_filters(request)
+        unoffered = sorted(given & set(remaining))
+        if unoffered:
+            raise BadInput(
+                f"This page cannot be filtered by {unoffered[0][:_NAME_SHOWN]!r}: use the "
+                "filters, search and date links it offers."
+            )
+        return filter_specs, has_filters, remaining, duplicates, active
+
+    def _check_date_drill_down(self) -> None:
+        """
+        Refuse a drill-down date Python cannot represent, or whose next period it cannot.
+
+        Django builds ``[from, to)`` from ``<field>__year/__month/__day`` and catches a bad
+        ``from`` only: year 9999 overflows computing ``to`` (a ValueError or OverflowError,
+        i.e. a 500). The same bounds are computed here first and any failure is a 400.
+        """
+        if not self.date_hierarchy:
+            return
+        params = self.get_filters_params()
+        year = _last_int(params.get(f"{self.date_hierarchy}__year"), "year")
+        if year is None:
+            return
+        month = _last_int(params.get(f"{self.date_hierarchy}__month"), "month")
+        day = _last_int(params.get(f"{self.date_hierarchy}__day"), "day")
+        try:
+            start = datetime(year, month or 1, day or 1)  # noqa: DTZ001 - as Django does
+            if day:
+                start + timedelta(days=1)
+            elif month:
+                (start + timedelta(days=32)).replace(day=1)
+            else:
+                start.replace(year=year + 1)
+        except (ValueError, OverflowError):
+            raise BadInput(
+                "The date drill-down needs a real date between the years 1 and 9998."
+            ) from None
+
+
+class StrictQueryParamsMixin(admin.ModelAdmin):
+    """
+    Every admin page of this site: its changelist accepts only the parameters it offers.
+
+    Used by :class:`ReadOnlyModelAdmin` and, through :func:`harden_site`, mixed into every
+    other registered admin (users, groups, django-q2's pages), so a new page inherits it.
+    """
+
+    def get_changelist(self, request, **kwargs):
+        """The strict changelist (:class:`StrictChangeList`)."""
+        return StrictChangeList
+
+
+def harden_site(site: admin.AdminSite) -> None:
+    """
+    Re-register every admin of ``site`` that lacks :class:`StrictQueryParamsMixin` with it.
+
+    Called once the admin modules are imported (``ObservabilityConfig.ready``), so the
+    pages of Django's auth app and of django-q2 refuse unoffered lookups as ours do: a
+    view-only user could otherwise probe password hashes with ``?password__startswith=``.
+    """
+    for model, model_admin in list(site._registry.items()):
+        if isinstance(model_admin, StrictQueryParamsMixin):
+            continue
+        loose = type(model_admin)
+        strict = type(
+            loose.__name__,
+            (StrictQueryParamsMixin, loose),
+            {"__module__": loose.__module__, "__doc__": loose.__doc__},
+        )
+        site.unregister(model)
+        site.register(model, strict)
+
+
+class ReadOnlyModelAdmin(StrictQueryParamsMixin, admin.ModelAdmin):
     """A model admin that never adds, changes or deletes, for anyone, superusers included.
 
+    Its changelist accepts only the parameters it offers (:class:`StrictQueryParamsMixin`).
     The bot's tables belong to the bot; the only writes this project makes are the audited
     cleanup operations (observability.cleanup), never a form in the admin.
 

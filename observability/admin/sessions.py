@@ -22,7 +22,7 @@ from django.utils.html import format_html, format_html_join
 
 from observability import config, phones, sessions
 from observability.admin import display
-from observability.admin.base import ReadOnlyModelAdmin
+from observability.admin.base import ReadOnlyModelAdmin, refuse_unoffered_params
 from observability.exceptions import BadInput
 from observability.models import WhatsAppAuth
 from observability.session_ids import Spelling
@@ -36,6 +36,13 @@ KEYS_PER_PAGE = 100
 
 #: Query parameter that makes the changelist and the overview compute the health again.
 REFRESH_PARAM = "refresh"
+
+#: The key browser's parameters: key type, expired ("yes"/"no"/""), page number.
+KEYS_PARAMS = ("type", "expired", "p")
+#: The ``expired`` values of the key browser: all keys, expired ones, live ones.
+EXPIRED_CHOICES = {"": None, "yes": True, "no": False}
+#: The session page's parameters: the changelist filters the admin carries along.
+SESSION_PAGE_PARAMS = ("_changelist_filters",)
 
 
 @dataclass(frozen=True)
@@ -460,6 +467,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
             raise PermissionDenied
         if not self.has_view_permission(request):
             raise PermissionDenied
+        refuse_unoffered_params(request, SESSION_PAGE_PARAMS)
         session_id = unquote(object_id)
         detail = sessions.session_detail(session_id)
         health = detail.health
@@ -501,14 +509,19 @@ class SessionAdmin(ReadOnlyModelAdmin):
         """The key browser of one session: type, id (phones masked), dates, value size only."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        refuse_unoffered_params(request, KEYS_PARAMS)
         session_id = unquote(object_id)
         key_type = request.GET.get("type") or None
         expired_param = request.GET.get("expired", "")
-        expired = {"yes": True, "no": False}.get(expired_param)
+        if expired_param not in EXPIRED_CHOICES:
+            raise BadInput("Expired must be 'yes', 'no' or empty (all keys).")
+        expired = EXPIRED_CHOICES[expired_param]
         try:
             page_number = int(request.GET.get("p", "1"))
         except ValueError as error:
             raise BadInput("The page number must be a whole number.") from error
+        if page_number < 1:
+            raise BadInput("The page number must be 1 or more.")
         health = sessions.get_session(session_id)
         page = sessions.browse_keys(
             session_id,
@@ -554,6 +567,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
         """The whole store: counts per status, expired keys, duplicates, orphans, worst ten."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        refuse_unoffered_params(request, (REFRESH_PARAM,))
         redirect = _without_refresh(request)
         if redirect is not None:
             return redirect
