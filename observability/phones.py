@@ -42,8 +42,10 @@ def looks_like_phone(value: str | None) -> bool:
     return len(normalize(text)) >= 10
 
 
-#: The fewest trailing digits a search may look for: the four a masked number shows.
+#: The trailing digits a search looks for: the four a masked number shows, no fewer, no more.
 MIN_SUFFIX_DIGITS = 4
+#: The leading digits a masked number shows (and a pasted mask may give).
+MASK_SHOWN_DIGITS = 4
 _PHONE_CHARACTERS = re.compile(r"^[\d\s()+\-.]+$")
 _MASKED = re.compile(r"^\+?(\d{1,4})\*{2,}(\d{2,4})$")
 
@@ -67,10 +69,11 @@ def partial(value: str | None) -> PartialPhone | None:
     """
     The part of a phone number a person typed to find it, when it is not a whole number.
 
-    ``4567``, ``45-67`` or ``1234567`` (4 to 9 digits, phone characters only) are the last
-    digits of the number, which is what the masked phone shows; a mask pasted back
-    (``7900***4567``) gives both ends. A whole number (10 digits or more) is not partial:
-    search it with :func:`normalize` and an exact match instead.
+    ``4567``, ``45-67`` or ``1234567`` (4 to 9 digits, phone characters only) are the end of
+    the number; only its last four digits, which the masked phone shows, are kept: matching
+    more would let a search test the digits the mask hides one at a time (``14567``,
+    ``24567``, ...). A mask pasted back (``7900***4567``) gives both ends. A whole number
+    (10 digits or more) is not partial: search it with :func:`normalize` and an exact match.
 
     Returns:
         The partial number, or None when the text is not one.
@@ -84,7 +87,7 @@ def partial(value: str | None) -> PartialPhone | None:
         return None
     digits = _NON_DIGITS.sub("", text)
     if MIN_SUFFIX_DIGITS <= len(digits) < 10:
-        return PartialPhone(suffix=digits)
+        return PartialPhone(suffix=digits[-MASK_SHOWN_DIGITS:])
     return None
 
 

@@ -11,7 +11,7 @@ ordering, paging); these tests play the attacker against every changelist and co
 from __future__ import annotations
 
 import re
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 from django.contrib import admin as django_admin
@@ -80,7 +80,8 @@ def _normalized(response, name: str = "", guess: str = "") -> tuple[int, str, by
     location = response.get("Location", "")
     if name:
         pair = urlencode({name: guess})
-        for form in {pair, escape(pair)}:
+        # As is, HTML-escaped, and inside ``_changelist_filters=`` of the rows' links.
+        for form in {pair, escape(pair), quote(pair, safe="")}:
             body = body.replace(form.encode(), f"{name}=GUESS".encode())
             location = location.replace(form, f"{name}=GUESS")
         body = body.replace(f'value="{escape(guess)}"'.encode(), b'value="GUESS"')
@@ -218,6 +219,26 @@ def test_search__reaches_no_secret(viewer, seeded):
         for secret in secrets:
             answer = _normalized(viewer.get(url, {"q": secret}), "q", secret)
             assert answer == expected, (url, secret)
+
+
+@pytest.mark.parametrize(
+    ("true_guess", "false_guess"),
+    [
+        (CLIENT_PHONE[-5:], "9" + CLIENT_PHONE[-4:]),
+        (CLIENT_PHONE[-7:], "999" + CLIENT_PHONE[-4:]),
+        (CLIENT_PHONE[-9:], "99999" + CLIENT_PHONE[-4:]),
+        ("111 22 33", "999 22 33"),
+    ],
+)
+def test_search__phone_digits_hidden_by_the_mask_tell_nothing(
+    viewer, seeded, true_guess, false_guess
+):
+    """Searching a client by more trailing digits than the mask shows cannot test hidden ones."""
+    url = _changelist("client")
+    true_answer = _normalized(viewer.get(url, {"q": true_guess}), "q", true_guess)
+    false_answer = _normalized(viewer.get(url, {"q": false_guess}), "q", false_guess)
+    assert true_answer == false_answer
+    assert b"7900***2233" in viewer.get(url, {"q": CLIENT_PHONE[-4:]}).content
 
 
 def test_offered_parameters__still_filter(viewer, seeded):

@@ -53,13 +53,13 @@ def test_looks_like_phone__digits_not_names():
     [
         ("4567", "4567", ""),
         ("45-67", "4567", ""),
-        ("123 45 67", "1234567", ""),
+        ("123 45 67", "4567", ""),  # only the four digits the mask shows
         ("7900***4567", "4567", "7900"),
         ("+7900***4567", "4567", "7900"),
     ],
 )
 def test_partial__last_digits_or_a_pasted_mask(typed, suffix, prefix):
-    """Four to nine digits are the number's end; a pasted mask gives both of its ends."""
+    """Four to nine digits: the last four (what the mask shows); a pasted mask: both ends."""
     assert phones.partial(typed) == phones.PartialPhone(suffix=suffix, prefix=prefix)
 
 

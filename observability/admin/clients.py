@@ -214,8 +214,9 @@ class ClientAdmin(ReadOnlyModelAdmin):
           number and cannot answer a suffix, and we may not add an index to the bot's
           database, so this reads the table: about 25 ms at 100,000 clients (twice per page,
           rows and count), fine for an ops search. Choosing the salon first narrows it to the
-          salon's clients (``idx_clients_company_id``). The suffix reveals nothing the masked
-          column does not show already.
+          salon's clients (``idx_clients_company_id``). Only the last four digits are
+          matched, the ones the masked column shows: a longer suffix would test the hidden
+          digits (``phones.partial``).
         - Anything else searches the name (case-insensitive substring).
         """
         term = (search_term or "").strip()
