@@ -15,6 +15,7 @@ that already holds the error (the middleware, for lazy querysets evaluated while
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -124,6 +125,26 @@ class DatabaseBusy(BotDatabaseUnavailable):
     retry_after = 5
 
 
+class ProjectDatabaseUnavailable(BotDatabaseUnavailable):
+    """
+    This project's own database (``default``: logins, cleanup records) cannot be reached.
+
+    A subclass of :class:`BotDatabaseUnavailable` because callers treat both alike (a 503,
+    exit code 3); only the message and what to do differ: the URL to check is another.
+    """
+
+    code = "project_database_unavailable"
+    title = "Project database unavailable"
+    default_message = (
+        "This project's own database is unavailable. Check that it is running and reachable, "
+        "then retry."
+    )
+    what_to_do = (
+        "Check that this project's PostgreSQL (DATABASE_URL) is running and reachable from "
+        "this server, then retry."
+    )
+
+
 class QueryTimedOut(ObservabilityError):
     """A query ran past its statement or lock timeout and was cancelled by the server."""
 
@@ -177,6 +198,30 @@ class SnapshotMissing(ObservabilityError):
         "(manage.py setup_schedules), or take one now (python manage.py take_snapshot)."
     )
     retry_after = 60
+
+
+class MissingPrivilege(ObservabilityError):
+    """
+    The database role lacks a privilege a statement needs (SQLSTATE 42501).
+
+    A deployment error, not a bug and not an outage: retrying does not help until the
+    database's owner grants the privilege, so the message names the ``GRANT`` to run
+    (``grant``), built from the denied object and the statement that needed it.
+    """
+
+    code = "missing_privilege"
+    http_status = 503
+    exit_code = 8
+    title = "Database privilege missing"
+    default_message = "The database role lacks a privilege this needs."
+    what_to_do = (
+        "Have the database's owner run the GRANT named above, or run this with the role meant "
+        'for it (README "The bot database\'s roles" lists what each role needs).'
+    )
+
+    def __init__(self, message: str | None = None, *, grant: str | None = None) -> None:
+        super().__init__(message)
+        self.grant = grant
 
 
 def error_classes() -> list[type[ObservabilityError]]:
@@ -266,6 +311,118 @@ def _default_alias() -> str:
     return config.bot_database_alias()
 
 
+def database_alias_of(error: BaseException) -> str | None:
+    """
+    The database alias whose connection raised ``error``, read from the traceback's frames.
+
+    Django's error wrapper does not record the alias, but the frames that raised it belong to a
+    connection (``DatabaseWrapper``) or a cursor wrapper that knows its own. None for errors
+    raised by a connection of psycopg's own (the cleanup lock's).
+    """
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.utils import CursorWrapper
+
+    for cause in _causes(error):
+        traceback = cause.__traceback__
+        alias = None
+        while traceback is not None:
+            owner = traceback.tb_frame.f_locals.get("self")
+            # type(), not isinstance(): isinstance() asks a lazy object (request.user's
+            # SimpleLazyObject) for its __class__, which evaluates it, i.e. queries the
+            # database that just failed, and raises again inside this error handler.
+            owner_type = type(owner)
+            if issubclass(owner_type, BaseDatabaseWrapper):
+                alias = owner.alias
+            elif issubclass(owner_type, CursorWrapper):
+                alias = owner.db.alias
+            traceback = traceback.tb_next
+        if alias is not None:
+            return alias
+    return None
+
+
+def _failed_statement(error: BaseException) -> str:
+    """The SQL a Django cursor was running when ``error`` was raised ("" when unknown)."""
+    from django.db.backends.utils import CursorWrapper
+
+    for cause in _causes(error):
+        traceback = cause.__traceback__
+        while traceback is not None:
+            local = traceback.tb_frame.f_locals
+            if issubclass(type(local.get("self")), CursorWrapper) and isinstance(
+                local.get("sql"), str
+            ):
+                return local["sql"]
+            traceback = traceback.tb_next
+    return ""
+
+
+#: The object PostgreSQL names in "permission denied for table whatsapp_keys".
+_DENIED_OBJECT = re.compile(
+    r"permission denied for (?P<kind>table|relation|view|sequence|schema|database|function)"
+    r" \"?(?P<name>[\w.$]+)\"?"
+)
+
+
+def _table_privileges(table: str, statement: str) -> str:
+    """
+    The privileges ``statement`` needs on ``table`` (see PostgreSQL's GRANT and SELECT pages).
+
+    Reading any column needs SELECT (a ``DELETE``'s WHERE clause reads its own table too);
+    ``DELETE FROM`` the table needs DELETE, ``INSERT INTO`` it INSERT; ``UPDATE`` and every
+    row-locking clause (``FOR UPDATE``, ``NO KEY UPDATE``, ``SHARE``, ``KEY SHARE``) need
+    UPDATE.
+    """
+    name = rf"(?:\w+\.)?\"?{re.escape(table)}\"?\b"
+    flags = re.IGNORECASE
+    needed = ["SELECT"]
+    if re.search(rf"\bDELETE\s+FROM\s+{name}", statement, flags):
+        needed.append("DELETE")
+    if re.search(rf"\bINSERT\s+INTO\s+{name}", statement, flags):
+        needed.append("INSERT")
+    if re.search(rf"\bUPDATE\s+{name}", statement, flags) or re.search(
+        r"\bFOR\s+(NO\s+KEY\s+UPDATE|UPDATE|SHARE|KEY\s+SHARE)\b", statement, flags
+    ):
+        needed.append("UPDATE")
+    return ", ".join(needed)
+
+
+def _missing_privilege(error: BaseException, alias: str) -> MissingPrivilege | None:
+    """:class:`MissingPrivilege` naming the GRANT to run, when ``error`` is SQLSTATE 42501."""
+    import psycopg.errors
+    from django.db import connections
+
+    denied = next(
+        (c for c in _causes(error) if isinstance(c, psycopg.errors.InsufficientPrivilege)), None
+    )
+    if denied is None:
+        return None
+    server_says = (denied.diag.message_primary or str(denied)).strip()
+    try:
+        role = connections[alias].settings_dict.get("USER") or "<the role in the URL>"
+    except Exception:  # an alias that is not configured: name no role
+        role = "<the role in the URL>"
+    found = _DENIED_OBJECT.search(server_says)
+    if found is None:
+        return MissingPrivilege(
+            f"The {alias!r} database refused a statement to role {role!r}: {server_says}."
+        )
+    kind, name = found["kind"], found["name"]
+    if kind == "schema":
+        privileges, target = "USAGE", f"SCHEMA {name}"
+    elif kind == "database":
+        privileges, target = "CONNECT", f"DATABASE {name}"
+    elif kind == "function":
+        privileges, target = "EXECUTE", f"FUNCTION {name}"
+    else:
+        privileges, target = _table_privileges(name, _failed_statement(error)), name
+    grant = f"GRANT {privileges} ON {target} TO {role};"
+    return MissingPrivilege(
+        f"The {alias!r} database refused role {role!r} ({server_says}). Needed: {grant}",
+        grant=grant,
+    )
+
+
 def from_database_error(
     error: BaseException, alias: str | None = None
 ) -> ObservabilityError | None:
@@ -277,17 +434,24 @@ def from_database_error(
         alias: the database alias the failing code talked to (default: the bot alias).
 
     Returns:
-        :class:`QueryTimedOut`, :class:`BotDatabaseUnavailable`, :class:`SchemaDrift`, or
+        :class:`QueryTimedOut`, :class:`BotDatabaseUnavailable` (or
+        :class:`ProjectDatabaseUnavailable` for this project's own database),
+        :class:`MissingPrivilege` naming the GRANT needed, :class:`SchemaDrift`, or
         :class:`BadInput` for a parameter the driver cannot send (a NUL character), or
         None when the error is not one this vocabulary covers (a bug: let it surface).
+        The alias is the one whose connection raised the error when the traceback tells
+        (a block talking to the bot database may also write this project's records).
 
     """
     import psycopg
     import psycopg_pool
 
-    alias = alias or _default_alias()
     if isinstance(error, ObservabilityError):
         return error
+    alias = database_alias_of(error) or alias or _default_alias()
+    missing = _missing_privilege(error, alias)
+    if missing is not None:
+        return missing
     if isinstance(error, db_utils.DataError | psycopg.DataError) and _is_unsendable_value(error):
         return BadInput(
             "A value given cannot be sent to the database (it contains a NUL character): "
@@ -307,6 +471,11 @@ def from_database_error(
             return DatabaseBusy(
                 f"All pooled connections to the {alias!r} database are in use and none came "
                 "free in time: too many requests at once. Retry in a few seconds."
+            )
+        if alias != _default_alias():
+            return ProjectDatabaseUnavailable(
+                f"This project's own database ({alias!r}) is unavailable. Check that it is "
+                "running and reachable, then retry."
             )
         return BotDatabaseUnavailable(
             f"The {alias!r} database is unavailable. Check that it is running and reachable, "

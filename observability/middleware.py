@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from types import TracebackType
 
 import sentry_sdk
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
 from observability import config, exceptions
+from observability.exceptions import database_alias_of
 
 logger = logging.getLogger(__name__)
 
@@ -39,35 +39,6 @@ def wants_json(request: HttpRequest) -> bool:
     if "application/json" not in accept:
         return False
     return request.get_preferred_type(["text/html", "application/json"]) == "application/json"
-
-
-def database_alias_of(error: BaseException) -> str | None:
-    """
-    The database alias whose connection raised ``error``, read from the traceback's frames.
-
-    Django's error wrapper does not record the alias, but the frames that raised it belong to a
-    connection (``DatabaseWrapper``) or a cursor wrapper that knows its own.
-    """
-    from django.db.backends.base.base import BaseDatabaseWrapper
-    from django.db.backends.utils import CursorWrapper
-
-    for cause in exceptions._causes(error):
-        traceback: TracebackType | None = cause.__traceback__
-        alias = None
-        while traceback is not None:
-            owner = traceback.tb_frame.f_locals.get("self")
-            # type(), not isinstance(): isinstance() asks a lazy object (request.user's
-            # SimpleLazyObject) for its __class__, which evaluates it, i.e. queries the
-            # database that just failed, and raises again inside this error handler.
-            owner_type = type(owner)
-            if issubclass(owner_type, BaseDatabaseWrapper):
-                alias = owner.alias
-            elif issubclass(owner_type, CursorWrapper):
-                alias = owner.db.alias
-            traceback = traceback.tb_next
-        if alias is not None:
-            return alias
-    return None
 
 
 def request_tags(request: HttpRequest, view_kwargs: dict) -> dict[str, str]:
@@ -155,9 +126,10 @@ class ObservabilityErrorMiddleware:
         if alias != config.bot_database_alias():
             # The project's own database failing is a real outage: Django's 500 and Sentry.
             # Its pool being full is not: more requests at once than connections, a 503 with
-            # Retry-After like the bot's.
+            # Retry-After like the bot's; nor is a privilege its role lacks (a 503 naming the
+            # GRANT to run).
             error = exceptions.from_database_error(exception, alias)
-            if isinstance(error, exceptions.DatabaseBusy):
+            if isinstance(error, exceptions.DatabaseBusy | exceptions.MissingPrivilege):
                 return error, alias
             return None, alias
         return exceptions.from_database_error(exception, alias), alias

@@ -28,6 +28,40 @@ def bot_db(db, django_db_blocker, request):
     return None
 
 
+# --- The README's least-privilege roles (issue 15) -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def readme_roles(django_db_setup, django_db_blocker):
+    """
+    The README's two roles on the test bot database, granted by the README's own SQL.
+
+    Yields the role names (``observability_ro``, ``observability_cleanup``); run code under
+    one with ``tests.roles_support.bot_alias_as(role)``. Dropped at the end of the session.
+    """
+    from django.db import connections
+
+    from tests import roles_support
+
+    database = connections["bot"].settings_dict["NAME"]
+    with django_db_blocker.unblock():
+        roles_support.create_readme_roles(database)
+    try:
+        yield roles_support.ROLES
+    finally:
+        with django_db_blocker.unblock():
+            roles_support.drop_readme_roles(database)
+
+
+@pytest.fixture
+def committed_bot_rows():
+    """Empty the bot tables after a test that committed rows (transaction=True)."""
+    from tests import roles_support
+
+    yield
+    roles_support.empty_bot_tables()
+
+
 # --- Sentry (issue 7): a real ingestion endpoint on 127.0.0.1 ---------------------------------
 
 

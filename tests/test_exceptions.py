@@ -36,10 +36,12 @@ EXPECTED = {
     SessionNotFound: ("session_not_found", 404, 2),
     BotDatabaseUnavailable: ("bot_database_unavailable", 503, 3),
     exceptions.DatabaseBusy: ("database_busy", 503, 3),
+    exceptions.ProjectDatabaseUnavailable: ("project_database_unavailable", 503, 3),
     QueryTimedOut: ("query_timed_out", 504, 4),
     CleanupAlreadyRunning: ("cleanup_already_running", 409, 5),
     SchemaDrift: ("schema_drift", 500, 6),
     exceptions.SnapshotMissing: ("snapshot_missing", 503, 7),
+    exceptions.MissingPrivilege: ("missing_privilege", 503, 8),
 }
 
 

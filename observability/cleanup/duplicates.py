@@ -12,7 +12,7 @@ from observability import config, session_ids
 from observability.cleanup import backup, engine, records, selection
 from observability.cleanup.locking import CleanupLock
 from observability.cleanup.report import CleanupReport, DuplicatePair, SessionSide
-from observability.exceptions import ObservabilityError, translate_database_errors
+from observability.exceptions import translate_database_errors
 
 #: The pseudo key type under which removed ``whatsapp_auth`` rows are counted.
 AUTH = "whatsapp_auth"
@@ -40,12 +40,11 @@ def _candidate_session_ids(cursor, salon_ids: tuple[int, ...]) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def _sides(cursor, ids: list[str], *, lock: bool = False) -> dict[str, SessionSide]:
+def _sides(cursor, ids: list[str]) -> dict[str, SessionSide]:
     """Auth times, key counts by type and newest key write of each session id."""
     sides = {session_id: SessionSide(session_id=session_id) for session_id in ids}
     cursor.execute(
-        "SELECT company_id, created_at, updated_at FROM whatsapp_auth "  # noqa: S608
-        "WHERE company_id = ANY(%s)" + (" FOR UPDATE" if lock else ""),
+        "SELECT company_id, created_at, updated_at FROM whatsapp_auth WHERE company_id = ANY(%s)",
         [ids],
     )
     for session_id, created_at, updated_at in cursor.fetchall():
@@ -143,84 +142,96 @@ def find_duplicates(
     return pairs
 
 
+class _SidesChanged(Exception):
+    """The rows a removal deleted no longer support its decision: roll the removal back."""
+
+
+def _deleted_side(session_id: str, auth_rows: list, key_rows: list) -> SessionSide:
+    """The side as the rows a removal deleted describe it (what the decision is checked on)."""
+    side = SessionSide(session_id=session_id)
+    for _, created_at, updated_at, _ in auth_rows:
+        side.auth_created_at, side.auth_updated_at = created_at, updated_at
+    for key_type, _, _, updated_at, _ in key_rows:
+        side.keys[key_type] = side.keys.get(key_type, 0) + 1
+        side.total_keys += 1
+        if updated_at is not None and (
+            side.newest_key_write is None or updated_at > side.newest_key_write
+        ):
+            side.newest_key_write = updated_at
+    return side
+
+
 def _remove_stale_side(
     alias: str, pair: DuplicatePair, run_id: int, now: datetime, min_idle: timedelta
 ) -> None:
     """
-    Back up then delete the stale side, in one transaction, exactly the rows backed up.
+    Delete the stale side, check the decision on what was deleted, back it up, commit.
 
-    Both sides' auth rows are locked and the decision is taken again inside the
-    transaction; the stale side's rows are locked, written to the backup (fsynced), and
-    deleted by primary key. A key the bot inserts meanwhile is not in the backup and so is
-    not deleted. Any failure rolls the whole side back; the backup file then stays as a
-    harmless extra.
+    One transaction, with no row lock taken by hand (``SELECT ... FOR UPDATE`` needs the
+    UPDATE privilege, which the cleanup role does not have: README "The bot database's
+    roles"). Instead the stale side is deleted first, ``DELETE ... RETURNING`` every column:
+    the deleted rows are then exactly the rows returned, and locked by the delete until the
+    commit, so the bot can no longer change them. The decision is taken again on those
+    rows and on the live side as it is now; if the stale side was written meanwhile (a newer
+    row was deleted) or the live side lost its auth row, the whole removal is rolled back and
+    the pair reported as refused. Otherwise the returned rows are written to the backup
+    (fsynced) before the commit, so every committed delete has its backup. A key the bot
+    inserts after the delete is not deleted. Any failure rolls the whole side back.
     """
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        engine.set_local_timeouts(cursor)
-        fresh = _sides(cursor, list(session_ids.spellings(pair.salon_id)), lock=True)
-        again = DuplicatePair(
-            salon_id=pair.salon_id,
-            bare=fresh[session_ids.bare(pair.salon_id)],
-            prefixed=fresh[session_ids.prefixed(pair.salon_id)],
-        )
-        decide(again, now, min_idle)
-        if again.verdict != "remove-stale" or again.stale != pair.stale:
-            pair.verdict = "refused"
-            pair.stale = pair.live = None
-            pair.reason = "the sessions changed while the cleanup ran: " + (
-                again.reason or "the stale side changed"
+    live_id = pair.live
+    try:
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            engine.set_local_timeouts(cursor)
+            cursor.execute(
+                "DELETE FROM whatsapp_auth a WHERE company_id = %s "
+                "RETURNING row_to_json(a)::text, a.created_at, a.updated_at, pg_column_size(a.*)",
+                [pair.stale],
             )
-            return
-        cursor.execute(
-            "SELECT row_to_json(a)::text, pg_column_size(a.*) FROM whatsapp_auth a "
-            "WHERE company_id = %s",
-            [pair.stale],
-        )
-        auth_fetched = cursor.fetchall()
-        auth_rows = [row[0] for row in auth_fetched]
-        row_bytes = sum(row[1] for row in auth_fetched)
-        cursor.execute(
-            "SELECT k.key_type, k.key_id, row_to_json(k)::text, pg_column_size(k.*) "
-            "FROM whatsapp_keys k "
-            "WHERE company_id = %s ORDER BY key_type, key_id FOR UPDATE",
-            [pair.stale],
-        )
-        key_rows = cursor.fetchall()
-        path = backup.new_backup_path(f"duplicates-{pair.salon_id}-{pair.stale}")
-        header = {
-            "operation": "duplicates",
-            "run_id": run_id,
-            "salon_id": pair.salon_id,
-            "session_id": pair.stale,
-            "kept_session_id": pair.live,
-            "written_at": timezone.now().isoformat(),
-        }
-        backup.write(
-            path,
-            header,
-            [(backup.TABLES[0], row) for row in auth_rows]
-            + [(backup.TABLES[1], row[2]) for row in key_rows],
-        )
-        pair.backup_path = str(path)
-        cursor.execute(
-            "DELETE FROM whatsapp_keys WHERE company_id = %s AND (key_type, key_id) IN "
-            "(SELECT * FROM unnest(%s::text[], %s::text[])) RETURNING key_type",
-            [pair.stale, [row[0] for row in key_rows], [row[1] for row in key_rows]],
-        )
-        removed: dict[str, int] = {}
-        for (key_type,) in cursor.fetchall():
-            removed[key_type] = removed.get(key_type, 0) + 1
-        cursor.execute("DELETE FROM whatsapp_auth WHERE company_id = %s", [pair.stale])
-        if cursor.rowcount:
-            removed[AUTH] = cursor.rowcount
-        if sum(removed.values()) != len(auth_rows) + len(key_rows):
-            raise ObservabilityError(
-                f"Removing {pair.stale!r} deleted {sum(removed.values())} rows but "
-                f"{len(auth_rows) + len(key_rows)} were backed up; rolled back."
+            auth_rows = cursor.fetchall()
+            cursor.execute(
+                "DELETE FROM whatsapp_keys k WHERE company_id = %s "
+                "RETURNING k.key_type, k.key_id, row_to_json(k)::text, k.updated_at, "
+                "pg_column_size(k.*)",
+                [pair.stale],
             )
-        pair.removed = removed
-        pair.row_bytes = row_bytes + sum(row[3] for row in key_rows)
-        pair.verdict = "removed"
+            key_rows = sorted(cursor.fetchall(), key=lambda row: (row[0], row[1]))
+            stale = _deleted_side(pair.stale, auth_rows, key_rows)
+            live = _sides(cursor, [live_id])[live_id]
+            again = DuplicatePair(
+                salon_id=pair.salon_id,
+                bare=stale if stale.session_id == session_ids.bare(pair.salon_id) else live,
+                prefixed=live if stale.session_id == session_ids.bare(pair.salon_id) else stale,
+            )
+            decide(again, now, min_idle)
+            if again.verdict != "remove-stale" or again.stale != pair.stale:
+                raise _SidesChanged(again.reason or "the stale side changed")
+            path = backup.new_backup_path(f"duplicates-{pair.salon_id}-{pair.stale}")
+            header = {
+                "operation": "duplicates",
+                "run_id": run_id,
+                "salon_id": pair.salon_id,
+                "session_id": pair.stale,
+                "kept_session_id": live_id,
+                "written_at": timezone.now().isoformat(),
+            }
+            backup.write(
+                path,
+                header,
+                [(backup.TABLES[0], row[0]) for row in auth_rows]
+                + [(backup.TABLES[1], row[2]) for row in key_rows],
+            )
+            pair.backup_path = str(path)
+    except _SidesChanged as changed:
+        pair.verdict = "refused"
+        pair.stale = pair.live = None
+        pair.reason = f"the sessions changed while the cleanup ran: {changed}"
+        return
+    removed = dict(stale.keys)
+    if auth_rows:
+        removed[AUTH] = len(auth_rows)
+    pair.removed = removed
+    pair.row_bytes = sum(row[3] for row in auth_rows) + sum(row[4] for row in key_rows)
+    pair.verdict = "removed"
 
 
 def cleanup_duplicates(

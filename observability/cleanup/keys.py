@@ -161,6 +161,13 @@ def cleanup_orphan_keys(
     row. Keys without ``updated_at`` cannot be dated and are kept. The auth row's absence and
     the age are re-checked by the deleting statement itself.
 
+    No row is locked by hand (``FOR UPDATE`` needs the UPDATE privilege, which the cleanup
+    role does not have): the ``DELETE`` locks what it deletes and re-checks the conditions on
+    a row the bot changed meanwhile (PostgreSQL re-evaluates the WHERE clause on the row's
+    newest version), so a key written again is kept. A row the bot holds locked is waited
+    for, at most ``lock_timeout`` (the batch is then retried); two cleanup runs never overlap
+    (the run's advisory lock).
+
     Args:
         salons: salon ids in either spelling; None: all.
         sessions: exact session ids.
@@ -208,7 +215,7 @@ def cleanup_orphan_keys(
             "WITH deleted AS ("  # noqa: S608
             " DELETE FROM whatsapp_keys k WHERE k.ctid = ANY(ARRAY("
             f"  SELECT k.ctid FROM whatsapp_keys k WHERE {orphan} {filters}"
-            "  LIMIT %s FOR UPDATE OF k SKIP LOCKED"
+            "  LIMIT %s"
             f" )) AND {orphan} {filters}"
             " RETURNING k.company_id, k.key_type, pg_column_size(k.*) AS row_bytes"
             ") SELECT company_id, key_type, count(*), sum(row_bytes) FROM deleted GROUP BY 1, 2",
