@@ -472,7 +472,7 @@ def from_database_error(
                 f"All pooled connections to the {alias!r} database are in use and none came "
                 "free in time: too many requests at once. Retry in a few seconds."
             )
-        if alias != _default_alias():
+        if alias == db_utils.DEFAULT_DB_ALIAS:
             return ProjectDatabaseUnavailable(
                 f"This project's own database ({alias!r}) is unavailable. Check that it is "
                 "running and reachable, then retry."
