@@ -25,33 +25,23 @@ def bot_database_alias() -> str:
 
 
 def stale_warning_after() -> timedelta:
-    """No key written for this long makes a session WARN."""
+    """No write to a session's creds or keys for this long makes it WARN (or it is quiet)."""
     return _get("STALE_WARNING_AFTER", timedelta(hours=24))
 
 
 def stale_failure_after() -> timedelta:
-    """No key written for this long makes a session FAIL (the bot is likely disconnected)."""
+    """No write to a session's creds or keys for this long makes it FAIL (or it is quiet)."""
     return _get("STALE_FAILURE_AFTER", timedelta(hours=48))
 
 
-def min_session_keys() -> int:
-    """Fewer ``session`` keys than this is suspicious (50-100 is normal)."""
-    return _get("MIN_SESSION_KEYS", 10)
+def min_prekey_count() -> int:
+    """
+    A paired session with fewer stored pre-keys than this WARNs (none at all FAILs).
 
-
-def max_expired_share() -> float:
-    """More than this share of a session's keys expired makes it FAIL."""
-    return _get("MAX_EXPIRED_SHARE", 0.5)
-
-
-def expired_keys_warning() -> int:
-    """Total expired keys in the store at or above this is a warning."""
-    return _get("EXPIRED_KEYS_WARNING", 100)
-
-
-def expired_keys_failure() -> int:
-    """Total expired keys in the store above this is critical."""
-    return _get("EXPIRED_KEYS_FAILURE", 500)
+    Baileys' ``MIN_PREKEY_COUNT`` (``src/Defaults/index.ts``): at that many or fewer on the
+    server it uploads more, at login.
+    """
+    return _get("MIN_PREKEY_COUNT", 5)
 
 
 # --- Connections ------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ class ObservabilityCollector(Collector):
         yield sessions
         yield GaugeMetricFamily(
             "observability_whatsapp_expired_keys",
-            "Keys past their expires_at in whatsapp_keys.",
+            "Keys past the bot's expires_at in whatsapp_keys (not a fault: stored pre-keys "
+            "and app-state keys stay live past it).",
             value=store.total_expired_keys,
         )
         keys = GaugeMetricFamily(

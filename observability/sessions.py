@@ -8,13 +8,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
 
 from django.db import connections
 from django.utils import timezone
 
-from observability import config, phones, session_ids
+from observability import config, phones, rules, session_ids
 from observability.exceptions import SessionNotFound, translate_database_errors
+from observability.rules import SessionFacts, Status, worst
 from observability.session_ids import Spelling
 
 logger = logging.getLogger(__name__)
@@ -22,26 +22,18 @@ logger = logging.getLogger(__name__)
 #: How many of the worst sessions the store's summary carries.
 WORST_COUNT = 10
 
-
-class Status(StrEnum):
-    """A health verdict; compare them with :attr:`severity` or :func:`worst`."""
-
-    OK = "OK"
-    WARN = "WARN"
-    FAIL = "FAIL"
-
-    @property
-    def severity(self) -> int:
-        """0 for OK, 1 for WARN, 2 for FAIL: higher is worse."""
-        return _SEVERITY[self]
-
-
-_SEVERITY = {Status.OK: 0, Status.WARN: 1, Status.FAIL: 2}
-
-
-def worst(*statuses: Status) -> Status:
-    """The most severe of the given statuses (OK when none is given)."""
-    return max(statuses, key=lambda status: status.severity, default=Status.OK)
+__all__ = [
+    "SessionFacts",
+    "SessionHealth",
+    "Status",
+    "StoreFinding",
+    "StoreHealth",
+    "get_session",
+    "list_sessions",
+    "store_health",
+    "summarize",
+    "worst",
+]
 
 
 @dataclass(frozen=True)
@@ -56,21 +48,26 @@ class SessionHealth:
         salon_title: ``companies.title`` of the salon, when the salon is known.
         key_counts: number of keys by ``key_type``.
         total_keys: all keys of the session.
-        session_keys: keys of type ``session`` (50-100 is normal).
-        expired_keys: keys whose ``expires_at`` has passed.
+        session_keys: keys of type ``session`` (one per contact device).
+        expired_keys: keys whose ``expires_at`` has passed (a fact, not a fault: pre-keys
+            and app-state keys stay live long past it).
         expired_share: expired_keys / total_keys (0 when there are no keys).
         newest_key_write: the latest ``updated_at`` (or ``created_at``) over the keys.
         auth_updated_at: ``whatsapp_auth.updated_at``, when an auth row exists.
         has_auth: an auth row exists.
         has_keys: at least one key exists.
         phone_masked: the session's own number from ``creds.me.id``, masked.
-        registered: ``creds.registered`` (None without an auth row).
+        registered: ``creds.registered`` (None without an auth row); true only after a
+            pairing-code login, so false is normal for a QR-paired session.
         platform: ``creds.platform``.
         twin_session_id: the other spelling of the same salon, when it is stored too.
         status: the verdict.
-        reasons: every rule that applies, as sentences an operator can act on.
+        reasons: every WARN or FAIL rule that applies, as sentences an operator can act on.
         phone_digits: the unmasked number, for searching only; never render it.
         salon_pk: ``companies.id`` of the salon's row, for links to its page.
+        notes: sentences shown beside the verdict that never change it (unknown key types).
+        rules: stable names of the rules behind ``reasons``, in the same order.
+        facts: everything the rules judged (``observability.rules.SessionFacts``).
 
     """
 
@@ -95,6 +92,9 @@ class SessionHealth:
     reasons: tuple[str, ...]
     phone_digits: str | None = field(default=None, repr=False, compare=False)
     salon_pk: int | None = None
+    notes: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    facts: SessionFacts | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_duplicate(self) -> bool:
@@ -106,11 +106,74 @@ class SessionHealth:
         """Keys exist but no auth row does."""
         return self.has_keys and not self.has_auth
 
+    @property
+    def paired(self) -> bool:
+        """The creds hold a paired account (``me.id`` and ``account``)."""
+        return bool(self.facts and self.facts.paired)
+
+    @property
+    def pairing(self) -> str | None:
+        """``"pairing code"`` or ``"QR"`` for a paired session (from ``creds.registered``)."""
+        if not self.paired:
+            return None
+        return "pairing code" if self.registered else "QR"
+
+    @property
+    def last_write(self) -> datetime | None:
+        """The latest write to the session's creds or keys."""
+        return self.facts.last_write if self.facts else self.newest_key_write
+
     def last_write_age(self, now: datetime | None = None) -> timedelta | None:
         """How long ago the newest key was written (None without keys)."""
         if self.newest_key_write is None:
             return None
         return (now or timezone.now()) - self.newest_key_write
+
+    def as_dict(self) -> dict:
+        """
+        The verdict and its facts as JSON-ready data: no secret, the phone masked.
+
+        Used by ``manage.py whatsapp_sessions --json`` and by anything that stores verdicts.
+        """
+        facts = self.facts or SessionFacts(self.session_id)
+        return {
+            "session_id": self.session_id,
+            "salon_id": self.salon_id,
+            "salon_title": self.salon_title,
+            "status": str(self.status),
+            "reasons": list(self.reasons),
+            "rules": list(self.rules),
+            "notes": list(self.notes),
+            "facts": {
+                "has_auth": self.has_auth,
+                "paired": facts.paired,
+                "pairing": self.pairing,
+                "registered": self.registered,
+                "platform": self.platform,
+                "phone": self.phone_masked,
+                "salon_phone": phones.mask(facts.salon_phone),
+                "key_counts": dict(self.key_counts),
+                "total_keys": self.total_keys,
+                "pre_keys": facts.pre_keys,
+                "max_pre_key_id": facts.max_pre_key_id,
+                "next_pre_key_id": facts.next_pre_key_id,
+                "app_state_key_id": facts.app_state_key_id,
+                "app_state_key_stored": facts.app_state_key_stored,
+                "expired_keys": self.expired_keys,
+                "last_write": _iso(self.last_write),
+                "last_key_write": _iso(self.newest_key_write),
+                "auth_written": _iso(self.auth_updated_at),
+                "twin_session_id": self.twin_session_id,
+                "shares_login_with": list(facts.shares_login_with),
+                "shares_phone_with": list(facts.shares_phone_with),
+                "bot_connected": facts.bot_connected,
+                "bot_disconnected_at": _iso(facts.bot_disconnected_at),
+            },
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 @dataclass(frozen=True)
@@ -122,8 +185,8 @@ class StoreFinding:
     store has one verdict.
 
     Attributes:
-        cause: a stable name (``failing_sessions``, ``expired_keys``, ...), used as the alert's
-            fingerprint and cooldown key.
+        cause: a stable name (``failing_sessions``, ``one_login_twice``, ...), used as the
+            alert's fingerprint and cooldown key.
         status: ``WARN`` or ``FAIL``.
         message: what is wrong, with counts and salon ids, never a phone or a secret.
         action: what an operator should do about it.
@@ -149,27 +212,28 @@ class StoreHealth:
     Attributes:
         sessions_by_status: how many sessions have each status (every status present).
         total_sessions: sessions known from auth rows or keys.
-        total_expired_keys: keys past ``expires_at`` over the whole table.
-        expired_status: the verdict on total_expired_keys against the thresholds.
+        total_expired_keys: keys past ``expires_at`` over the whole table (a fact, not a
+            fault: Baileys still needs every stored pre-key and app-state key).
         duplicate_salon_ids: salons stored under both spellings.
         orphan_session_ids: session ids that have keys but no auth row.
         keys_by_type: number of keys per ``key_type`` over the whole table.
         status: the store's verdict: the worst of its findings.
         findings: why, worst first.
         worst: the worst sessions, worst first (at most ten).
+        shared_logins: groups of session ids that hold one login or one number.
 
     """
 
     sessions_by_status: dict[Status, int]
     total_sessions: int
     total_expired_keys: int
-    expired_status: Status
     duplicate_salon_ids: tuple[int, ...]
     orphan_session_ids: tuple[str, ...]
     keys_by_type: dict[str, int]
     status: Status
     findings: tuple[StoreFinding, ...]
     worst: tuple[SessionHealth, ...]
+    shared_logins: tuple[tuple[str, ...], ...] = ()
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -184,23 +248,28 @@ class StoreHealth:
 
 # --- Queries ---------------------------------------------------------------------------------
 #
-# Three aggregate queries answer every session at once: the keys grouped by (company_id,
-# key_type), a narrow read of whatsapp_auth that extracts three creds fields in SQL (the creds
-# never reach Python), and the salons' titles. Their number does not depend on the number of
-# sessions.
+# Four aggregate queries answer every session at once: the keys grouped by (company_id,
+# key_type), a narrow read of whatsapp_auth that extracts the few creds fields the rules need
+# in SQL (the creds never reach Python), the groups of auth rows sharing a login or a number
+# (keys compared by hash in SQL, never read), and the salons' companies rows. Their number does
+# not depend on the number of sessions.
 
-# One row per session: the per-type counts as two parallel arrays, and the newest write as
-# epoch seconds (a float is far cheaper for the driver to load than ten thousand timestamps).
+# One row per session: the per-type counts as two parallel arrays, the newest write as epoch
+# seconds (a float is far cheaper for the driver to load than ten thousand timestamps), and
+# the highest numeric pre-key id (Baileys stores pre-key ids as decimal text).
 _KEYS_SQL = """
     SELECT company_id,
            array_agg(key_type ORDER BY key_type),
            array_agg(keys ORDER BY key_type),
            sum(expired)::bigint,
-           extract(epoch FROM max(newest))::float8
+           extract(epoch FROM max(newest))::float8,
+           max(max_pre_key)
       FROM (
             SELECT company_id, key_type, count(*) AS keys,
                    count(*) FILTER (WHERE expires_at < %(now)s) AS expired,
-                   max(coalesce(updated_at, created_at)) AS newest
+                   max(coalesce(updated_at, created_at)) AS newest,
+                   max(CASE WHEN key_type = 'pre-key' AND key_id ~ '^[0-9]{1,18}$'
+                            THEN key_id::bigint END) AS max_pre_key
               FROM whatsapp_keys
               {where}
           GROUP BY company_id, key_type
@@ -208,18 +277,55 @@ _KEYS_SQL = """
   GROUP BY company_id
 """
 
+# ``account`` is a secret: only whether it is there leaves the database.
 _AUTH_SQL = """
-    SELECT company_id,
-           creds -> 'me' ->> 'id',
-           creds ->> 'registered',
-           creds ->> 'platform',
-           coalesce(updated_at, created_at)
-      FROM whatsapp_auth
+    SELECT a.company_id,
+           a.creds -> 'me' ->> 'id',
+           coalesce(jsonb_typeof(a.creds -> 'account') = 'object', false),
+           a.creds ->> 'registered',
+           a.creds ->> 'platform',
+           CASE WHEN jsonb_typeof(a.creds -> 'nextPreKeyId') = 'number'
+                THEN (a.creds ->> 'nextPreKeyId')::numeric END,
+           left(a.creds ->> 'myAppStateKeyId', 64),
+           EXISTS (SELECT 1 FROM whatsapp_keys k
+                    WHERE k.company_id = a.company_id
+                      AND k.key_type = 'app-state-sync-key'
+                      AND k.key_id = a.creds ->> 'myAppStateKeyId'),
+           coalesce(a.updated_at, a.created_at)
+      FROM whatsapp_auth a
       {where}
 """
 
-_TITLES_SQL = """
-    SELECT DISTINCT ON (company_id) company_id, title, id
+# Groups of auth rows holding the same login (signedIdentityKey or noiseKey public key,
+# compared as hashes) or logged in as the same number. Always over the whole table: a session
+# shares with rows outside any filter. Only the groups' session ids leave the database.
+_SHARED_SQL = """
+    SELECT 'login', array_agg(DISTINCT company_id ORDER BY company_id)
+      FROM (
+            SELECT company_id, 'i' || md5((creds -> 'signedIdentityKey' -> 'public')::text) AS h
+              FROM whatsapp_auth
+             WHERE creds -> 'signedIdentityKey' -> 'public' IS NOT NULL
+             UNION ALL
+            SELECT company_id, 'n' || md5((creds -> 'noiseKey' -> 'public')::text)
+              FROM whatsapp_auth
+             WHERE creds -> 'noiseKey' -> 'public' IS NOT NULL
+           ) AS logins
+  GROUP BY h
+    HAVING count(DISTINCT company_id) > 1
+     UNION ALL
+    SELECT 'phone', array_agg(company_id ORDER BY company_id)
+      FROM (
+            SELECT company_id, substring(creds -> 'me' ->> 'id' FROM '^[+]?([0-9]+)') AS phone
+              FROM whatsapp_auth
+           ) AS numbers
+     WHERE phone IS NOT NULL
+  GROUP BY phone
+    HAVING count(*) > 1
+"""
+
+_COMPANIES_SQL = """
+    SELECT DISTINCT ON (company_id)
+           company_id, title, id, whatsapp_phone, whatsapp_connected, disconnected_at
       FROM companies
      WHERE company_id = ANY(%(salons)s)
   ORDER BY company_id, id
@@ -231,24 +337,62 @@ class _KeyAggregate:
     counts: dict[str, int] = field(default_factory=dict)
     expired: int = 0
     newest: datetime | None = None
+    max_pre_key_id: int | None = None
 
 
 @dataclass(frozen=True)
 class _AuthRow:
     jid: str | None
+    has_account: bool
     registered: str | None
     platform: str | None
+    next_pre_key_id: int | None
+    app_state_key_id: str | None
+    app_state_key_stored: bool
     updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class _Salon:
+    title: str | None
+    pk: int
+    phone: str | None
+    connected: bool | None
+    disconnected_at: datetime | None
+
+
+@dataclass
+class _Shared:
+    """Who shares a login or a number with whom (session id -> the others)."""
+
+    login: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    phone: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    groups: list[tuple[str, ...]] = field(default_factory=list)
+
+
+@dataclass
+class _Fetched:
+    keys: dict[str, _KeyAggregate]
+    auth: dict[str, _AuthRow]
+    salons: dict[int, _Salon]
+    shared: _Shared
 
 
 def _alias() -> str:
     return config.bot_database_alias()
 
 
-def _fetch(
-    session_filter: Sequence[str] | None, now: datetime
-) -> tuple[dict[str, _KeyAggregate], dict[str, _AuthRow], dict[int, tuple[str | None, int]]]:
-    """Run the three aggregate queries, restricted to ``session_filter`` when given."""
+def _pre_key_id(value) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (ValueError, OverflowError):  # NaN or infinite numbers in hand-edited creds
+        return None
+
+
+def _fetch(session_filter: Sequence[str] | None, now: datetime) -> _Fetched:
+    """Run the aggregate queries, restricted to ``session_filter`` when given."""
     alias = _alias()
     params: dict = {"now": now}
     where = ""
@@ -257,29 +401,50 @@ def _fetch(
         params["ids"] = list(session_filter)
     keys: dict[str, _KeyAggregate] = {}
     auth: dict[str, _AuthRow] = {}
+    shared = _Shared()
     with translate_database_errors(alias), connections[alias].cursor() as cursor:
-        cursor.execute(_KEYS_SQL.format(where=where), params)
-        for company_id, key_types, counts, expired, newest in cursor.fetchall():
+        cursor.execute(_KEYS_SQL.replace("{where}", where), params)
+        for company_id, key_types, counts, expired, newest, max_pre_key in cursor.fetchall():
             keys[company_id] = _KeyAggregate(
                 counts=dict(zip(key_types, counts, strict=True)),
                 expired=expired,
                 newest=datetime.fromtimestamp(newest, tz=UTC) if newest is not None else None,
+                max_pre_key_id=max_pre_key,
             )
-        cursor.execute(_AUTH_SQL.format(where=where), params)
-        for company_id, jid, registered, platform, updated_at in cursor.fetchall():
-            auth[company_id] = _AuthRow(jid, registered, platform, updated_at)
-        salons = sorted(
+        cursor.execute(
+            _AUTH_SQL.replace("{where}", where.replace("company_id", "a.company_id")), params
+        )
+        for row in cursor.fetchall():
+            company_id, jid, account, registered, platform, next_id, app_key, stored, at = row
+            auth[company_id] = _AuthRow(
+                jid=jid,
+                has_account=account,
+                registered=registered,
+                platform=platform,
+                next_pre_key_id=_pre_key_id(next_id),
+                app_state_key_id=app_key,
+                app_state_key_stored=stored,
+                updated_at=at,
+            )
+        cursor.execute(_SHARED_SQL)
+        for what, members in cursor.fetchall():
+            shared.groups.append(tuple(members))
+            by_id = shared.login if what == "login" else shared.phone
+            for member in members:
+                by_id[member].update(other for other in members if other != member)
+        salon_ids = sorted(
             {
                 parsed.salon_id
                 for parsed in map(session_ids.describe, set(keys) | set(auth))
                 if parsed.salon_id is not None
             }
         )
-        titles: dict[int, tuple[str | None, int]] = {}
-        if salons:
-            cursor.execute(_TITLES_SQL, {"salons": salons})
-            titles = {salon: (title, pk) for salon, title, pk in cursor.fetchall()}
-    return keys, auth, titles
+        salons: dict[int, _Salon] = {}
+        if salon_ids:
+            cursor.execute(_COMPANIES_SQL, {"salons": salon_ids})
+            for salon, title, pk, phone, connected, disconnected_at in cursor.fetchall():
+                salons[salon] = _Salon(title, pk, phone, connected, disconnected_at)
+    return _Fetched(keys=keys, auth=auth, salons=salons, shared=shared)
 
 
 def _with_twins(ids: Iterable[str]) -> list[str]:
@@ -293,140 +458,62 @@ def _with_twins(ids: Iterable[str]) -> list[str]:
     return sorted(wanted)
 
 
-# --- Verdicts --------------------------------------------------------------------------------
+# --- Facts and verdicts ----------------------------------------------------------------------
 
 
-def _hours(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
-    if hours >= 48:
-        return f"{hours / 24:.0f} days"
-    return f"{hours:.0f} hours"
-
-
-def _judge(
-    *,
-    parsed: session_ids.SessionId,
-    aggregate: _KeyAggregate | None,
-    auth: _AuthRow | None,
-    twin_exists: bool,
-    now: datetime,
-) -> tuple[Status, tuple[str, ...]]:
-    """Apply every rule to one session's facts; return the verdict and its reasons."""
-    verdicts: list[tuple[Status, str]] = []
-    if parsed.salon_id is None:
-        verdicts.append(
-            (
-                Status.WARN,
-                "The session id follows neither spelling (962302 or company_962302), so it "
-                "cannot be tied to a salon; check the bot's configuration.",
-            )
-        )
-    if twin_exists:
-        verdicts.append(
-            (
-                Status.FAIL,
-                f"The salon is also stored as {parsed.twin!r}: two sessions for one salon "
-                "fight over the same WhatsApp number (this caused outages). Keep the one the "
-                "bot uses and clean up the other.",
-            )
-        )
-    if auth is None:
-        verdicts.append(
-            (
-                Status.WARN,
-                "Keys exist without an auth row (creds): the session was logged out or "
-                "deleted, and these keys are leftovers that can be cleaned up.",
-            )
-        )
-    elif auth.registered != "true":
-        verdicts.append(
-            (
-                Status.FAIL,
-                "The creds are not registered: the WhatsApp number was never paired or was "
-                "logged out. Pair the salon's WhatsApp again.",
-            )
-        )
-    total = sum(aggregate.counts.values()) if aggregate else 0
-    if aggregate is None or not total:
-        verdicts.append(
-            (
-                Status.FAIL,
-                "The session has no keys at all: the bot is not connected with it. "
-                "Reconnect the salon's WhatsApp.",
-            )
-        )
-    else:
-        if aggregate.newest is not None:
-            age = now - aggregate.newest
-            if age >= config.stale_failure_after():
-                verdicts.append(
-                    (
-                        Status.FAIL,
-                        f"No key written for {_hours(age)}: the bot is likely disconnected "
-                        "or logged out. Check the bot's WhatsApp connection for this salon.",
-                    )
-                )
-            elif age >= config.stale_warning_after():
-                verdicts.append(
-                    (
-                        Status.WARN,
-                        f"No key written for {_hours(age)}: the session may be going quiet. "
-                        "Check that the salon's WhatsApp is still connected.",
-                    )
-                )
-        share = aggregate.expired / total
-        if share > config.max_expired_share():
-            verdicts.append(
-                (
-                    Status.FAIL,
-                    f"{share:.0%} of the keys are expired ({aggregate.expired} of {total}): "
-                    "the bot stopped using this session. Reconnect it, then clean up the "
-                    "expired keys.",
-                )
-            )
-        session_keys = aggregate.counts.get("session", 0)
-        if session_keys < config.min_session_keys():
-            verdicts.append(
-                (
-                    Status.WARN,
-                    f"Only {session_keys} 'session' keys (50-100 is normal): the bot talks "
-                    "to few contacts or lost its sessions; watch whether messages get through.",
-                )
-            )
-    status = worst(*(status for status, _ in verdicts))
-    # Most severe reasons first, so the first sentence is the one to act on.
-    ordered = sorted(verdicts, key=lambda verdict: -verdict[0].severity)
-    return status, tuple(reason for _, reason in ordered)
-
-
-def _build(
-    session_id: str,
-    *,
-    keys: dict[str, _KeyAggregate],
-    auth: dict[str, _AuthRow],
-    titles: dict[int, tuple[str | None, int]],
-    now: datetime,
-) -> SessionHealth:
+def _facts(session_id: str, fetched: _Fetched) -> SessionFacts:
+    """Gather one session's facts from the fetched aggregates (the rules judge them)."""
     parsed = session_ids.describe(session_id)
-    aggregate = keys.get(session_id)
-    auth_row = auth.get(session_id)
+    aggregate = fetched.keys.get(session_id)
+    auth = fetched.auth.get(session_id)
     twin = parsed.twin
-    twin_exists = bool(twin and (twin in keys or twin in auth))
-    status, reasons = _judge(
-        parsed=parsed, aggregate=aggregate, auth=auth_row, twin_exists=twin_exists, now=now
+    twin_exists = bool(twin and (twin in fetched.keys or twin in fetched.auth))
+    salon = fetched.salons.get(parsed.salon_id) if parsed.salon_id is not None else None
+    writes = [
+        moment
+        for moment in (aggregate.newest if aggregate else None, auth.updated_at if auth else None)
+        if moment is not None
+    ]
+    salon_phone = phones.normalize(salon.phone) if salon and salon.phone else ""
+    return SessionFacts(
+        session_id=session_id,
+        salon_id=parsed.salon_id,
+        has_auth=auth is not None,
+        me_id_present=bool(auth and auth.jid),
+        has_account=bool(auth and auth.has_account),
+        registered=(auth.registered == "true") if auth else None,
+        phone=phones.from_jid(auth.jid) if auth else None,
+        next_pre_key_id=auth.next_pre_key_id if auth else None,
+        app_state_key_id=auth.app_state_key_id if auth else None,
+        app_state_key_stored=bool(auth and auth.app_state_key_stored),
+        key_counts=dict(sorted(aggregate.counts.items())) if aggregate else {},
+        max_pre_key_id=aggregate.max_pre_key_id if aggregate else None,
+        last_write=max(writes) if writes else None,
+        twin_session_id=twin if twin_exists else None,
+        twin_has_auth=bool(twin and twin in fetched.auth),
+        shares_login_with=tuple(sorted(fetched.shared.login.get(session_id, ()))),
+        shares_phone_with=tuple(sorted(fetched.shared.phone.get(session_id, ()))),
+        salon_phone=salon_phone or None,
+        bot_connected=salon.connected if salon else None,
+        bot_disconnected_at=salon.disconnected_at if salon else None,
     )
-    counts = dict(sorted(aggregate.counts.items())) if aggregate else {}
+
+
+def _build(session_id: str, fetched: _Fetched, now: datetime) -> SessionHealth:
+    facts = _facts(session_id, fetched)
+    judgement = rules.judge(facts, now)
+    parsed = session_ids.describe(session_id)
+    aggregate = fetched.keys.get(session_id)
+    auth_row = fetched.auth.get(session_id)
+    counts = facts.key_counts
     total = sum(counts.values())
     expired = aggregate.expired if aggregate else 0
-    digits = phones.from_jid(auth_row.jid) if auth_row else None
-    title, salon_pk = (
-        titles.get(parsed.salon_id, (None, None)) if parsed.salon_id else (None, None)
-    )
+    salon = fetched.salons.get(parsed.salon_id) if parsed.salon_id is not None else None
     return SessionHealth(
         session_id=session_id,
         salon_id=parsed.salon_id,
         spelling=parsed.spelling,
-        salon_title=title,
+        salon_title=salon.title if salon else None,
         key_counts=counts,
         total_keys=total,
         session_keys=counts.get("session", 0),
@@ -436,20 +523,23 @@ def _build(
         auth_updated_at=auth_row.updated_at if auth_row else None,
         has_auth=auth_row is not None,
         has_keys=total > 0,
-        phone_masked=phones.mask(digits),
-        registered=(auth_row.registered == "true") if auth_row else None,
+        phone_masked=phones.mask(facts.phone),
+        registered=facts.registered,
         platform=auth_row.platform if auth_row else None,
-        twin_session_id=twin if twin_exists else None,
-        status=status,
-        reasons=reasons,
-        phone_digits=digits,
-        salon_pk=salon_pk,
+        twin_session_id=facts.twin_session_id,
+        status=judgement.status,
+        reasons=judgement.reasons,
+        phone_digits=facts.phone,
+        salon_pk=salon.pk if salon else None,
+        notes=judgement.notes,
+        rules=judgement.rules,
+        facts=facts,
     )
 
 
 def _worst_first_key(health: SessionHealth) -> tuple:
     """Sort key: FAIL before WARN before OK, then more reasons, then oldest write first."""
-    newest = health.newest_key_write
+    newest = health.last_write
     return (
         -health.status.severity,
         -len(health.reasons),
@@ -459,11 +549,11 @@ def _worst_first_key(health: SessionHealth) -> tuple:
 
 
 def _sessions(wanted: Sequence[str] | None, now: datetime) -> list[SessionHealth]:
-    keys, auth, titles = _fetch(None if wanted is None else _with_twins(wanted), now)
-    every = set(keys) | set(auth)
+    fetched = _fetch(None if wanted is None else _with_twins(wanted), now)
+    every = set(fetched.keys) | set(fetched.auth)
     if wanted is not None:
         every &= set(wanted)
-    result = [_build(sid, keys=keys, auth=auth, titles=titles, now=now) for sid in every]
+    result = [_build(sid, fetched, now) for sid in every]
     result.sort(key=_worst_first_key)
     return result
 
@@ -477,13 +567,13 @@ def list_sessions(
     """
     The health of every session (or of the given session ids), worst first.
 
-    A session is any id found in ``whatsapp_auth`` or ``whatsapp_keys``. Three aggregate
-    queries answer all of them at once.
+    A session is any id found in ``whatsapp_auth`` or ``whatsapp_keys``. Four aggregate
+    queries answer all of them at once; the rules are in ``observability.rules``.
 
     Args:
         now: the moment to judge at (default: now).
         session_ids: restrict to these stored ids; the other spelling of each is read too so
-            duplicates are still detected.
+            duplicates are still detected, and shared logins are looked up over every row.
 
     Raises:
         BotDatabaseUnavailable: the bot database cannot be reached.
@@ -515,18 +605,9 @@ def get_session(session_id: str, *, now: datetime | None = None) -> SessionHealt
     raise SessionNotFound(f"No WhatsApp session is stored under {session_id[:60]!r}.")
 
 
-def expired_status(total_expired: int) -> Status:
-    """The store-wide verdict on the number of expired keys (100 / 500 by default)."""
-    if total_expired > config.expired_keys_failure():
-        return Status.FAIL
-    if total_expired >= config.expired_keys_warning():
-        return Status.WARN
-    return Status.OK
-
-
 def store_health(*, now: datetime | None = None) -> StoreHealth:
     """
-    The health of the whole store, from the same three aggregate queries.
+    The health of the whole store, from the same aggregate queries.
 
     Raises:
         BotDatabaseUnavailable: the bot database cannot be reached.
@@ -556,8 +637,6 @@ def summarize(sessions: Sequence[SessionHealth]) -> StoreHealth:
     for health in sessions:
         for key_type, count in health.key_counts.items():
             keys_by_type[key_type] += count
-    total_expired = sum(health.expired_keys for health in sessions)
-    expired_verdict = expired_status(total_expired)
     duplicates = tuple(
         sorted(
             {
@@ -567,39 +646,49 @@ def summarize(sessions: Sequence[SessionHealth]) -> StoreHealth:
             }
         )
     )
-    orphans = tuple(sorted(h.session_id for h in sessions if not h.has_auth))
-
-    findings = _store_findings(
-        sessions, by_status, total_expired, expired_verdict, duplicates, orphans
-    )
+    orphans = tuple(sorted(h.session_id for h in sessions if h.is_orphan))
+    shared = _shared_groups(sessions)
+    findings = _store_findings(sessions, by_status, shared, orphans)
     return StoreHealth(
         sessions_by_status=by_status,
         total_sessions=len(sessions),
-        total_expired_keys=total_expired,
-        expired_status=expired_verdict,
+        total_expired_keys=sum(health.expired_keys for health in sessions),
         duplicate_salon_ids=duplicates,
         orphan_session_ids=orphans,
         keys_by_type=dict(sorted(keys_by_type.items())),
         status=worst(*(finding.status for finding in findings)),
         findings=findings,
         worst=tuple(sessions[:WORST_COUNT]),
+        shared_logins=shared,
     )
+
+
+def _shared_groups(sessions: Sequence[SessionHealth]) -> tuple[tuple[str, ...], ...]:
+    """The groups of session ids holding one login or one number, each sorted, deduplicated."""
+    groups = set()
+    for health in sessions:
+        facts = health.facts
+        if facts is None:
+            continue
+        for others in (facts.shares_login_with, facts.shares_phone_with):
+            if others:
+                groups.add(tuple(sorted({health.session_id, *others})))
+    return tuple(sorted(groups))
 
 
 def _store_findings(
     sessions: Sequence[SessionHealth],
     by_status: dict[Status, int],
-    total_expired: int,
-    expired_verdict: Status,
-    duplicates: tuple[int, ...],
+    shared: tuple[tuple[str, ...], ...],
     orphans: tuple[str, ...],
 ) -> tuple[StoreFinding, ...]:
     """
-    Judge the store, worst finding first.
+    Judge the store from its sessions' verdicts, worst finding first.
 
-    FAIL when any session fails, a salon is stored under both spellings, or expired keys are
-    above the critical threshold; WARN when any session warns, expired keys reach the warning
-    threshold, or keys exist without an auth row.
+    FAIL when any session fails or one login (or number) is stored under several session ids
+    (``observability.rules.one_login_twice``); WARN when any session warns or keys exist
+    without an auth row. Keys past ``expires_at`` are not a finding: Baileys still needs every
+    stored pre-key and app-state key (see ``observability.rules``).
     """
     total = len(sessions)
     findings: list[StoreFinding] = []
@@ -611,8 +700,20 @@ def _store_findings(
                 Status.FAIL,
                 f"{by_status[Status.FAIL]} of {total} session(s) failing "
                 f"(worst: {', '.join(examples)})",
-                "open the sessions admin (worst first) and reconnect or re-pair those salons' "
-                "WhatsApp, or clean up sessions that are gone.",
+                "open the sessions admin (worst first) or run manage.py whatsapp_sessions "
+                "--status FAIL, and follow each session's reason.",
+            )
+        )
+    if shared:
+        listed = "; ".join(" + ".join(group) for group in shared[:10])
+        findings.append(
+            StoreFinding(
+                "one_login_twice",
+                Status.FAIL,
+                f"{len(shared)} login(s) or number(s) stored under several session ids ({listed})",
+                "WhatsApp keeps one connection per login and drops the other (440 conflict): "
+                "keep the session the bot uses in each group and remove the others "
+                "(cleanup_duplicates for two spellings of one salon).",
             )
         )
     if by_status[Status.WARN]:
@@ -624,35 +725,13 @@ def _store_findings(
                 "check the warning sessions in the sessions admin.",
             )
         )
-    if expired_verdict is not Status.OK:
-        findings.append(
-            StoreFinding(
-                "expired_keys",
-                expired_verdict,
-                f"{total_expired} expired keys in the store (warning at "
-                f"{config.expired_keys_warning()}, "
-                f"critical above {config.expired_keys_failure()})",
-                "run the expired-keys cleanup and check that its daily schedule runs.",
-            )
-        )
-    if duplicates:
-        findings.append(
-            StoreFinding(
-                "duplicate_spellings",
-                Status.FAIL,
-                f"{len(duplicates)} salon(s) stored under both spellings "
-                f"({', '.join(map(str, duplicates[:10]))})",
-                "keep the session the bot uses for each salon and remove the other spelling "
-                "(duplicates cleanup).",
-            )
-        )
     if orphans:
         findings.append(
             StoreFinding(
                 "orphan_sessions",
                 Status.WARN,
                 f"{len(orphans)} session(s) have keys but no auth row",
-                "clean up the orphan keys.",
+                "no login can use them: remove them with cleanup_orphan_keys.",
             )
         )
     findings.sort(key=lambda finding: -finding.status.severity)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.db.models import F
 from django.utils import timezone
 
 from observability import alerts
@@ -26,18 +27,20 @@ def _empty_alert_state():
 def _healthy(session_id: str) -> None:
     factories.make_auth(session_id)
     factories.make_keys(session_id, "session", 60)
+    factories.make_keys(session_id, "pre-key", 20)
 
 
 def _failing(session_id: str) -> None:
     written_at = timezone.now() - timedelta(days=3)
     factories.make_auth(session_id, written_at=written_at, phone="79001234567")
     factories.make_keys(session_id, "session", 60, written_at=written_at)
+    factories.make_keys(session_id, "pre-key", 20, written_at=written_at)
 
 
 def _recover(session_id: str) -> None:
     """The bot writes the session again (the table's trigger stamps updated_at = now())."""
-    factories.WhatsAppKey.objects.filter(company_id=session_id).update(key_type="session")
-    factories.WhatsAppAuth.objects.filter(company_id=session_id).update(creds={"registered": True})
+    factories.WhatsAppKey.objects.filter(company_id=session_id).update(key_type=F("key_type"))
+    factories.WhatsAppAuth.objects.filter(company_id=session_id).update(creds=F("creds"))
 
 
 def _fail_again(session_id: str) -> None:
@@ -108,14 +111,14 @@ def test_check_store_and_alert__reports_again_after_the_cooldown(sentry_server, 
 
 
 def test_check_store_and_alert__each_cause_has_its_own_issue(sentry_server):
-    """A duplicated salon fails as sessions and as spellings: two events, two fingerprints."""
+    """One number under both spellings fails as sessions and as one login twice: two events."""
     _healthy("962302")
     _healthy("company_962302")
     result = alerts.check_store_and_alert()
-    assert result["reported"] == ["failing_sessions", "duplicate_spellings"]
+    assert result["reported"] == ["failing_sessions", "one_login_twice"]
     assert sentry_server.wait_for(lambda s: len(_alert_events(s)) == 2)
     fingerprints = sorted(e["fingerprint"][1] for e in _alert_events(sentry_server))
-    assert fingerprints == ["store.duplicate_spellings", "store.failing_sessions"]
+    assert fingerprints == ["store.failing_sessions", "store.one_login_twice"]
 
 
 def test_check_store_and_alert__no_op_without_sentry():

@@ -32,7 +32,7 @@ def test_whatsapp_key__composite_primary_key_round_trips():
 
 def test_whatsapp_auth__reads_buffers_in_creds():
     """Creds come back as the Baileys object, Buffers included."""
-    factories.make_auth("962302")
+    factories.make_auth("962302", phone="79001234567")
     creds = WhatsAppAuth.objects.get(pk="962302").creds
     assert creds["noiseKey"]["private"]["type"] == "Buffer"
     assert creds["me"]["id"].startswith("79001234567:")

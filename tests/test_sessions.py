@@ -33,7 +33,7 @@ def test_status__worst_and_severity():
 
 
 def test_get_session__healthy_is_ok_with_facts():
-    """A freshly written, registered session is OK and carries its facts, phone masked."""
+    """A freshly written QR-paired session is OK and carries its facts, phone masked."""
     factories.make_company(962302, title="Лотос")
     healthy("962302", phone="79001234567", platform="smba")
     health = sessions.get_session("962302")
@@ -46,7 +46,8 @@ def test_get_session__healthy_is_ok_with_facts():
     assert health.total_keys == 25 and health.session_keys == 20
     assert health.expired_keys == 0 and health.expired_share == 0.0
     assert health.phone_masked == "7900***4567"
-    assert health.registered is True and health.platform == "smba"
+    assert health.registered is False and health.platform == "smba"
+    assert health.paired and health.pairing == "QR"
     assert health.has_auth and health.has_keys
     assert health.twin_session_id is None
     assert "79001234567" not in repr(health)
@@ -58,7 +59,7 @@ def test_get_session__quiet_for_a_day_warns():
     health = sessions.get_session("company_1001")
     assert health.status is Status.WARN
     assert health.spelling is Spelling.PREFIXED
-    assert any("No key written for 30 hours" in r for r in health.reasons)
+    assert any("No key written for 30 hours" in r and "quiet salon" in r for r in health.reasons)
 
 
 def test_get_session__quiet_for_two_days_fails():
@@ -69,34 +70,31 @@ def test_get_session__quiet_for_two_days_fails():
     assert any("No key written for 3 days" in r and "disconnected" in r for r in health.reasons)
 
 
-def test_get_session__mostly_expired_fails():
-    """More than half of the keys past expires_at is a FAIL with the share shown."""
+def test_get_session__mostly_expired_is_counted_not_judged():
+    """Keys past expires_at are a fact, never a fault (pre-keys stay live past it)."""
     healthy("1003")
     past = timezone.now() - timedelta(days=1)
-    factories.make_keys("1003", "sender-key", 30, expires_at=past)
+    factories.make_keys("1003", "pre-key", 30, expires_at=past, first_id=100)
     health = sessions.get_session("1003")
-    assert health.expired_keys == 30
-    assert health.status is Status.FAIL
-    assert any("55% of the keys are expired (30 of 55)" in r for r in health.reasons)
+    assert health.expired_keys == 30 and health.expired_share > 0.5
+    assert health.status is Status.OK and health.reasons == ()
 
 
-def test_get_session__few_session_keys_warns():
-    """Fewer than 10 session keys is a WARN."""
+def test_get_session__few_session_keys_is_ok():
+    """Few 'session' rows is a small salon, not a fault (they exist per contact)."""
     healthy("1004", session_keys=3)
-    health = sessions.get_session("1004")
-    assert health.status is Status.WARN
-    assert any("Only 3 'session' keys" in r for r in health.reasons)
+    assert sessions.get_session("1004").status is Status.OK
 
 
-def test_get_session__both_spellings_fail_and_point_at_each_other():
-    """A salon stored under both spellings fails on both ids, each naming its twin."""
-    healthy("1005")
-    healthy("company_1005")
+def test_get_session__both_spellings_with_one_login_fail_and_point_at_each_other():
+    """The same creds under both spellings fail on both ids, each naming its twin."""
+    healthy("1005", seed=1)
+    healthy("company_1005", seed=1)
     bare, prefixed = sessions.get_session("1005"), sessions.get_session("company_1005")
     assert bare.status is Status.FAIL and prefixed.status is Status.FAIL
     assert bare.twin_session_id == "company_1005"
     assert prefixed.twin_session_id == "1005"
-    assert "also stored as 'company_1005'" in bare.reasons[0]
+    assert "One login in two places: 'company_1005'" in bare.reasons[0]
 
 
 def test_get_session__keys_without_auth_warn():
@@ -109,22 +107,22 @@ def test_get_session__keys_without_auth_warn():
     assert any("without an auth row" in r for r in health.reasons)
 
 
-def test_get_session__unregistered_creds_fail():
-    """Creds with registered=false are a FAIL asking to pair again."""
-    healthy("1007", registered=False)
+def test_get_session__unfinished_pairing_fails():
+    """Creds without me.id and account are a FAIL asking to pair again."""
+    factories.make_auth("1007", paired=False)
     health = sessions.get_session("1007")
     assert health.status is Status.FAIL
-    assert health.registered is False
-    assert any("not registered" in r for r in health.reasons)
+    assert health.registered is False and not health.paired and health.pairing is None
+    assert any("Not paired" in r and "Pair the salon" in r for r in health.reasons)
 
 
-def test_get_session__auth_without_keys_fails():
-    """An auth row with no key at all is a FAIL."""
+def test_get_session__paired_auth_without_keys_fails():
+    """A paired auth row with no key at all FAILs: no pre-key for new contacts."""
     factories.make_auth("1008")
     health = sessions.get_session("1008")
     assert health.status is Status.FAIL
     assert not health.has_keys and health.newest_key_write is None
-    assert any("no keys at all" in r for r in health.reasons)
+    assert any("No pre-key is stored" in r for r in health.reasons)
 
 
 def test_get_session__unknown_raises_not_found():
@@ -134,18 +132,18 @@ def test_get_session__unknown_raises_not_found():
 
 
 def test_get_session__thresholds_come_from_settings(settings):
-    """Raising the minimum of session keys in settings turns an OK session into WARN."""
+    """Raising the minimum of pre-keys in settings turns an OK session into WARN."""
     healthy("1009", session_keys=20)
     assert sessions.get_session("1009").status is Status.OK
-    settings.OBSERVABILITY_MIN_SESSION_KEYS = 50
+    settings.OBSERVABILITY_MIN_PREKEY_COUNT = 50
     assert sessions.get_session("1009").status is Status.WARN
 
 
 def test_list_sessions__worst_first_and_filtered():
     """The list puts FAIL before WARN before OK, and session_ids restricts it."""
     healthy("2001")
-    healthy("2002", session_keys=2)
-    healthy("2003", registered=False)
+    healthy("2002", written_at=timezone.now() - timedelta(hours=30))
+    factories.make_auth("2003", paired=False)
     listed = sessions.list_sessions()
     assert [h.session_id for h in listed] == ["2003", "2002", "2001"]
     only = sessions.list_sessions(session_ids=["2001"])
@@ -159,55 +157,66 @@ def test_list_sessions__filtered_still_sees_twins():
     factories.make_keys("company_2004", "session", 1)
     (health,) = sessions.list_sessions(session_ids=["2004"])
     assert health.twin_session_id == "company_2004"
+    assert health.status is Status.OK  # the keys-only twin is the orphan, not this session
+    (twin,) = sessions.list_sessions(session_ids=["company_2004"])
+    assert twin.status is Status.WARN and twin.rules == ("orphan_keys",)
+
+
+def test_list_sessions__filtered_still_sees_shared_logins_outside_the_filter():
+    """A session filtered alone still learns that another id holds its login."""
+    healthy("2005", seed=1)
+    healthy("2006", seed=1)  # same seed: the same creds
+    (health,) = sessions.list_sessions(session_ids=["2005"])
+    assert health.facts.shares_login_with == ("2006",)
     assert health.status is Status.FAIL
 
 
 def _seed_many(count: int, start: int) -> None:
     for index in range(count):
         sid = str(start + index)
-        factories.make_auth(sid, seed=index)
+        factories.make_auth(sid, seed=start + index, phone=f"7900{start + index:07d}")
         factories.make_keys(sid, "session", 2, seed=index)
 
 
 def test_list_sessions__query_count_does_not_grow():
-    """Three queries answer 10 sessions and 60 sessions alike."""
+    """Four queries answer 10 sessions and 60 sessions alike."""
     _seed_many(10, 3000)
     with CaptureQueriesContext(connections["bot"]) as small:
         assert len(sessions.list_sessions()) == 10
     _seed_many(50, 4000)
     with CaptureQueriesContext(connections["bot"]) as large:
         assert len(sessions.list_sessions()) == 60
-    assert len(small.captured_queries) == len(large.captured_queries) == 3
+    assert len(small.captured_queries) == len(large.captured_queries) == 4
 
 
-def test_store_health__expired_thresholds():
-    """Under 100 expired keys is OK, 100 is WARN, over 500 is FAIL."""
+def test_store_health__expired_keys_are_counted_never_judged():
+    """Hundreds of keys past expires_at leave the store OK: Baileys still needs pre-keys."""
     healthy("5001", session_keys=400)
     past = timezone.now() - timedelta(days=1)
-    factories.make_keys("5001", "app-state-sync-version", 99, expires_at=past)
-    assert sessions.store_health().expired_status is Status.OK
-    factories.make_keys("5001", "sender-key", 1, expires_at=past)
+    factories.make_keys("5001", "pre-key", 600, expires_at=past, first_id=100)
     store = sessions.store_health()
-    assert store.total_expired_keys == 100
-    assert store.expired_status is Status.WARN and store.status is Status.WARN
-    factories.make_keys("5001", "tctoken", 401, expires_at=past)
-    store = sessions.store_health()
-    assert store.expired_status is Status.FAIL and store.status is Status.FAIL
-    expired = next(f for f in store.findings if f.cause == "expired_keys")
-    assert expired.status is Status.FAIL and "501 expired keys" in expired.message
+    assert store.total_expired_keys == 600
+    assert store.status is Status.OK and store.findings == ()
 
 
 def test_store_health__duplicates_orphans_and_worst():
-    """Duplicates fail the store; orphans are listed; the worst sessions come first."""
-    healthy("6001")
-    healthy("6002")
-    healthy("company_6002")
+    """One login under two spellings fails the store; orphans are listed; worst come first."""
+    healthy("6001", seed=7, phone="79007777777")
+    healthy("6002", seed=1)
+    healthy("company_6002", seed=1)
     factories.make_keys("company_6003", "session", 12)
     store = sessions.store_health()
     assert store.total_sessions == 4
     assert store.duplicate_salon_ids == (6002,)
     assert store.orphan_session_ids == ("company_6003",)
+    assert store.shared_logins == (("6002", "company_6002"),)
     assert store.status is Status.FAIL
+    assert [f.cause for f in store.findings] == [
+        "failing_sessions",
+        "one_login_twice",
+        "warning_sessions",
+        "orphan_sessions",
+    ]
     assert store.sessions_by_status == {Status.OK: 1, Status.WARN: 1, Status.FAIL: 2}
     assert store.keys_by_type == {"pre-key": 15, "session": 72}
     assert {h.session_id for h in store.worst[:2]} == {"6002", "company_6002"}
@@ -216,7 +225,7 @@ def test_store_health__duplicates_orphans_and_worst():
 
 def test_session_detail__creds_summary_withholds_every_secret():
     """The creds walk names every field but gives values only for allow-listed ones."""
-    healthy("7001", phone="79001234567")
+    healthy("7001", phone="79001234567", registered=True)
     detail = sessions.session_detail("7001")
     fields = {field.path: field for field in detail.creds}
     assert fields["noiseKey.private"].kind == "buffer"
@@ -282,7 +291,7 @@ def test_browse_keys__numeric_ids_in_numeric_order():
 def test_store_health__one_failing_session_fails_the_store_with_an_action():
     """A single failing session makes the store FAIL, naming it and what to do, worst first."""
     healthy("8001")
-    healthy("8002", registered=False)
+    factories.make_auth("8002", paired=False)
     store = sessions.store_health()
     assert store.status is Status.FAIL
     first = store.findings[0]

@@ -391,7 +391,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
             ", ".join(f"{kind} {count}" for kind, count in health.key_counts.items()),
         )
 
-    @admin.display(description="expired")
+    @admin.display(description="past expires_at")
     def expired(self, obj):
         health = getattr(obj, "health", None)
         if not health:
@@ -564,7 +564,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
         return TemplateResponse(request, "admin/observability/keys.html", context)
 
     def overview_view(self, request):
-        """The whole store: counts per status, expired keys, duplicates, orphans, worst ten."""
+        """The whole store: counts per status, shared logins, duplicates, orphans, worst ten."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         refuse_unoffered_params(request, (REFRESH_PARAM,))
@@ -579,13 +579,10 @@ class SessionAdmin(ReadOnlyModelAdmin):
             "title": "WhatsApp session store overview",
             "store": store,
             "badge": display.badge(store.status),
-            "expired_badge": display.badge(store.expired_status),
             "by_status": [
                 (display.badge(status), count, self._changelist_link(status=status.value))
                 for status, count in store.sessions_by_status.items()
             ],
-            "warning_at": config.expired_keys_warning(),
-            "failure_above": config.expired_keys_failure(),
             "duplicates": [
                 (salon_id, self._changelist_link(q=str(salon_id)))
                 for salon_id in store.duplicate_salon_ids

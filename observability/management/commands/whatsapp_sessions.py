@@ -1,0 +1,106 @@
+"""List every WhatsApp session with its status and reasons, worst first (table or JSON)."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand
+
+from observability import sessions
+from observability.admin import display
+from observability.exceptions import ObservabilityError, command_error
+from observability.rules import Status
+
+_STATUSES = [str(status) for status in Status]
+
+
+class Command(BaseCommand):
+    """``manage.py whatsapp_sessions [--status OK|WARN|FAIL] [--json]``."""
+
+    help = (
+        "List every WhatsApp session with its status and the reasons behind it, worst first; "
+        "each reason says what to do. Reads the bot database only."
+    )
+
+    def add_arguments(self, parser):
+        """Declare the options."""
+        parser.add_argument(
+            "--status",
+            type=str.upper,
+            choices=_STATUSES,
+            help="Only sessions with this status (OK, WARN or FAIL).",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            dest="as_json",
+            help="Print a JSON list of objects (session_id, status, reasons, facts) instead.",
+        )
+
+    def handle(self, *args, status=None, as_json=False, **options):
+        """Judge every session and print them; errors exit with the vocabulary's exit code."""
+        try:
+            listed = sessions.list_sessions()
+        except ObservabilityError as error:
+            if as_json:
+                self.stdout.write(json.dumps(error.as_json()))
+            raise command_error(error) from error
+        if status is not None:
+            listed = [health for health in listed if health.status == status]
+        if as_json:
+            payload = [health.as_dict() for health in listed]
+            self.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2))
+            return
+        self._table(listed)
+
+    def _table(self, listed: list[sessions.SessionHealth]) -> None:
+        """One line per session, then its reasons (and notes) indented below it."""
+        if not listed:
+            self.stdout.write("No sessions.")
+            return
+        style = {
+            Status.FAIL: self.style.ERROR,
+            Status.WARN: self.style.WARNING,
+            Status.OK: self.style.SUCCESS,
+        }
+        rows = [
+            (
+                str(health.status),
+                health.session_id,
+                str(health.salon_id or "—"),
+                health.phone_masked or "—",
+                health.pairing or "—",
+                f"{health.key_counts.get('pre-key', 0):,}",
+                f"{health.total_keys:,}",
+                display.age(health.last_write),
+            )
+            for health in listed
+        ]
+        header = (
+            "status",
+            "session",
+            "salon",
+            "phone",
+            "paired by",
+            "pre-keys",
+            "keys",
+            "last write",
+        )
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+        def line(cells) -> str:
+            return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+        self.stdout.write(line(header).rstrip())
+        for health, row in zip(listed, rows, strict=True):
+            text = line(row).rstrip()
+            self.stdout.write(style[health.status](text[: widths[0]]) + text[widths[0] :])
+            for reason in health.reasons:
+                self.stdout.write(f"    - {reason}")
+            for note in health.notes:
+                self.stdout.write(f"    · {note}")
+        counts = dict.fromkeys(Status, 0)
+        for health in listed:
+            counts[health.status] += 1
+        summary = ", ".join(f"{counts[s]} {s}" for s in (Status.FAIL, Status.WARN, Status.OK))
+        self.stdout.write(f"{len(listed)} session(s): {summary}.")

@@ -1,0 +1,92 @@
+"""The operator's command: every session with status and reasons, worst first."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from tests import factories
+
+pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+
+@pytest.fixture
+def three_sessions():
+    """One OK (QR-paired v7), one WARN (quiet 30 h), one FAIL (pairing never finished)."""
+    now = timezone.now()
+    factories.make_company(962302, whatsapp_phone="79001234567")
+    factories.make_session("company_962302", phone="79001234567", now=now)
+    factories.make_session("962303", now=now - timedelta(hours=30), connected_hours_ago=0)
+    factories.make_auth("962304", paired=False)
+    return now
+
+
+def _run(*args) -> str:
+    out = io.StringIO()
+    call_command("whatsapp_sessions", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_whatsapp_sessions__table_worst_first_with_reasons(three_sessions):
+    """The table lists FAIL, then WARN, then OK, each reason below its session, phones masked."""
+    text = _run()
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["status", "session", "salon", "phone"]
+    order = [line.split()[1] for line in lines[1:] if line[:1] in "FWO"]
+    assert order[:3] == ["962304", "962303", "company_962302"]
+    assert "    - Not paired: the creds have no me.id and account" in text
+    assert "No key written for 30 hours" in text and "quiet salon" in text
+    assert "7900***4567" in text and "79001234567" not in text
+    assert "· Key types the bot's list does not name: identity-key 40" in text
+    assert lines[-1] == "3 session(s): 1 FAIL, 1 WARN, 1 OK."
+
+
+def test_whatsapp_sessions__json_objects_with_sentences(three_sessions):
+    """--json prints a list of objects: session_id, status, reasons (sentences), facts."""
+    listed = json.loads(_run("--json"))
+    assert [item["session_id"] for item in listed] == ["962304", "962303", "company_962302"]
+    assert [item["status"] for item in listed] == ["FAIL", "WARN", "OK"]
+    assert listed[0]["rules"] == ["not_paired"]
+    assert all(isinstance(reason, str) and reason.endswith(".") for reason in listed[0]["reasons"])
+    healthy = listed[2]
+    assert healthy["reasons"] == [] and healthy["facts"]["pairing"] == "QR"
+    assert healthy["facts"]["pre_keys"] == 782 and healthy["facts"]["next_pre_key_id"] == 813
+    assert "79001234567" not in json.dumps(listed)
+
+
+def test_whatsapp_sessions__status_filter(three_sessions):
+    """--status keeps only that status, in either case."""
+    assert [item["session_id"] for item in json.loads(_run("--status", "warn", "--json"))] == [
+        "962303"
+    ]
+    text = _run("--status", "OK")
+    assert "company_962302" in text and "962304" not in text
+    assert text.splitlines()[-1] == "1 session(s): 0 FAIL, 0 WARN, 1 OK."
+
+
+def test_whatsapp_sessions__empty_store_says_so():
+    """With no session at all the table says so and --json is an empty list."""
+    assert _run() == "No sessions.\n"
+    assert json.loads(_run("--json")) == []
+
+
+def test_whatsapp_sessions__bad_status_is_refused():
+    """An unknown status is a usage error naming the choices."""
+    with pytest.raises(CommandError, match="invalid choice: 'BROKEN'"):
+        call_command("whatsapp_sessions", "--status", "broken")
+
+
+def test_whatsapp_sessions__database_down_exits_3_with_the_message(bot_database_down, capsys):
+    """An unreachable bot database exits 3 with what to do, and --json prints the error too."""
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("whatsapp_sessions", "--json", stdout=out)
+    assert raised.value.returncode == 3
+    assert "BOT_DATABASE_URL" in str(raised.value)
+    assert json.loads(out.getvalue())["error"]["code"] == "bot_database_unavailable"
