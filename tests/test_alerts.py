@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(databases=["default", "bot"])
 def _empty_alert_state():
     cache.delete_many([alerts.STATUS_KEY, alerts.FAILING_CAUSES_KEY])
     cache.delete_many(
-        [alerts.COOLDOWN_KEY.format(cause=c) for c in ("failing_sessions", "duplicate_spellings")]
+        [alerts.COOLDOWN_KEY.format(cause=c) for c in ("failing_sessions", "one_login_twice")]
     )
 
 

@@ -34,7 +34,7 @@ pytestmark = [
 
 
 def _seed() -> None:
-    """A healthy salon, a dying one (stale, mostly expired, keys over two weeks), a twin."""
+    """A healthy salon, a dying one (silent 3 days, no pre-key left), one with no pre-key."""
     now = timezone.now()
     factories.make_company(SALONS[0], title="Салон красоты «Лотос»")
     factories.make_company(SALONS[1], title="Барбершоп «Борода»")
@@ -44,7 +44,10 @@ def _seed() -> None:
             str(SALONS[0]), "session", 6, written_at=now - timedelta(days=day), seed=day
         )
     factories.make_keys(str(SALONS[0]), "app-state-sync-key", 8)
-    factories.make_auth(f"company_{SALONS[1]}", seed=2, phone="79037654321", registered=False)
+    factories.make_keys(str(SALONS[0]), "pre-key", 20)
+    factories.make_auth(
+        f"company_{SALONS[1]}", seed=2, phone="79037654321", written_at=now - timedelta(days=3)
+    )
     for day in range(3, 12):
         factories.make_keys(
             f"company_{SALONS[1]}", "sender-key", 5, written_at=now - timedelta(days=day), seed=day
@@ -116,7 +119,7 @@ def test_browser__login_filter_fail_open_session_and_keys(
             page.click(f"#result_list a[href*='company_5F{SALONS[1]}']")
             page.wait_for_selector("#reasons")
             reasons = page.locator("#reasons").inner_text()
-            assert "not registered" in reasons and "No key written for" in reasons
+            assert "No pre-key is stored" in reasons and "No key written for 3 days" in reasons
             assert page.locator("svg.obs-chart").count() == 2
             assert page.locator("svg.obs-chart rect").count() == 28
             assert "7903***4321" in page.content()

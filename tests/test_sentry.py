@@ -153,7 +153,7 @@ def test_sentry__timeout_reading_a_session_is_tagged_and_leaks_no_secret(
     sentry_server = sentry_server_with_dsn_secret
     token = secrets.token_urlsafe(24)
     settings.OBSERVABILITY_HEALTH_TOKEN = token
-    factories.make_auth("company_962302", phone=PHONE, seed=7)
+    factories.make_auth("company_962302", phone=PHONE, seed=7, registered=True)
     factories.make_keys("company_962302", "session", 12, seed=7)
     factories.make_keys("company_962302", "app-state-sync-key", 3, seed=7)
     factories.make_company(962302)
