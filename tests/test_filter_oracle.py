@@ -46,7 +46,7 @@ def seeded():
         whatsapp_config={"token": "cfg-secret-token"},
         whatsapp_session_data={"secret": "session-data-secret"},
     )
-    auth = factories.make_auth(str(SALON), phone=OWNER_PHONE)
+    auth = factories.make_auth(str(SALON), phone=OWNER_PHONE, registered=True)
     factories.make_keys(str(SALON), "session", 3)
     factories.make_keys(str(SALON), "pre-key", 2)
     client = factories.make_client(
