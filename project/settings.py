@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -140,6 +141,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "health_check",
     "django_q",
+    "axes",  # login throttling (README "Staff access"); its own tables in the default database
     "observability",
 ]
 
@@ -151,8 +153,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, so it sees view errors first: the project's errors become one JSON/HTML answer.
+    # Late, so it sees view errors first: the project's errors become one JSON/HTML answer.
     "observability.middleware.ObservabilityErrorMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -215,6 +219,29 @@ if _env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+
+# --- Logins (django-axes) and staff sessions -------------------------------------------------
+
+#: A staff login lasts this long (seconds; default 12 h), then the staff user logs in again.
+SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", str(12 * 3600)))
+# AxesStandaloneBackend first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+#: Wrong passwords in a row, for one username from one address, before the login is locked.
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
+#: How long a locked login stays locked (the right password is refused meanwhile).
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a successful login forgets the earlier failures
+AXES_LOCKOUT_TEMPLATE = "observability/login_locked.html"
+# Failed logins are logged (and kept in the admin's "Access attempts") with the username and
+# address, so ops see who is being tried from where; the password is always masked by axes.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
+if _env_bool("BEHIND_TLS_PROXY", False):
+    # Behind the proxy every request comes from the proxy's address: lock per client address.
+    AXES_CLIENT_IP_CALLABLE = "project.client_ip.forwarded_client_ip"
 
 # --- Health checks and metrics ---------------------------------------------------------------
 
