@@ -21,3 +21,14 @@ def check_bot_database_alias(app_configs=None, **kwargs):
             )
         ]
     return []
+
+
+@register()
+def check_cleanup_retention(app_configs=None, **kwargs):
+    """A malformed retention setting would stop every cleanup run: say so at startup."""
+    from observability.cleanup import policy
+
+    return [
+        Error(message, hint="See observability/cleanup/policy.py.", id="observability.E002")
+        for message in policy.problems()
+    ]

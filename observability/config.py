@@ -55,9 +55,15 @@ def connections_per_service() -> int:
 # --- Cleanup (observability.cleanup) --------------------------------------------------------
 
 
-def cleanup_grace_period() -> timedelta:
-    """Expired keys are deleted only this long after ``expires_at`` (a quiet contact's key)."""
-    return _get("CLEANUP_GRACE_PERIOD", timedelta(days=7))
+def cleanup_retention() -> dict:
+    """
+    Retentions that differ from the policy's defaults (``observability.cleanup.policy``).
+
+    ``{key type: timedelta | days | None}``: how long since its last write a key of that type
+    is kept before age may delete it; None: never for its age. Pre-keys and app-state sync
+    keys cannot be given one.
+    """
+    return dict(_get("CLEANUP_RETENTION", {}))
 
 
 def cleanup_batch_size() -> int:

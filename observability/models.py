@@ -286,6 +286,9 @@ class CleanupRun(models.Model):
         rows_seen: matching rows found at the start, ``{"<session id>": {"<key type>": n}}``.
         rows_deleted: rows deleted (committed), same shape.
         total_seen, total_deleted: the sums of the two.
+        rows_kept: rows the retention policy protects (expired keys), same shape.
+        total_kept: their sum.
+        kept_reasons: why each key type in ``rows_kept`` is kept, ``{"<key type>": reason}``.
         bytes_before, bytes_after: ``pg_total_relation_size`` of the tables touched.
         backup_path: the backup files written before deleting (duplicates), one per line.
         outcome: running, succeeded, failed or refused.
@@ -309,6 +312,9 @@ class CleanupRun(models.Model):
     rows_deleted = models.JSONField(default=dict, blank=True)
     total_seen = models.BigIntegerField(default=0)
     total_deleted = models.BigIntegerField(default=0)
+    rows_kept = models.JSONField(default=dict, blank=True)
+    total_kept = models.BigIntegerField(default=0)
+    kept_reasons = models.JSONField(default=dict, blank=True)
     bytes_before = models.BigIntegerField(null=True, blank=True)
     bytes_after = models.BigIntegerField(null=True, blank=True)
     backup_path = models.TextField(blank=True)

@@ -70,12 +70,11 @@ def cleanup_expired_keys_task(
     salons: list[str] | None = None,
     sessions: list[str] | None = None,
     key_types: list[str] | None = None,
-    grace_days: float | None = None,
     batch_size: int | None = None,
     started_by: str = "task",
 ) -> dict:
     """
-    Delete expired keys (applied, not a dry run): the daily schedule and the admin's action.
+    Delete keys past their retention (applied): the daily schedule and the admin's action.
 
     Only the scheduled run (``started_by="task"``) checks in with the Sentry cron monitor;
     runs queued from the admin would otherwise look like off-schedule runs.
@@ -84,7 +83,6 @@ def cleanup_expired_keys_task(
         salons: salon ids in either spelling; None: every session.
         sessions: exact session ids (the admin's selection).
         key_types: restrict to these key types.
-        grace_days: the grace period in days (default: the setting).
         batch_size: rows per batch (default: the setting).
         started_by: ``task`` for the schedule, ``admin:<username>`` from the admin.
 
@@ -92,8 +90,6 @@ def cleanup_expired_keys_task(
         The run's report as JSON-ready data (django-q2 stores it as the task's result).
 
     """
-    from datetime import timedelta
-
     from observability import cleanup
 
     scheduled = started_by == "task"
@@ -104,7 +100,6 @@ def cleanup_expired_keys_task(
                 salons=salons,
                 sessions=sessions,
                 key_types=key_types,
-                grace=timedelta(days=grace_days) if grace_days is not None else None,
                 batch_size=batch_size,
                 apply=True,
                 started_by=started_by,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from observability import cleanup
+from observability import cleanup, fakes, key_types
 from observability.cleanup import LOCK_KEY
 from observability.exceptions import (
     BadInput,
@@ -31,8 +32,8 @@ DAY = timedelta(days=1)
 MINUTE = timedelta(minutes=1)
 
 
-def _expired(session_id: str, key_type: str, count: int, *, days_ago: float = 20, seed=1):
-    """Keys written ``days_ago`` days ago with the bot's expiry (7 or 14 days after)."""
+def _aged(session_id: str, key_type: str, count: int, *, days_ago: float = 100, seed=1):
+    """Keys last written ``days_ago`` days ago, with the bot's ``expires_at`` (7 or 14 days on)."""
     written = timezone.now() - timedelta(days=days_ago)
     return factories.make_keys(session_id, key_type, count, written_at=written, seed=seed)
 
@@ -70,8 +71,6 @@ def truncate_bot_tables():
 class Hook:
     """A progress receiver that calls ``action`` after the ``after``-th committed batch."""
 
-    wants_total = True
-
     def __init__(self, after: int, action) -> None:
         self.after, self.action, self.batches, self.total = after, action, 0, None
 
@@ -87,16 +86,223 @@ class Hook:
         pass
 
 
-# --- Expired keys --------------------------------------------------------------------------
+# --- A healthy QR-paired v7 session, as Baileys writes it ----------------------------------
+
+#: Baileys v7 uploads this many pre-keys at pairing (INITIAL_PREKEY_COUNT, src/Defaults/index.ts).
+V7_INITIAL_PREKEYS = 812
+APP_STATE_COLLECTIONS = (
+    "critical_block",
+    "critical_unblock_low",
+    "regular_high",
+    "regular_low",
+    "regular",
+)
+
+
+def _write(session_id, key_type, key_id, written, rng) -> WhatsAppKey:
+    return WhatsAppKey(
+        company_id=session_id,
+        key_type=key_type,
+        key_id=key_id,
+        value=fakes.key_value(rng, key_type),
+        created_at=written,
+        updated_at=written,
+        expires_at=key_types.bot_expires_at(key_type, written),
+    )
+
+
+def _qr_paired_v7_session(session_id: str, *, paired_days_ago: float = 21, used_prekeys=40):
+    """
+    A working QR-paired v7 session ``paired_days_ago`` days after pairing, row by row.
+
+    Creds with ``registered`` false (QR pairing never sets it), ``nextPreKeyId`` past the 812
+    pre-keys uploaded at pairing; ``used_prekeys`` of them were used by new contacts and
+    deleted by Baileys (removePreKey), so the rest are written once, long past expires_at,
+    and live. Three app-state sync keys from the phone at pairing, ``myAppStateKeyId``
+    naming the newest; one app-state version per collection, written at the initial sync.
+    Per contact: a session, a LID mapping pair (written once, when learned), a device list
+    and a tctoken; the contacts' last messages range from today to the pairing day.
+    """
+    rng = random.Random(session_id)
+    now = timezone.now()
+    paired = now - timedelta(days=paired_days_ago)
+    creds = fakes.creds(rng, phone="79001234567", name="Salon", registered=False)
+    app_state_key_ids = [f"AAAAAK{c}J" for c in "ABC"]
+    creds.update(
+        nextPreKeyId=V7_INITIAL_PREKEYS + 1,
+        firstUnuploadedPreKeyId=V7_INITIAL_PREKEYS + 1,
+        myAppStateKeyId=app_state_key_ids[-1],
+    )
+    WhatsAppAuth.objects.create(
+        company_id=session_id, creds=creds, created_at=paired, updated_at=now - DAY
+    )
+    rows = [
+        _write(session_id, "pre-key", str(key_id), paired, rng)
+        for key_id in range(used_prekeys + 1, V7_INITIAL_PREKEYS + 1)
+    ]
+    rows += [_write(session_id, "app-state-sync-key", k, paired, rng) for k in app_state_key_ids]
+    rows += [
+        _write(session_id, "app-state-sync-version", name, paired, rng)
+        for name in APP_STATE_COLLECTIONS
+    ]
+    for contact in range(used_prekeys):
+        phone, lid = f"7926{contact:07d}", f"{10**14 + contact}"
+        learned = paired + timedelta(days=contact * paired_days_ago / used_prekeys)
+        last_message = learned + (now - learned) * rng.random()
+        rows += [
+            _write(session_id, "session", f"{phone}.0", last_message, rng),
+            _write(session_id, "lid-mapping", phone, learned, rng),
+            _write(session_id, "lid-mapping", f"{lid}_reverse", learned, rng),
+            _write(session_id, "device-list", phone, last_message, rng),
+            _write(session_id, "tctoken", f"{phone}@s.whatsapp.net", last_message, rng),
+        ]
+    WhatsAppKey.objects.bulk_create(rows)
+    return creds
+
+
+@bot_tables
+@pytest.mark.parametrize("years_later", [0, 0.25, 1, 5])
+def test_cleanup_expired_keys__healthy_qr_paired_v7_session_keeps_every_prekey_and_app_state_key(
+    years_later,
+):
+    """Three weeks after pairing, and years later: no pre-key or app-state key ever goes."""
+    creds = _qr_paired_v7_session("company_962302")
+    before = _keys()
+    assert before[("company_962302", "pre-key")] == V7_INITIAL_PREKEYS - 40
+    expired = WhatsAppKey.objects.filter(expires_at__lt=timezone.now())
+    assert expired.filter(key_type="pre-key").count() == V7_INITIAL_PREKEYS - 40
+    assert expired.filter(key_type="app-state-sync-key").count() == 3
+
+    report = cleanup.cleanup_expired_keys(
+        apply=True, now=timezone.now() + timedelta(days=365 * years_later)
+    )
+
+    after = _keys()
+    for key_type in ("pre-key", "app-state-sync-key", "app-state-sync-version", "lid-mapping"):
+        assert after[("company_962302", key_type)] == before[("company_962302", key_type)]
+    assert WhatsAppKey.objects.filter(
+        key_type="app-state-sync-key", key_id=creds["myAppStateKeyId"]
+    ).exists()
+    deleted_types = {t for by_type in report.rows_deleted.values() for t in by_type}
+    assert not deleted_types & {"pre-key", "app-state-sync-key", "app-state-sync-version"}
+    if years_later == 0:  # three weeks in, every contact record is within its retention
+        assert report.total_deleted == 0 and after == before
+    else:  # months on, contacts unheard of since go; what Baileys needs stays
+        assert report.rows_deleted == {
+            "company_962302": {"session": 40, "device-list": 40, "tctoken": 40}
+        }
+
+
+@bot_tables
+def test_cleanup_expired_keys__contact_records_go_after_their_retention_and_only_then():
+    """A session unwritten 91 days goes, one unwritten 89 days stays; tctoken after 60 days."""
+    _aged("962302", "session", 3, days_ago=91, seed=1)
+    _aged("962302", "session", 2, days_ago=89, seed=2)
+    _aged("962302", "sender-key", 2, days_ago=91)
+    _aged("962302", "sender-key-memory", 2, days_ago=91)
+    _aged("962302", "device-list", 2, days_ago=91)
+    _aged("962302", "tctoken", 1, days_ago=61, seed=1)
+    _aged("962302", "tctoken", 1, days_ago=59, seed=2)
+    _aged("962302", "lid-mapping", 2, days_ago=400)
+    _aged("962302", "identity-key", 2, days_ago=400)  # v7 type the bot's list does not name
+    _aged("962302", "some-future-type", 1, days_ago=400)
+    factories.make_keys("962302", "session", 1, seed=3, expires_at=None)  # cannot be dated
+
+    report = cleanup.cleanup_expired_keys(apply=True)
+
+    assert report.rows_deleted == {
+        "962302": {
+            "session": 3,
+            "sender-key": 2,
+            "sender-key-memory": 2,
+            "device-list": 2,
+            "tctoken": 1,
+        }
+    }
+    assert report.rows_kept == {
+        "962302": {
+            "session": 3,
+            "tctoken": 1,
+            "lid-mapping": 2,
+            "identity-key": 2,
+            "some-future-type": 1,
+        }
+    }
+    assert _keys() == {
+        ("962302", "session"): 3,
+        ("962302", "tctoken"): 1,
+        ("962302", "lid-mapping"): 2,
+        ("962302", "identity-key"): 2,
+        ("962302", "some-future-type"): 1,
+    }
+
+
+@bot_tables
+def test_cleanup_expired_keys__dry_run_and_record_show_what_is_kept_and_why():
+    """The dry run counts kept rows per session and type with a reason; the record too."""
+    _qr_paired_v7_session("company_962302", paired_days_ago=120, used_prekeys=10)
+    _aged("company_555", "session", 4, days_ago=200)
+    before = _keys()
+
+    dry = cleanup.cleanup_expired_keys()
+    assert _keys() == before
+    assert dry.rows_kept["company_962302"]["pre-key"] == V7_INITIAL_PREKEYS - 10
+    assert dry.rows_kept["company_962302"]["app-state-sync-key"] == 3
+    assert dry.rows_kept["company_962302"]["app-state-sync-version"] == 5
+    assert dry.rows_kept["company_962302"]["lid-mapping"] == 20
+    assert "company_555" not in dry.rows_kept
+    assert dry.rows_seen["company_555"] == {"session": 4}
+    assert "removePreKey" in dry.kept_reasons["pre-key"]
+    assert "never deleted for its age" in dry.kept_reasons["pre-key"]
+    assert "myAppStateKeyId" in dry.kept_reasons["app-state-sync-key"]
+    assert "last 90 days" in dry.kept_reasons["session"]
+
+    record = CleanupRun.objects.get(pk=dry.run_id)
+    assert record.rows_kept == dry.rows_kept and record.kept_reasons == dry.kept_reasons
+    assert record.total_kept == dry.total_kept == sum(
+        n for by_type in dry.rows_kept.values() for n in by_type.values()
+    )
+    retention = {rule["key_type"]: rule for rule in record.parameters["retention"]}
+    assert retention["pre-key"]["deletable_by_age"] is False
+    assert retention["session"]["retention_days"] == 90
+    assert "src/Signal/libsignal.ts" in retention["pre-key"]["baileys_source"]
+
+    applied = cleanup.cleanup_expired_keys(apply=True)
+    assert applied.rows_deleted == dry.rows_seen
+    assert CleanupRun.objects.get(pk=applied.run_id).rows_kept == dry.rows_kept
+
+
+@bot_tables
+def test_cleanup_expired_keys__retention_setting_changes_contact_types_only(settings):
+    """Settings shorten or lengthen a contact type's retention; pre-keys cannot be given one."""
+    _aged("962302", "session", 2, days_ago=40)
+    _aged("962302", "identity-key", 2, days_ago=40)
+    settings.OBSERVABILITY_CLEANUP_RETENTION = {"session": 30, "identity-key": timedelta(days=35)}
+    report = cleanup.cleanup_expired_keys()
+    assert report.rows_seen == {"962302": {"session": 2, "identity-key": 2}}
+    retention = {rule["key_type"]: rule for rule in report.parameters["retention"]}
+    assert retention["session"]["configured"] is True
+    assert retention["session"]["retention_days"] == 30
+
+    settings.OBSERVABILITY_CLEANUP_RETENTION = {"pre-key": 30}
+    with pytest.raises(BadInput, match="never deleted for its age"):
+        cleanup.cleanup_expired_keys(apply=True)
+    settings.OBSERVABILITY_CLEANUP_RETENTION = {"session": -3}
+    with pytest.raises(BadInput, match="at least one day"):
+        cleanup.cleanup_expired_keys(apply=True)
+    assert _keys() == {("962302", "session"): 2, ("962302", "identity-key"): 2}
+
+
+# --- Expired keys: batches, records, selection -------------------------------------------
 
 
 @bot_tables
 def test_cleanup_expired_keys__dry_run_deletes_nothing_and_apply_deletes_what_it_reported():
     """A dry run changes nothing; the applied run then deletes exactly the counts reported."""
     factories.make_auth("962302")
-    _expired("962302", "pre-key", 12)
-    _expired("962302", "session", 5)
-    _expired("company_111", "sender-key", 3)
+    _aged("962302", "session", 12)
+    _aged("962302", "sender-key", 5)
+    _aged("company_111", "device-list", 3)
     factories.make_keys("962302", "session", 4, seed=2)  # written now: live
     before = _keys()
 
@@ -104,45 +310,42 @@ def test_cleanup_expired_keys__dry_run_deletes_nothing_and_apply_deletes_what_it
     assert _keys() == before
     assert dry.dry_run and dry.total_deleted == 0
     assert dry.rows_seen == {
-        "962302": {"pre-key": 12, "session": 5},
-        "company_111": {"sender-key": 3},
+        "962302": {"session": 12, "sender-key": 5},
+        "company_111": {"device-list": 3},
     }
 
     batches = []
     hook = Hook(after=0, action=None)
     hook.advance = batches.append
     applied = cleanup.cleanup_expired_keys(apply=True, batch_size=4, progress=hook)
-    # A run over every session counts by key type (a salon's run counts each session).
-    assert (
-        applied.rows_deleted
-        == applied.rows_seen
-        == {"*": {"pre-key": 12, "session": 5, "sender-key": 3}}
-    )
+    # An applied run over every session counts each session again.
+    assert applied.rows_deleted == applied.rows_seen == dry.rows_seen
     assert applied.total_deleted == applied.total_seen == 20
-    # Each salon's keys were written at one instant: 12, 5 and 3 keys per instant.
-    assert batches == [4, 4, 4, 4, 1, 3]
-    assert applied.batches == 6
+    assert hook.total == 20
+    # Each group of keys was written at one instant: taken a batch at a time.
+    assert sum(batches) == 20 and max(batches) == 4
+    assert applied.batches == len(batches)
     assert _keys() == {("962302", "session"): 4}
     assert applied.bytes_before > 0 and applied.bytes_after > 0
     assert applied.row_bytes_deleted > 0
 
 
 @bot_tables
-def test_cleanup_expired_keys__batches_are_ranges_of_the_expiry_index():
-    """Keys with distinct expiries go in ranges of at most the batch size, none left behind."""
-    now = timezone.now()
-    for minute in range(30):  # 30 keys, each expired at its own instant
-        factories.make_keys(
-            "962302", "session", 1, seed=minute, expires_at=now - 10 * DAY - minute * MINUTE
-        )
-    factories.make_keys("962302", "pre-key", 3, expires_at=now - DAY)  # within the grace
+def test_cleanup_expired_keys__batches_walk_the_expiry_index_past_kept_rows():
+    """Keys with distinct expiries go in batches of the batch size; old pre-keys between stay."""
+    now, rng = timezone.now(), random.Random(1)
+    WhatsAppKey.objects.bulk_create(
+        _write("962302", key_type, str(minute), now - 100 * DAY - minute * MINUTE, rng)
+        for minute in range(30)  # 30 sessions, each last written at its own instant...
+        for key_type in ("session", "pre-key")  # ...and a pre-key uploaded then
+    )
     batches = []
     hook = Hook(after=0, action=None)
     hook.advance = batches.append
     report = cleanup.cleanup_expired_keys(apply=True, batch_size=7, progress=hook)
     assert batches == [7, 7, 7, 7, 2]
     assert report.total_deleted == 30
-    assert _keys() == {("962302", "pre-key"): 3}
+    assert _keys() == {("962302", "pre-key"): 30}
 
 
 @bot_tables
@@ -151,7 +354,7 @@ def test_cleanup_expired_keys__a_row_that_changes_mid_batch_is_kept_and_counts_s
     now = timezone.now()
     for minute in range(10):
         factories.make_keys(
-            "962302", "session", 1, seed=minute, expires_at=now - 10 * DAY - minute * MINUTE
+            "962302", "session", 1, seed=minute, written_at=now - 100 * DAY - minute * MINUTE
         )
     kept = WhatsAppKey.objects.order_by("expires_at")[5].key_id
     with connections["bot"].cursor() as cursor:  # rolled back with the test
@@ -163,15 +366,16 @@ def test_cleanup_expired_keys__a_row_that_changes_mid_batch_is_kept_and_counts_s
         )
     report = cleanup.cleanup_expired_keys(apply=True, batch_size=4)
     assert report.total_deleted == 9
-    assert report.rows_deleted == {"*": {"session": 9}}
+    assert report.rows_deleted == {"962302": {"session": 9}}
     assert list(WhatsAppKey.objects.values_list("key_id", flat=True)) == [kept]
     assert CleanupRun.objects.get().outcome == "succeeded"
 
 
 @bot_tables
-def test_cleanup_expired_keys__every_run_is_recorded():
-    """Dry runs leave a CleanupRun with counts by session and key type; applied ones by type."""
-    _expired("962302", "pre-key", 3)
+def test_cleanup_expired_keys__every_run_is_recorded_per_session():
+    """Dry and applied runs over every session leave a CleanupRun counted per session and type."""
+    _aged("962302", "session", 3)
+    _aged("company_777", "sender-key", 2)
     dry = cleanup.cleanup_expired_keys(started_by="task")
     applied = cleanup.cleanup_expired_keys(apply=True)
 
@@ -179,56 +383,44 @@ def test_cleanup_expired_keys__every_run_is_recorded():
     assert dry_run.dry_run is True
     assert dry_run.outcome == "succeeded"
     assert dry_run.started_by == "task"
-    assert dry_run.rows_seen == {"962302": {"pre-key": 3}}
+    assert dry_run.rows_seen == {"962302": {"session": 3}, "company_777": {"sender-key": 2}}
     assert dry_run.total_deleted == 0
     assert dry_run.finished_at >= dry_run.started_at
 
     applied_run = CleanupRun.objects.get(pk=applied.run_id)
     assert applied_run.dry_run is False
     assert applied_run.outcome == "succeeded"
-    assert applied_run.rows_deleted == applied_run.rows_seen == {"*": {"pre-key": 3}}
-    assert applied_run.total_seen == applied_run.total_deleted == 3
+    assert applied_run.parameters["session_ids"] is None  # every session
+    assert (
+        applied_run.rows_deleted
+        == applied_run.rows_seen
+        == {"962302": {"session": 3}, "company_777": {"sender-key": 2}}
+    )
+    assert applied_run.total_seen == applied_run.total_deleted == 5
     assert applied_run.bytes_before is not None and applied_run.bytes_after is not None
     assert applied_run.parameters["batch_size"] == 5000
-    assert applied_run.parameters["grace_days"] == 7
-
-
-@bot_tables
-def test_cleanup_expired_keys__grace_period_keeps_recently_expired_keys():
-    """Keys expired 3 days ago survive the default 7-day grace; a 2-day grace takes them."""
-    _expired("962302", "pre-key", 2, days_ago=10)  # expired 3 days ago
-    _expired("962302", "session", 3, days_ago=20)  # expired 13 days ago
-    factories.make_keys("962302", "device-list", 2, expires_at=None)  # never expires
-
-    report = cleanup.cleanup_expired_keys(apply=True)
-    assert report.rows_deleted == {"*": {"session": 3}}
-    assert _keys() == {("962302", "pre-key"): 2, ("962302", "device-list"): 2}
-
-    report = cleanup.cleanup_expired_keys(apply=True, grace=2 * DAY)
-    assert report.rows_deleted == {"*": {"pre-key": 2}}
-    assert _keys() == {("962302", "device-list"): 2}
 
 
 @bot_tables
 def test_cleanup_expired_keys__key_type_filter_touches_only_that_type():
-    """--key-type pre-key deletes expired pre-keys only."""
-    _expired("962302", "pre-key", 4)
-    _expired("962302", "session", 4)
-    report = cleanup.cleanup_expired_keys(apply=True, key_types=["pre-key"])
-    assert report.rows_deleted == {"*": {"pre-key": 4}}
-    assert _keys() == {("962302", "session"): 4}
+    """--key-type session deletes old sessions only."""
+    _aged("962302", "session", 4)
+    _aged("962302", "sender-key", 4)
+    report = cleanup.cleanup_expired_keys(apply=True, key_types=["session"])
+    assert report.rows_deleted == {"962302": {"session": 4}}
+    assert _keys() == {("962302", "sender-key"): 4}
 
 
 @bot_tables
 @pytest.mark.parametrize("typed", ["962302", "company_962302", " 962302 "])
 def test_cleanup_expired_keys__salon_selects_both_spellings(typed):
     """A salon id in either spelling cleans both of its sessions and no other salon's."""
-    _expired("962302", "pre-key", 2)
-    _expired("company_962302", "pre-key", 3)
-    _expired("company_555", "pre-key", 4)
+    _aged("962302", "session", 2)
+    _aged("company_962302", "session", 3)
+    _aged("company_555", "session", 4)
     report = cleanup.cleanup_expired_keys(apply=True, salons=[typed])
-    assert report.rows_deleted == {"962302": {"pre-key": 2}, "company_962302": {"pre-key": 3}}
-    assert _keys() == {("company_555", "pre-key"): 4}
+    assert report.rows_deleted == {"962302": {"session": 2}, "company_962302": {"session": 3}}
+    assert _keys() == {("company_555", "session"): 4}
 
 
 @bot_tables
@@ -240,25 +432,24 @@ def test_cleanup_expired_keys__salon_selects_both_spellings(typed):
         ({"salons": ["777"]}, SessionNotFound),
         ({"batch_size": -5}, BadInput),
         ({"batch_size": 0}, BadInput),
-        ({"grace": -DAY}, BadInput),
         ({"key_types": ["prekey"]}, BadInput),
         ({"sessions": []}, BadInput),
     ],
 )
 def test_cleanup_expired_keys__bad_input_is_refused_before_anything_runs(kwargs, error):
     """Bad input raises an exit-code-2 error, deletes nothing and records no run."""
-    _expired("962302", "pre-key", 3)
+    _aged("962302", "session", 3)
     with pytest.raises(error) as raised:
         cleanup.cleanup_expired_keys(apply=True, **kwargs)
     assert raised.value.exit_code == 2
-    assert _keys() == {("962302", "pre-key"): 3}
+    assert _keys() == {("962302", "session"): 3}
     assert not CleanupRun.objects.exists()
 
 
 @bot_tables
 def test_cleanup_expired_keys__second_run_is_refused_while_the_lock_is_held():
     """A run holding the advisory lock (a real second connection) makes an applied run refuse."""
-    _expired("962302", "pre-key", 3)
+    _aged("962302", "session", 3)
     with _raw_bot_connection() as other:
         assert other.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]
         with pytest.raises(CleanupAlreadyRunning) as raised:
@@ -266,7 +457,7 @@ def test_cleanup_expired_keys__second_run_is_refused_while_the_lock_is_held():
         assert raised.value.exit_code == 5
         # A dry run deletes nothing, so it does not need the lock.
         assert cleanup.cleanup_expired_keys().total_seen == 3
-    assert _keys() == {("962302", "pre-key"): 3}
+    assert _keys() == {("962302", "session"): 3}
     refused = CleanupRun.objects.get(outcome="refused")
     assert refused.dry_run is False
     assert "in progress" in refused.error
@@ -277,7 +468,7 @@ def test_cleanup_expired_keys__second_run_is_refused_while_the_lock_is_held():
 @bot_tables
 def test_cleanup_expired_keys__stops_when_its_lock_connection_is_lost():
     """If the lock's connection dies mid-run (so the lock is gone), the run stops, recorded."""
-    _expired("962302", "pre-key", 12)
+    _aged("962302", "session", 12)
     killer = _raw_bot_connection()
 
     def kill_the_lock_connection():
@@ -296,12 +487,13 @@ def test_cleanup_expired_keys__stops_when_its_lock_connection_is_lost():
     assert WhatsAppKey.objects.count() == 8  # one batch done, then it stopped
     run = CleanupRun.objects.get()
     assert (run.outcome, run.total_deleted) == ("failed", 4)
+    assert run.rows_deleted == {"962302": {"session": 4}}
 
 
 @bot_tables
 def test_cleanup_expired_keys__releases_the_lock_after_the_run():
     """After a run the lock is free for anyone (nothing lingers in pg_locks)."""
-    _expired("962302", "pre-key", 1)
+    _aged("962302", "session", 1)
     cleanup.cleanup_expired_keys(apply=True)
     with _raw_bot_connection() as other:
         assert other.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]
@@ -444,7 +636,7 @@ def test_cleanup_expired_keys__lock_timeout_mid_run_keeps_committed_batches(
 ):
     """A batch timing out on a lock rolls back alone; the run is recorded failed; rerun ends it."""
     settings.OBSERVABILITY_CLEANUP_LOCK_TIMEOUT = timedelta(milliseconds=100)
-    _expired("962302", "pre-key", 50)
+    _aged("962302", "session", 50)
     blocker = _raw_bot_connection()
     blocker.autocommit = False
 
@@ -464,7 +656,7 @@ def test_cleanup_expired_keys__lock_timeout_mid_run_keeps_committed_batches(
     failed = CleanupRun.objects.get()
     assert failed.outcome == "failed"
     assert failed.total_deleted == 20
-    assert failed.rows_deleted == {"*": {"pre-key": 20}}
+    assert failed.rows_deleted == {"962302": {"session": 20}}
     assert "did not answer in time" in failed.error
 
     rerun = cleanup.cleanup_expired_keys(apply=True, batch_size=10)
@@ -477,7 +669,7 @@ def test_cleanup_expired_keys__connection_killed_mid_run_is_recorded_and_rerun_c
     truncate_bot_tables,
 ):
     """pg_terminate_backend on the cleanup's connection: committed batches stay, run failed."""
-    _expired("962302", "session", 40)
+    _aged("962302", "session", 40)
     with connections["bot"].cursor() as cursor:
         cursor.execute("SELECT 1")
     pid = connections["bot"].connection.info.backend_pid
@@ -514,12 +706,12 @@ CREATE TRIGGER test_slow_delete BEFORE DELETE ON whatsapp_keys
 
 
 def _insert_expired_sql(conn, count: int, session_id: str = "962302") -> None:
-    """Insert ``count`` keys that expired 23 days ago, fast (one statement)."""
+    """Insert ``count`` sessions last written 120 days ago (past retention), in one statement."""
     conn.execute(
         "INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, created_at, "
         "updated_at, expires_at) SELECT %s, 'session', 'k' || g, "
-        "jsonb_build_object('n', g), now() - interval '30 days', now() - interval '30 days', "
-        "now() - interval '23 days' FROM generate_series(1, %s) g",
+        "jsonb_build_object('n', g), now() - interval '120 days', now() - interval '120 days', "
+        "now() - interval '113 days' FROM generate_series(1, %s) g",
         [session_id, count],
     )
 

@@ -26,11 +26,12 @@ def _call(name: str, *args: str) -> str:
 
 
 def _seed():
-    old = timezone.now() - timedelta(days=20)
+    old = timezone.now() - timedelta(days=100)
     factories.make_auth("962302")
-    factories.make_keys("962302", "pre-key", 6, written_at=old)
+    factories.make_keys("962302", "session", 6, written_at=old)
+    factories.make_keys("962302", "pre-key", 4, written_at=old)  # live, whatever its age
     factories.make_keys("company_962302", "session", 2, written_at=old)
-    factories.make_keys("962302", "session", 3)
+    factories.make_keys("962302", "session", 3, seed=2)
 
 
 @bot_tables
@@ -38,16 +39,22 @@ def test_cleanup_expired_keys_command__dry_run_by_default_then_apply():
     """Without --apply nothing is deleted and the output says how to delete; --apply deletes."""
     _seed()
     out = _call("cleanup_expired_keys")
-    assert "Dry run: 8 rows would be deleted; nothing was." in out
-    assert "962302" in out and "pre-key" in out
-    assert WhatsAppKey.objects.count() == 11
+    assert "Dry run: 8 rows would be deleted and 7 kept; nothing was." in out
+    assert "pre-key                 never deleted for its age" in out  # the retention table
+    assert "session                 90 days" in out
+    lines = out.splitlines()
+    assert ["session", "key", "type", "to", "delete", "kept"] in [line.split() for line in lines]
+    assert any(line.split() == ["962302", "pre-key", "0", "4"] for line in lines)
+    assert any(line.split() == ["962302", "session", "6", "3"] for line in lines)
+    assert any(line.startswith("  pre-key: never deleted for its age") for line in lines)
+    assert WhatsAppKey.objects.count() == 15
 
     out = _call("cleanup_expired_keys", "--apply", "--batch-size", "5")
     assert "Deleted 8 of 8 rows in 2 batches" in out
-    # Over every session the applied run counts by key type, and the output says so.
-    assert "(*: every session of the run, counted by key type" in out
-    assert "session  key type" in out  # the header's columns stay apart
-    assert WhatsAppKey.objects.count() == 3
+    assert "; kept 7." in out
+    # An applied run over every session shows each session.
+    assert any(line.split() == ["company_962302", "session", "2", "0"] for line in out.splitlines())
+    assert WhatsAppKey.objects.count() == 7
     run = CleanupRun.objects.filter(dry_run=False).get()
     assert run.started_by.startswith("command")
 
@@ -63,16 +70,15 @@ def test_cleanup_expired_keys_command__json_salon_and_key_type():
             "company_962302",
             "--key-type",
             "session",
-            "--grace-days",
-            "1",
             "--apply",
             "--json",
         )
     )
-    assert report["rows_deleted"] == {"company_962302": {"session": 2}}
-    assert report["parameters"]["grace_days"] == 1
+    assert report["rows_deleted"] == {"962302": {"session": 6}, "company_962302": {"session": 2}}
+    assert report["rows_kept"] == {"962302": {"session": 3}}
+    assert "last 90 days" in report["kept_reasons"]["session"]
     assert report["dry_run"] is False
-    assert WhatsAppKey.objects.count() == 9
+    assert WhatsAppKey.objects.count() == 7
 
 
 @bot_tables
@@ -82,7 +88,6 @@ def test_cleanup_expired_keys_command__json_salon_and_key_type():
         (["--salon", "96230x"], "is not a salon id"),
         (["--salon", "5550001"], "No WhatsApp session exists for salon 5550001"),
         (["--batch-size", "-10"], "batch size must be between 1"),
-        (["--grace-days", "-1"], "cannot be negative"),
         (["--key-type", "nonsense"], "Unknown key type"),
     ],
 )
@@ -92,7 +97,7 @@ def test_cleanup_expired_keys_command__bad_input_exits_2_and_deletes_nothing(arg
     with pytest.raises(CommandError, match=message) as raised:
         _call("cleanup_expired_keys", "--apply", *args)
     assert raised.value.returncode == 2
-    assert WhatsAppKey.objects.count() == 11
+    assert WhatsAppKey.objects.count() == 15
 
 
 @bot_tables
@@ -207,7 +212,7 @@ def test_cleanup_command__progress_bar_on_a_terminal_only():
     with raw_bot_connection() as conn:
         conn.execute(
             "INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, expires_at) "
-            "SELECT '962302', 'session', 'k' || g, '{}', now() - interval '30 days' "
+            "SELECT '962302', 'session', 'k' || g, '{}', now() - interval '100 days' "
             "- g * interval '1 second' FROM generate_series(1, 40) g"
         )
         try:
@@ -215,7 +220,7 @@ def test_cleanup_command__progress_bar_on_a_terminal_only():
             assert b"0/40" in shown and b"rows/s" in shown
             conn.execute(
                 "INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, expires_at) "
-                "VALUES ('962302', 'session', 'x', '{}', now() - interval '30 days')"
+                "VALUES ('962302', 'session', 'x', '{}', now() - interval '100 days')"
             )
             piped = run_manage("cleanup_expired_keys", "--apply")
             assert piped.returncode == 0

@@ -405,8 +405,8 @@ SELECT s.session_id, t.key_type, t.key_type || '-' || g, jsonb_build_object('n',
            ELSE timestamptz '2020-02-01' + (g * 7 + s.n) * interval '1 second'      -- expired
        END
   FROM (VALUES ('962302', 1), ('company_962302', 2), ('777001', 3)) AS s(session_id, n)
- CROSS JOIN (VALUES ('session'), ('pre-key'), ('sender-key'), ('app-state-sync-key'))
-       AS t(key_type)
+ CROSS JOIN (VALUES ('session'), ('pre-key'), ('sender-key'), ('app-state-sync-key'),
+                    ('device-list'), ('tctoken')) AS t(key_type)
  CROSS JOIN generate_series(1, 150) AS g
 """
 _SLOW_DELETES = """
@@ -468,6 +468,8 @@ def test_cleanup_killed_twice_and_rerun__totals_match_an_uninterrupted_run(trunc
         expected_rows = _bot_rows(conn)
         expected_total, expected_by_type = _deleted_by_runs(CleanupRun.objects.all())
         assert expected_total == clean.total_deleted == seeded - len(expected_rows) > 1000
+        kept_types = [row[1] for row in expected_rows]
+        assert kept_types.count("pre-key") == kept_types.count("app-state-sync-key") == 450
         CleanupRun.objects.all().delete()
 
         # The same data, a run killed twice (inside a batch, then between batches), rerun.
@@ -499,9 +501,9 @@ def test_cleanup_killed_twice_and_rerun__totals_match_an_uninterrupted_run(trunc
             assert _wait_until(no_cleanup_lock), "the killed run's lock outlived it"
         assert len(expected_rows) < remaining() < seeded, "the kills left nothing to finish"
         conn.execute("DROP TRIGGER test_faults_slow_delete ON whatsapp_keys")
-        left = conn.execute(  # a run over every session counts by key type
-            "SELECT '*', key_type, count(*) FROM whatsapp_keys "
-            "WHERE expires_at < now() GROUP BY 1, 2"
+        left = conn.execute(  # pre-keys and app-state keys are never deleted for their age
+            "SELECT company_id, key_type, count(*) FROM whatsapp_keys WHERE expires_at < now() "
+            "AND key_type NOT IN ('pre-key', 'app-state-sync-key') GROUP BY 1, 2"
         ).fetchall()
         rerun = cleanup.cleanup_expired_keys(apply=True, batch_size=97)
 

@@ -208,11 +208,11 @@ def test_cleanup_commands__bad_batch_size_is_refused(seeded, capsys, value, comm
 
 
 @FUZZ
-@given(value=bad_day_counts, command=st.sampled_from(CLEANUP_COMMANDS))
-def test_cleanup_commands__bad_grace_days_is_refused(seeded, capsys, value, command):
+@given(value=bad_day_counts)
+def test_cleanup_orphan_keys__bad_grace_days_is_refused(seeded, capsys, value):
     """Negative, NaN, infinite, absurdly large or non-numeric days: exit 2, nothing written."""
     before = _row_counts()
-    error = _assert_refused(capsys, command, f"--grace-days={value}", "--apply")
+    error = _assert_refused(capsys, "cleanup_orphan_keys", f"--grace-days={value}", "--apply")
     assert error.returncode == 2
     assert _row_counts() == before
 

@@ -24,8 +24,9 @@ bot_tables = pytest.mark.django_db(databases=["default", "bot"])
 
 
 def _expired(session_id: str, count: int, seed: int = 1):
-    old = timezone.now() - timedelta(days=20)
-    return factories.make_keys(session_id, "pre-key", count, written_at=old, seed=seed)
+    """Per-contact sessions unwritten for 100 days: past their 90-day retention."""
+    old = timezone.now() - timedelta(days=100)
+    return factories.make_keys(session_id, "session", count, written_at=old, seed=seed)
 
 
 @pytest.fixture
@@ -43,10 +44,11 @@ def sentry():
 def test_cleanup_expired_keys_task__deletes_and_returns_the_report():
     """The task applies the cleanup (not a dry run), records it as "task", returns the report."""
     _expired("962302", 4)
-    factories.make_keys("962302", "session", 2)
+    factories.make_keys("962302", "session", 2, seed=2)
     result = tasks.cleanup_expired_keys_task()
     assert result["dry_run"] is False
-    assert result["rows_deleted"] == {"*": {"pre-key": 4}}
+    assert result["rows_deleted"] == {"962302": {"session": 4}}
+    assert result["rows_kept"] == {"962302": {"session": 2}}
     assert WhatsAppKey.objects.count() == 2
     assert CleanupRun.objects.get().started_by == "task"
 
@@ -147,7 +149,8 @@ def test_queue_cleanup_action__confirms_with_dry_run_counts_then_queues(admin_cl
     assert page.status_code == 200
     body = page.content.decode()
     assert 'id="cleanup-total">5<' in body
-    assert "pre-key" in body
+    assert "<td>962302</td><td>session</td><td>5</td><td>0</td>" in body
+    assert "removePreKey" in body  # the retention table says why pre-keys are never deleted
     assert WhatsAppKey.objects.count() == 7
     preview = CleanupRun.objects.get()
     assert (preview.dry_run, preview.started_by) == (True, "admin:admin")
@@ -159,7 +162,7 @@ def test_queue_cleanup_action__confirms_with_dry_run_counts_then_queues(admin_cl
     ]
     applied = CleanupRun.objects.get(dry_run=False)
     assert applied.started_by == "admin:admin"
-    assert applied.rows_deleted == {"962302": {"pre-key": 5}}
+    assert applied.rows_deleted == {"962302": {"session": 5}}
     assert Task.objects.filter(func=tasks.CLEANUP_EXPIRED_KEYS, success=True).count() == 1
 
 
@@ -191,7 +194,7 @@ def test_cleanup_run_admin__lists_runs_read_only(admin_client):
     changelist = admin_client.get(reverse("admin:observability_cleanuprun_changelist"))
     assert changelist.status_code == 200 and "expired_keys" in changelist.content.decode()
     detail = admin_client.get(reverse("admin:observability_cleanuprun_change", args=[run.pk]))
-    assert detail.status_code == 200 and "pre-key" in detail.content.decode()
+    assert detail.status_code == 200 and "session" in detail.content.decode()
     assert admin_client.get(reverse("admin:observability_cleanuprun_add")).status_code == 403
     delete = reverse("admin:observability_cleanuprun_delete", args=[run.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403

@@ -7,7 +7,7 @@ import logging
 
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from observability import config
 from observability.admin.base import ReadOnlyModelAdmin
@@ -69,9 +69,20 @@ def queue_expired_keys_cleanup(modeladmin, request, queryset):
         modeladmin.message_user(request, error.message, messages.ERROR)
         return None
     rows = [
-        (session_id, key_type, count)
-        for session_id in sorted(preview.rows_seen)
-        for key_type, count in sorted(preview.rows_seen[session_id].items())
+        (
+            session_id,
+            key_type,
+            preview.rows_seen.get(session_id, {}).get(key_type, 0),
+            preview.rows_kept.get(session_id, {}).get(key_type, 0),
+        )
+        for session_id, key_type in sorted(
+            {
+                (session_id, key_type)
+                for counts in (preview.rows_seen, preview.rows_kept)
+                for session_id, by_type in counts.items()
+                for key_type in by_type
+            }
+        )
     ]
     context = {
         **modeladmin.admin_site.each_context(request),
@@ -80,8 +91,9 @@ def queue_expired_keys_cleanup(modeladmin, request, queryset):
         "session_ids": session_ids,
         "rows": rows,
         "total": preview.total_seen,
-        "cutoff": preview.parameters["cutoff"],
-        "grace_days": preview.parameters["grace_days"],
+        "total_kept": preview.total_kept,
+        "kept_reasons": preview.kept_reasons,
+        "retention": preview.parameters["retention"],
         "batch_size": config.cleanup_batch_size(),
         "preview_run_id": preview.run_id,
         "action_name": "queue_expired_keys_cleanup",
@@ -106,6 +118,7 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
         "started_by",
         "total_seen",
         "total_deleted",
+        "total_kept",
         "duration",
     )
     list_filter = ("operation", "outcome", "dry_run")
@@ -123,6 +136,9 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
         "total_deleted",
         "rows_seen_pretty",
         "rows_deleted_pretty",
+        "total_kept",
+        "rows_kept_pretty",
+        "kept_reasons_pretty",
         "parameters_pretty",
         "bytes_before",
         "bytes_after",
@@ -148,6 +164,16 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
     @admin.display(description="rows deleted")
     def rows_deleted_pretty(self, obj):
         return _pretty(obj.rows_deleted)
+
+    @admin.display(description="rows kept")
+    def rows_kept_pretty(self, obj):
+        return _pretty(obj.rows_kept)
+
+    @admin.display(description="why kept")
+    def kept_reasons_pretty(self, obj):
+        return format_html_join(
+            "", "<p><strong>{}</strong>: {}</p>", sorted(obj.kept_reasons.items())
+        )
 
     @admin.display(description="parameters")
     def parameters_pretty(self, obj):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -36,29 +35,17 @@ class BatchResult:
     Attributes:
         deleted: the rows it deleted, by session and key type.
         more: whether another batch may follow.
-        seen: the rows it found to delete (counted before deleting), when the run counts
-            as it goes; None when the run counted everything up front. Pass the same
-            object as ``deleted`` when the batch deleted exactly what it counted.
         deleted_bytes: the size of the rows deleted.
 
     """
 
     deleted: Sequence[Group]
     more: bool
-    seen: Sequence[Group] | None = None
     deleted_bytes: int = 0
 
 
 #: Deletes one batch on the given cursor (inside its transaction).
 BatchDeleter = Callable[[object], BatchResult]
-
-
-class BatchChanged(Exception):
-    """A batch's rows changed between counting and deleting: roll it back and redo it."""
-
-
-#: A batch whose rows changed under it is redone at most this often before the run fails.
-CHANGED_RETRIES = 3
 
 #: A batch that hits ``lock_timeout`` (the bot held a row a while) is retried this often,
 #: after a short pause, before the run gives up.
@@ -69,41 +56,21 @@ def _milliseconds(period: timedelta) -> str:
     return f"{max(1, int(period.total_seconds() * 1000))}ms"
 
 
-def set_local_timeouts(cursor, *, wait_for_flush: bool = True) -> None:
+def set_local_timeouts(cursor) -> None:
     """
     Bound this transaction's waits: ``SET LOCAL lock_timeout`` and ``statement_timeout``.
 
     ``lock_timeout`` stops a batch from queueing behind the bot's locks (and the bot's
     writes from queueing behind us queueing); ``statement_timeout`` bounds how long any row
     stays locked by us, i.e. how long the bot can wait on one batch.
-
-    Args:
-        cursor: a cursor inside the transaction.
-        wait_for_flush: False sets ``synchronous_commit = off`` too: the commit returns
-            before its WAL reaches the disk (see :func:`run_batches`).
-
     """
     cursor.execute(
-        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true), "
-        "set_config('synchronous_commit', %s, true)",
+        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
         [
             _milliseconds(config.cleanup_lock_timeout()),
             _milliseconds(config.cleanup_statement_timeout()),
-            "on" if wait_for_flush else "off",
         ],
     )
-
-
-def flush_commits(alias: str) -> None:
-    """
-    Wait until every commit of this connection so far is on the disk.
-
-    A commit that waits for its flush waits for all the WAL written before it; a
-    transaction needs an id to write a commit record at all, hence ``pg_current_xact_id()``
-    (no privilege needed, nothing written to any table).
-    """
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        cursor.execute("SELECT pg_current_xact_id()")
 
 
 def relation_size(alias: str, tables: Sequence[str]) -> int:
@@ -113,16 +80,6 @@ def relation_size(alias: str, tables: Sequence[str]) -> int:
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c "
             "WHERE c.oid = ANY(ARRAY(SELECT to_regclass(t) FROM unnest(%s::text[]) t))",
             [list(tables)],
-        )
-        return int(cursor.fetchone()[0])
-
-
-def average_row_bytes(alias: str, table: str) -> int:
-    """The average size of a row, from a sample of 1,000 (for the space-freed estimate)."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            "SELECT coalesce(avg(pg_column_size(t.*)), 0)::bigint "  # noqa: S608
-            f"FROM (SELECT * FROM {connections[alias].ops.quote_name(table)} LIMIT 1000) t"
         )
         return int(cursor.fetchone()[0])
 
@@ -153,36 +110,22 @@ def run_batches(
     """
     Delete batch after batch until ``delete_batch`` says nothing is left.
 
-    Each batch is one transaction with its own timeouts; a failing batch rolls back alone
-    and the error propagates, leaving the committed batches in place. A batch that timed out
-    waiting for a lock is retried (``LOCK_RETRIES``) first. Before each batch the run lock is
-    checked to be still held.
-
-    The batches commit without waiting for their WAL to reach the disk, and the run waits
-    once, at its end (:func:`flush_commits`): each wait costs about as much as the delete of
-    a batch. What it risks: if the database server itself crashes, the batches of the last
-    fraction of a second before the crash are undone (still atomic: whole batches), so the
-    rows come back and the next run deletes them again; a run that then fails may have
-    recorded them as deleted. A killed client or a lost connection risks nothing: the server
-    still flushes every commit it acknowledged.
+    Each batch is one transaction with its own timeouts, committed before the next starts
+    (so the bot never waits on more than one batch); a failing batch rolls back alone and
+    the error propagates, leaving the committed batches in place. A batch that timed out
+    waiting for a lock is retried (``LOCK_RETRIES``) first. Before each batch the run lock
+    is checked to be still held.
     """
     from django.db import OperationalError
 
-    failures = changed = 0
+    failures = 0
     while True:
         lock.ensure_held()
         started = time.monotonic()
         try:
             with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-                set_local_timeouts(cursor, wait_for_flush=False)
+                set_local_timeouts(cursor)
                 result = delete_batch(cursor)
-        except BatchChanged:
-            changed += 1
-            if changed > CHANGED_RETRIES:
-                raise ObservabilityError(
-                    "The rows of a cleanup batch kept changing while it ran; stopped. Retry later."
-                ) from None
-            continue
         except OperationalError as error:
             if not _is_lock_timeout(error) or failures >= LOCK_RETRIES:
                 raise
@@ -190,12 +133,10 @@ def run_batches(
             logger.info("cleanup batch waited too long for a lock; retry %d", failures)
             time.sleep(0.2 * failures)
             continue
-        failures = changed = 0
-        elapsed = time.monotonic() - started
-        if result.deleted or result.seen:
-            on_committed(result, elapsed)
+        failures = 0
+        if result.deleted:
+            on_committed(result, time.monotonic() - started)
         if not result.more:
-            flush_commits(alias)
             return
 
 
@@ -206,14 +147,17 @@ def run_delete_operation(
     started_by: str,
     apply: bool,
     alias: str,
-    count: Callable[[], records.Counts],
-    batches: Callable[[], AbstractContextManager[BatchDeleter]],
+    count: Callable[[], records.Counts | records.Census],
+    delete_batch: BatchDeleter,
     progress: Progress | None = None,
     tables: Sequence[str] = ("whatsapp_keys",),
-    count_on_apply: bool = True,
 ) -> CleanupReport:
     """
     Count, and when applying delete in batches: the shape of the batched operations.
+
+    Every run, dry or applied, first counts what it would delete (and what it keeps, and
+    why) by session and key type; an applied run then records what each batch deleted, by
+    session and key type, from the rows the ``DELETE`` returned.
 
     Args:
         operation: the operation's name for the record.
@@ -221,14 +165,11 @@ def run_delete_operation(
         started_by: ``command``, ``task`` or ``admin:<username>``.
         apply: False counts only (a dry run); True deletes.
         alias: the bot database alias.
-        count: counts the matching rows by session and key type.
-        batches: opens the deleter of an applied run (see :func:`run_batches`), once the
-            run holds its lock, and closes it when the run ends.
+        count: counts the matching rows by session and key type (a
+            :class:`~observability.cleanup.records.Census` when some rows are kept).
+        delete_batch: deletes one batch (see :func:`run_batches`).
         progress: receives progress (a tqdm bar on a terminal).
         tables: the tables whose size is reported.
-        count_on_apply: False when the batches count what they delete as they go
-            (``BatchResult.seen``): an applied run then does not count everything first,
-            except for a progress bar's total.
 
     Raises:
         As :func:`execute_run`.
@@ -237,47 +178,38 @@ def run_delete_operation(
     progress = progress or NoProgress()
 
     def body(report: CleanupReport, recorder: records.RunRecorder, lock: CleanupLock) -> None:
-        total_for_progress = None
-        if count_on_apply or not apply:
-            report.rows_seen = count()
-            report.total_seen = total_for_progress = records.total(report.rows_seen)
-            recorder.save(rows_seen=report.rows_seen, total_seen=report.total_seen)
-        elif progress.wants_total:
-            total_for_progress = records.total(count())
+        census = count()
+        if not isinstance(census, records.Census):
+            census = records.Census(census)
+        report.rows_seen, report.total_seen = census.due, records.total(census.due)
+        report.rows_kept, report.total_kept = census.kept, records.total(census.kept)
+        report.kept_reasons = census.kept_reasons
+        recorder.save(
+            rows_seen=report.rows_seen,
+            total_seen=report.total_seen,
+            rows_kept=report.rows_kept,
+            total_kept=report.total_kept,
+            kept_reasons=report.kept_reasons,
+        )
         if not apply:
             return
-
-        # What the batches counted, and how what they deleted differs from it (only batches
-        # that changed under us differ): one pass over each batch's groups, not two.
-        counted, deleted_otherwise = records.Tally(), records.Tally()
+        deleted = records.Tally()
 
         def breakdown() -> None:
-            if not count_on_apply:
-                report.rows_seen = counted.counts()
-            report.rows_deleted = counted.counts(plus=deleted_otherwise)
+            report.rows_deleted = deleted.counts()
 
         def committed(result: BatchResult, elapsed: float) -> None:
-            if result.seen is None:
-                deleted = deleted_otherwise.add(result.deleted)
-            else:
-                deleted = counted.add(result.seen)
-                report.total_seen += deleted
-                if result.deleted is not result.seen:
-                    deleted_otherwise.add(result.seen, sign=-1)
-                    deleted = deleted_otherwise.add(result.deleted)
-            report.total_deleted += deleted
+            rows = deleted.add(result.deleted)
+            report.total_deleted += rows
             report.row_bytes_deleted += result.deleted_bytes
             report.batches += 1
             report.slowest_batch_seconds = max(report.slowest_batch_seconds, elapsed)
             recorder.progress(report, breakdown)
-            progress.advance(deleted)
+            progress.advance(rows)
 
-        progress.start(total_for_progress)
+        progress.start(report.total_seen)
         try:
-            with batches() as delete_batch:
-                run_batches(
-                    alias=alias, lock=lock, delete_batch=delete_batch, on_committed=committed
-                )
+            run_batches(alias=alias, lock=lock, delete_batch=delete_batch, on_committed=committed)
         finally:
             breakdown()
             progress.close()
@@ -349,6 +281,9 @@ def execute_run(
             total_seen=report.total_seen,
             rows_deleted=report.rows_deleted,
             total_deleted=report.total_deleted,
+            rows_kept=report.rows_kept,
+            total_kept=report.total_kept,
+            kept_reasons=report.kept_reasons,
             backup_path="\n".join(report.backup_paths),
         )
         raise
@@ -359,6 +294,9 @@ def execute_run(
         total_seen=report.total_seen,
         rows_deleted=report.rows_deleted,
         total_deleted=report.total_deleted,
+        rows_kept=report.rows_kept,
+        total_kept=report.total_kept,
+        kept_reasons=report.kept_reasons,
         bytes_after=report.bytes_after,
         backup_path="\n".join(report.backup_paths),
     )

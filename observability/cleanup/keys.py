@@ -1,15 +1,15 @@
-"""Expired keys and orphan keys: the batched deletes over ``whatsapp_keys``."""
+"""Keys past their retention, and orphan keys: the batched deletes over ``whatsapp_keys``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 
+from django.db import connections
 from django.utils import timezone
 
 from observability import config
-from observability.cleanup import engine, expiry_ranges, records, selection
+from observability.cleanup import engine, policy, records, selection
 from observability.cleanup.report import CleanupReport, Progress
 from observability.exceptions import translate_database_errors
 
@@ -26,29 +26,68 @@ def _filters(chosen: selection.Selection, table: str) -> tuple[str, list]:
     return " ".join(sql), params
 
 
-def _applied_session_column(chosen: selection.Selection) -> str:
-    """
-    What an applied expired-key run counts its rows by, beside the key type.
-
-    A run over chosen sessions (a salon, the admin's selection) counts each session. A run
-    over every session (the nightly job) counts by key type only, under
-    ``records.EVERY_SESSION``: at a thousand sessions a batch holds thousands of (session,
-    key type) groups, and counting them costs the database and this process about a third
-    of the delete itself. The dry run always counts per session and key type.
-    """
-    if chosen.session_ids is not None:
-        return "company_id"
-    return f"'{records.EVERY_SESSION}'::text"
-
-
-def _common_parameters(chosen: selection.Selection, size: int, cutoff: datetime) -> dict:
+def _common_parameters(
+    chosen: selection.Selection, size: int, cutoff: datetime | None = None
+) -> dict:
     return {
         **chosen.as_parameters(),
-        "cutoff": cutoff.isoformat(),
+        **({"cutoff": cutoff.isoformat()} if cutoff is not None else {}),
         "batch_size": size,
         "lock_timeout_ms": int(config.cleanup_lock_timeout().total_seconds() * 1000),
         "statement_timeout_ms": int(config.cleanup_statement_timeout().total_seconds() * 1000),
     }
+
+
+class AgedKeys:
+    """
+    The batches of the expired-key cleanup: keys past their type's retention, oldest first.
+
+    Each batch deletes the (at most) ``size`` due rows with the lowest ``expires_at`` at or
+    above where the previous batch ended: a range of the ``expires_at`` index that never
+    walks again past the rows earlier batches deleted, nor past the rows kept below them
+    (old pre-keys and app-state keys: much of the old end of the index). The ``DELETE``
+    repeats the policy's condition, so a row the bot rewrote since it was picked (a new
+    ``expires_at``) is kept. What went is counted by session and key type from the rows
+    the ``DELETE`` returned, in the same statement.
+
+    Args:
+        due: the SQL condition "age may delete this row" on table alias ``k``.
+        due_params: its parameters.
+        filters: the selection's conditions on ``k`` (sessions, key types).
+        filter_params: their parameters.
+        size: rows per batch.
+
+    """
+
+    def __init__(self, due: str, due_params: list, filters: str, filter_params: list, size: int):
+        self.where = f"{due} {filters}"
+        self.params = [*due_params, *filter_params]
+        self.size = size
+        self.lower: datetime | None = None
+
+    def delete(self, cursor) -> engine.BatchResult:
+        """Delete the next batch (see the class)."""
+        lower = "-infinity" if self.lower is None else self.lower
+        cursor.execute(
+            # Only code-built fragments are interpolated; every value is a parameter.
+            "WITH gone AS ("  # noqa: S608
+            " DELETE FROM whatsapp_keys k WHERE k.ctid = ANY(ARRAY("
+            f"  SELECT k.ctid FROM whatsapp_keys k WHERE {self.where}"
+            "   AND k.expires_at >= %s::timestamptz ORDER BY k.expires_at LIMIT %s"
+            f" )) AND {self.where}"
+            " RETURNING k.company_id, k.key_type, k.expires_at, pg_column_size(k.*) AS row_bytes"
+            ") SELECT company_id, key_type, count(*), sum(row_bytes), max(expires_at) "
+            "FROM gone GROUP BY 1, 2",
+            [*self.params, lower, self.size, *self.params],
+        )
+        rows = cursor.fetchall()
+        if rows:
+            self.lower = max(row[4] for row in rows)
+        return engine.BatchResult(
+            [(session_id, key_type, n) for session_id, key_type, n, _, _ in rows],
+            more=bool(rows),
+            deleted_bytes=sum(int(row_bytes or 0) for _, _, _, row_bytes, _ in rows),
+        )
 
 
 def cleanup_expired_keys(
@@ -56,7 +95,6 @@ def cleanup_expired_keys(
     salons: Iterable[str | int] | None = None,
     sessions: Iterable[str] | None = None,
     key_types: Iterable[str] | None = None,
-    grace: timedelta | None = None,
     batch_size: int | None = None,
     apply: bool = False,
     started_by: str = "command",
@@ -64,26 +102,20 @@ def cleanup_expired_keys(
     progress: Progress | None = None,
 ) -> CleanupReport:
     """
-    Delete (or, by default, count) keys whose ``expires_at`` passed more than ``grace`` ago.
+    Delete (or, by default, count) keys unwritten for longer than their type's retention.
 
-    Each batch is a range of the partial index on ``expires_at``: from where the previous
-    batch ended up to the expiry of the (batch size + 1)-th row, found by walking that many
-    index entries (never the entries of rows already deleted). An applied run plans the
-    ranges on a second connection, counting each by session and key type, while the first
-    deletes the previous range and commits (see :mod:`~observability.cleanup.lookahead`):
-    the audit's counts then cost the run almost no time. A range whose delete removes
-    other than what was counted (the bot rewrote a key meanwhile: each row's expiry is
-    re-checked as it is deleted, so the rewritten key is kept) is rolled back and deleted
-    again, counting row by row. More than a batch of keys expiring at one instant are taken
-    a batch at a time by row address. A row the bot holds locked is waited for (at most
-    ``lock_timeout``, then the batch is retried). An applied run over every session counts
-    by key type only (see :func:`_applied_session_column`).
+    The retention of each key type, and why, is :mod:`~observability.cleanup.policy`:
+    pre-keys, app-state keys, LID mappings, identity keys and unknown types are never
+    deleted for their age, whatever their ``expires_at``. Every run first counts, by
+    session and key type, the rows it would delete and the rows it keeps with the reason
+    (one pass over the table); an applied run then deletes in batches (:class:`AgedKeys`),
+    each its own transaction under the run's lock and timeouts, and records what each
+    deleted by session and key type.
 
     Args:
         salons: salon ids in either spelling (both spellings are cleaned); None: all.
         sessions: exact session ids (the admin's selection).
         key_types: restrict to these key types; None: all.
-        grace: how long after expiry a key is kept (setting, default 7 days).
         batch_size: rows per batch (setting, default 5,000).
         apply: delete; False (the default) only counts.
         started_by: who started the run, for the record.
@@ -91,43 +123,46 @@ def cleanup_expired_keys(
         progress: progress receiver.
 
     Returns:
-        The report; ``rows_seen`` of a dry run is exactly what an apply would delete then.
-        An applied run over every session reports its rows under
-        ``records.EVERY_SESSION`` (``"*"``), by key type.
+        The report: ``rows_seen`` (to delete), ``rows_kept`` and ``kept_reasons``, and for an
+        applied run ``rows_deleted``, all by session and key type.
 
     Raises:
-        BadInput, MalformedSessionId, SessionNotFound: before anything runs or is recorded.
+        BadInput, MalformedSessionId, SessionNotFound: before anything runs or is recorded
+            (a malformed ``OBSERVABILITY_CLEANUP_RETENTION`` too).
         CleanupAlreadyRunning, BotDatabaseUnavailable, QueryTimedOut: see the engine.
 
     """
     alias = config.bot_database_alias()
-    grace = selection.period(grace, config.cleanup_grace_period(), "grace period")
     size = selection.batch_size(batch_size, config.cleanup_batch_size())
+    rules = policy.current(now or timezone.now())
     with translate_database_errors(alias):
         chosen = selection.build(salons=salons, sessions=sessions, types=key_types, alias=alias)
-    cutoff = (now or timezone.now()) - grace
-    filters, filter_params = _filters(chosen, "whatsapp_keys")
+    filters, filter_params = _filters(chosen, "k")
+    due, due_params = rules.due_sql("k")
     parameters = {
-        **_common_parameters(chosen, size, cutoff),
-        "grace_days": grace / timedelta(days=1),
+        **_common_parameters(chosen, size),
+        "now": rules.now.isoformat(),
+        "retention": rules.as_list(),
     }
 
-    def count():
-        return engine.count_by_session_and_type(
-            alias,
-            # Only code-built fragments are interpolated; every value is a parameter.
-            "SELECT company_id, key_type, count(*) FROM whatsapp_keys "  # noqa: S608
-            f"WHERE expires_at IS NOT NULL AND expires_at < %s {filters} GROUP BY 1, 2",
-            [cutoff, *filter_params],
-        )
+    def count() -> records.Census:
+        census = records.Census({})
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                "SELECT k.company_id, k.key_type, count(*) FILTER (WHERE "  # noqa: S608
+                f"{due}), count(*) FROM whatsapp_keys k WHERE true {filters} GROUP BY 1, 2",
+                [*due_params, *filter_params],
+            )
+            for session_id, key_type, n_due, n_all in cursor.fetchall():
+                if n_due:
+                    records.add(census.due, session_id, key_type, int(n_due))
+                if n_all > n_due:
+                    records.add(census.kept, session_id, key_type, int(n_all - n_due))
+                    census.kept_reasons[key_type] = rules.for_type(key_type).kept_because()
+        census.kept_reasons = dict(sorted(census.kept_reasons.items()))
+        return census
 
-    ranges = expiry_ranges.ExpiryRanges(
-        alias,
-        where=f"expires_at IS NOT NULL AND expires_at < %s {filters}",
-        where_params=[cutoff, *filter_params],
-        session=_applied_session_column(chosen),
-        size=size,
-    )
+    batches = AgedKeys(due, due_params, filters, filter_params, size)
     return engine.run_delete_operation(
         operation="expired_keys",
         parameters=parameters,
@@ -135,9 +170,8 @@ def cleanup_expired_keys(
         apply=apply,
         alias=alias,
         count=count,
-        batches=ranges.batches,
+        delete_batch=batches.delete,
         progress=progress,
-        count_on_apply=False,
     )
 
 
@@ -235,6 +269,6 @@ def cleanup_orphan_keys(
         apply=apply,
         alias=alias,
         count=count,
-        batches=lambda: nullcontext(delete_batch),
+        delete_batch=delete_batch,
         progress=progress,
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import connections
 from django.utils import timezone
 
 from observability.exceptions import ObservabilityError
@@ -15,10 +15,6 @@ from observability.models import CleanupRun
 logger = logging.getLogger(__name__)
 
 Counts = dict[str, dict[str, int]]
-
-#: The session key of counts kept by key type only: the rows of every session the run
-#: covered (an applied expired-key run over all sessions; its parameters say so).
-EVERY_SESSION = "*"
 
 #: How often, at most, a running record's breakdown by session and key type is rewritten.
 _BREAKDOWN_EVERY = 1.0
@@ -42,36 +38,49 @@ class Tally:
     """
     Rows per (session id, key type), added to batch after batch.
 
-    A flat mapping, because a batch of the expired-key cleanup can hold a group for every
-    session and key type (thousands), and adding them up is the cleanup's main cost in
-    Python; the nested ``{session: {key type: n}}`` shape of the record is built from it
-    only when the record is written.
+    A flat mapping, because a batch can hold a group for every session and key type
+    (thousands); the nested ``{session: {key type: n}}`` shape of the record is built from
+    it only when the record is written.
     """
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], int] = {}
         self.total = 0
 
-    def add(self, groups, sign: int = 1) -> int:
-        """Add ``(session id, key type, rows)`` groups (subtract with ``sign=-1``)."""
+    def add(self, groups) -> int:
+        """Add ``(session id, key type, rows)`` groups; returns the rows added."""
         rows, get, added = self.rows, self.rows.get, 0
         for session_id, key_type, n in groups:
             key = (session_id, key_type)
-            rows[key] = get(key, 0) + sign * n
+            rows[key] = get(key, 0) + n
             added += n
-        self.total += sign * added
+        self.total += added
         return added
 
-    def counts(self, plus: Tally | None = None) -> Counts:
-        """The rows as ``{session: {key type: n}}`` (with ``plus`` added), zeros left out."""
+    def counts(self) -> Counts:
+        """The rows as ``{session: {key type: n}}``, zeros left out."""
         counts: Counts = {}
-        merged = dict(self.rows)
-        for key, n in (plus.rows if plus else {}).items():
-            merged[key] = merged.get(key, 0) + n
-        for (session_id, key_type), n in sorted(merged.items()):
+        for (session_id, key_type), n in sorted(self.rows.items()):
             if n:
                 counts.setdefault(session_id, {})[key_type] = n
         return counts
+
+
+@dataclass
+class Census:
+    """
+    What a run found at its start: the rows to delete, and the rows kept with their reason.
+
+    Attributes:
+        due: rows to delete, ``{session: {key type: n}}``.
+        kept: rows the retention policy keeps, same shape.
+        kept_reasons: why each key type of ``kept`` is kept.
+
+    """
+
+    due: Counts
+    kept: Counts = field(default_factory=dict)
+    kept_reasons: dict[str, str] = field(default_factory=dict)
 
 
 def describe_error(error: BaseException) -> str:
@@ -122,54 +131,27 @@ class RunRecorder:
 
     def progress(self, report, breakdown) -> None:
         """
-        Record the rows seen and deleted so far (called after each committed batch).
+        Record the rows deleted so far (called after each committed batch).
 
-        The totals are written after every batch, so a killed run's record accounts for
-        every committed batch but at most the one whose commit it did not live to record
-        (the bot's rows and this record live in two databases: no transaction covers both).
-        The breakdowns by session and key type (tens of kilobytes at a thousand sessions)
-        are written at most every ``_BREAKDOWN_EVERY`` seconds, and always at the end. One
-        ``UPDATE`` in autocommit: a round trip, where a transaction would take four.
+        The total is written after every batch, so a killed run's record accounts for every
+        committed batch but at most the one whose commit it did not live to record (the
+        bot's rows and this record live in two databases: no transaction covers both). The
+        breakdown by session and key type (tens of kilobytes at a thousand sessions) is
+        written at most every ``_BREAKDOWN_EVERY`` seconds, and always at the end.
 
         Args:
             report: the run's :class:`~observability.cleanup.report.CleanupReport`.
-            breakdown: brings the report's ``rows_seen`` and ``rows_deleted`` up to date
-                (called only when they are written).
+            breakdown: brings the report's ``rows_deleted`` up to date (called only when it
+                is written).
 
         """
-        fields: dict = {"total_deleted": report.total_deleted, "total_seen": report.total_seen}
+        fields: dict = {"total_deleted": report.total_deleted}
         now = time.monotonic()
         if now - self._breakdown_saved_at >= _BREAKDOWN_EVERY:
             breakdown()
             fields["rows_deleted"] = report.rows_deleted
-            fields["rows_seen"] = report.rows_seen
             self._breakdown_saved_at = now
-        for name, value in fields.items():
-            setattr(self.run, name, value)
-        self._update_without_flush_wait(fields)
-
-    def _update_without_flush_wait(self, fields: dict) -> None:
-        """
-        ``UPDATE`` some fields in one statement whose commit does not wait for the disk.
-
-        ``set_config('synchronous_commit', 'off', true)`` inside the statement applies to its
-        own (autocommit) transaction, which PostgreSQL commits right after: one round trip,
-        where ``BEGIN; SET LOCAL ...; UPDATE ...; COMMIT`` takes four. Values go through the
-        model's fields, as ``save()`` would send them.
-        """
-        connection = connections[self.run._state.db]
-        quote = connection.ops.quote_name
-        columns, values = [], []
-        for name, value in fields.items():
-            model_field = CleanupRun._meta.get_field(name)
-            columns.append(f"{quote(model_field.column)} = %s")
-            values.append(model_field.get_db_prep_save(value, connection))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {quote(CleanupRun._meta.db_table)} SET {', '.join(columns)} "  # noqa: S608
-                "WHERE id = %s AND set_config('synchronous_commit', 'off', true) = 'off'",
-                [*values, self.run.pk],
-            )
+        self.save(**fields)
 
     def finish(self, outcome: str, *, error: str = "", **fields) -> None:
         """Close the record with its outcome; never raises (the original error matters more)."""

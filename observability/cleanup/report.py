@@ -10,12 +10,8 @@ from typing import Protocol
 class Progress(Protocol):
     """Receives progress; the command renders it with tqdm on a terminal."""
 
-    #: Whether ``start`` needs the total: counting it up front costs an applied run a pass
-    #: over the rows, worth it only for a bar someone watches.
-    wants_total: bool
-
     def start(self, total: int | None) -> None:
-        """The run found ``total`` rows to delete (None: not counted)."""
+        """The run found ``total`` rows to delete."""
 
     def advance(self, rows: int) -> None:
         """One batch committed ``rows`` deletes."""
@@ -26,8 +22,6 @@ class Progress(Protocol):
 
 class NoProgress:
     """Progress that goes nowhere (tasks, the admin, ``--json``)."""
-
-    wants_total = False
 
     def start(self, total: int | None) -> None:
         """Ignore."""
@@ -49,10 +43,13 @@ class CleanupReport:
         operation: ``expired_keys``, ``orphan_keys``, ``duplicates`` or ``restore``.
         dry_run: True when nothing was deleted on purpose.
         parameters: the run's inputs as recorded.
-        rows_seen: rows found to delete, ``{session id: {key type: n}}``: counted at the
-            start, or (expired keys, applied) by each batch just before it deletes.
+        rows_seen: rows found to delete at the start, ``{session id: {key type: n}}``.
         rows_deleted: rows deleted and committed, same shape.
         total_seen, total_deleted: their sums.
+        rows_kept: rows the retention policy protects (expired keys), same shape.
+        total_kept: their sum.
+        kept_reasons: why each key type of ``rows_kept`` is kept (the retention policy the
+            run applied is in ``parameters["retention"]``).
         bytes_before, bytes_after: ``pg_total_relation_size`` of the tables touched.
         row_bytes_deleted: the size of the deleted rows: the space PostgreSQL can reuse
             once autovacuum has passed (the files do not shrink without VACUUM FULL).
@@ -73,6 +70,9 @@ class CleanupReport:
     rows_deleted: dict[str, dict[str, int]] = field(default_factory=dict)
     total_seen: int = 0
     total_deleted: int = 0
+    rows_kept: dict[str, dict[str, int]] = field(default_factory=dict)
+    total_kept: int = 0
+    kept_reasons: dict[str, str] = field(default_factory=dict)
     bytes_before: int | None = None
     bytes_after: int | None = None
     row_bytes_deleted: int = 0

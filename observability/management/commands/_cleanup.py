@@ -9,7 +9,6 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from observability.cleanup import CleanupReport
-from observability.cleanup.records import EVERY_SESSION
 from observability.exceptions import ObservabilityError
 
 
@@ -23,8 +22,6 @@ def started_by() -> str:
 
 class TqdmProgress:
     """A tqdm progress bar on the terminal's stderr; nothing when stderr is not a terminal."""
-
-    wants_total = True
 
     def __init__(self) -> None:
         self.bar = None
@@ -117,31 +114,46 @@ class CleanupCommand(BaseCommand):
         raise NotImplementedError
 
     def render(self, report: CleanupReport) -> None:
-        """Print the counts by session and key type, and what happened."""
+        """Print the counts by session and key type (deleted and kept), and what happened."""
         counts = report.rows_seen if report.dry_run else report.rows_deleted
-        if counts:
-            width = max(len("session"), *(len(s) for s in counts)) + 2
-            self.stdout.write(f"{'session'.ljust(width)}{'key type'.ljust(24)}{'rows':>10}")
-            for session_id in sorted(counts):
-                for key_type, n in sorted(counts[session_id].items()):
-                    self.stdout.write(f"{session_id.ljust(width)}{key_type.ljust(24)}{n:>10,}")
-            if EVERY_SESSION in counts:
-                self.stdout.write(
-                    f"({EVERY_SESSION}: every session of the run, counted by key type; "
-                    "the dry run counts each session.)"
-                )
+        kept = report.rows_kept
+        pairs = sorted(
+            {
+                (s, t)
+                for mapping in (counts, kept)
+                for s, by_type in mapping.items()
+                for t in by_type
+            }
+        )
+        if pairs:
+            width = max(len("session"), *(len(s) for s, _ in pairs)) + 2
+            heading = "to delete" if report.dry_run else "deleted"
+            header = f"{'session'.ljust(width)}{'key type'.ljust(24)}{heading:>10}"
+            self.stdout.write(header + (f"{'kept':>10}" if kept else ""))
+            for session_id, key_type in pairs:
+                n = counts.get(session_id, {}).get(key_type, 0)
+                line = f"{session_id.ljust(width)}{key_type.ljust(24)}{n:>10,}"
+                if kept:
+                    line += f"{kept.get(session_id, {}).get(key_type, 0):>10,}"
+                self.stdout.write(line)
+        if report.kept_reasons:
+            self.stdout.write("Kept, and why:")
+            for key_type, reason in report.kept_reasons.items():
+                self.stdout.write(f"  {key_type}: {reason}")
         if report.dry_run:
             self.stdout.write(
                 self.style.WARNING(
-                    f"Dry run: {report.total_seen:,} rows would be deleted; nothing was. "
-                    "Add --apply to delete them."
+                    f"Dry run: {report.total_seen:,} rows would be deleted"
+                    f"{f' and {report.total_kept:,} kept' if report.rows_kept else ''}; "
+                    "nothing was. Add --apply to delete them."
                 )
             )
         else:
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Deleted {report.total_deleted:,} of {report.total_seen:,} rows in "
-                    f"{report.batches} batches (slowest {report.slowest_batch_seconds:.2f} s)."
+                    f"{report.batches} batches (slowest {report.slowest_batch_seconds:.2f} s)"
+                    f"{f'; kept {report.total_kept:,}' if report.rows_kept else ''}."
                 )
             )
             self.stdout.write(

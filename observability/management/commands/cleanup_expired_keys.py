@@ -1,35 +1,25 @@
-"""Delete expired WhatsApp keys (a dry run unless --apply)."""
+"""Delete keys unwritten for longer than their type's retention (a dry run unless --apply)."""
 
 from __future__ import annotations
 
 from observability import cleanup
-from observability.cleanup import selection
 from observability.management.commands._cleanup import CleanupCommand, started_by
 
 
 class Command(CleanupCommand):
-    """Count, or with --apply delete, keys expired longer ago than the grace period."""
+    """Count, or with --apply delete, keys past their type's retention; show what is kept."""
 
     help = (
-        "Delete whatsapp_keys rows whose expires_at passed more than the grace period ago "
-        "(default 7 days), in batches under a lock; a dry run unless --apply."
+        "Delete whatsapp_keys rows unwritten for longer than their key type's retention "
+        "(observability/cleanup/policy.py: pre-keys, app-state keys, LID mappings, identity "
+        "keys and unknown types never), in batches under a lock; a dry run unless --apply."
     )
-
-    def add_arguments(self, parser):
-        """Add --grace-days to the shared options."""
-        super().add_arguments(parser)
-        parser.add_argument(
-            "--grace-days",
-            type=float,
-            help="Keep keys expired less than this many days ago (default 7).",
-        )
 
     def run(self, options, progress):
         """Call the service."""
         return cleanup.cleanup_expired_keys(
             salons=options["salons"],
             key_types=options["key_types"],
-            grace=selection.days(options["grace_days"]),
             batch_size=options["batch_size"],
             apply=options["apply"],
             started_by=started_by(),
@@ -37,6 +27,10 @@ class Command(CleanupCommand):
         )
 
     def render(self, report):
-        """Say which cut-off was used, then the counts."""
-        self.stdout.write(f"Expired keys: expires_at before {report.parameters['cutoff']}.")
+        """The retention applied to each key type, then the counts and what is kept."""
+        self.stdout.write("Retention by key type (time since the last write):")
+        for rule in report.parameters["retention"]:
+            days = rule["retention_days"]
+            keep = f"{days:g} days" if days is not None else "never deleted for its age"
+            self.stdout.write(f"  {rule['key_type']:<24}{keep}")
         super().render(report)
