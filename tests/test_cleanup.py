@@ -259,8 +259,10 @@ def test_cleanup_expired_keys__dry_run_and_record_show_what_is_kept_and_why():
 
     record = CleanupRun.objects.get(pk=dry.run_id)
     assert record.rows_kept == dry.rows_kept and record.kept_reasons == dry.kept_reasons
-    assert record.total_kept == dry.total_kept == sum(
-        n for by_type in dry.rows_kept.values() for n in by_type.values()
+    assert (
+        record.total_kept
+        == dry.total_kept
+        == sum(n for by_type in dry.rows_kept.values() for n in by_type.values())
     )
     retention = {rule["key_type"]: rule for rule in record.parameters["retention"]}
     assert retention["pre-key"]["deletable_by_age"] is False

@@ -53,7 +53,8 @@ def test_cleanup_expired_keys_command__dry_run_by_default_then_apply():
     assert "Deleted 8 of 8 rows in 2 batches" in out
     assert "; kept 7." in out
     # An applied run over every session shows each session.
-    assert any(line.split() == ["company_962302", "session", "2", "0"] for line in out.splitlines())
+    lines = [line.split() for line in out.splitlines()]
+    assert ["company_962302", "session", "2", "0"] in lines
     assert WhatsAppKey.objects.count() == 7
     run = CleanupRun.objects.filter(dry_run=False).get()
     assert run.started_by.startswith("command")
