@@ -239,27 +239,28 @@ class Policy:
         new ``expires_at``) is kept. Exact types come before the ``lid-mapping`` family,
         which comes before :data:`OTHER_TYPES`, as in :meth:`for_type`.
         """
-        exact = [r for r in self.rules if r.deletable and r.key_type not in _FAMILIES]
         cases, params = [], []
-        for rule in exact:
+        for rule in self.rules:  # every named type, so a kept one never falls into ELSE
+            if rule.key_type in _FAMILIES:
+                continue
             cases.append(f"WHEN {table}.key_type = %s THEN %s::timestamptz")
-            params += [rule.key_type, self.expires_cutoff(rule)]
+            params += [rule.key_type, self._cutoff_or_none(rule)]
         family = self._by_type[LID_MAPPING]
-        if family.deletable:
-            cases.append(f"WHEN strpos({table}.key_type, %s) > 0 THEN %s::timestamptz")
-            params += [LID_MAPPING, self.expires_cutoff(family)]
-        other = self._by_type[OTHER_TYPES]
-        if other.deletable:
-            cases.append("ELSE %s::timestamptz")
-            params.append(self.expires_cutoff(other))
-        if not cases:
+        cases.append(f"WHEN strpos({table}.key_type, %s) > 0 THEN %s::timestamptz")
+        params += [LID_MAPPING, self._cutoff_or_none(family)]
+        cases.append("ELSE %s::timestamptz")
+        params.append(self._cutoff_or_none(self._by_type[OTHER_TYPES]))
+        cutoffs = [self.expires_cutoff(rule) for rule in self.rules if rule.deletable]
+        if not cutoffs:
             return "false", []
-        highest = max(self.expires_cutoff(r) for r in self.rules if r.deletable)
         return (
             f"{table}.expires_at < %s::timestamptz "
             f"AND {table}.expires_at < (CASE {' '.join(cases)} END)",
-            [highest, *params],
+            [max(cutoffs), *params],
         )
+
+    def _cutoff_or_none(self, rule: Retention) -> datetime | None:
+        return self.expires_cutoff(rule) if rule.deletable else None
 
     def as_list(self) -> list[dict]:
         """Every rule as JSON-ready data, in table order."""
