@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('observability', '0002_cleanuprun'),
+        ('observability', '0003_session_snapshot'),
     ]
 
     operations = [
