@@ -112,3 +112,15 @@ def test_cleanup_retention_setting__a_bad_value_is_a_system_check_error(settings
         policy.current(timezone.now())
     settings.OBSERVABILITY_CLEANUP_RETENTION = {"session": 120}
     assert checks.check_cleanup_retention() == []
+
+
+def test_policy__the_readme_renders_the_table_as_it_is():
+    """Each rule's retention and reason appear in the README's cleanup table, word for word."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for rule in (*policy.DEFAULT_POLICY, policy.DEFAULT_OTHER):
+        name = rule.key_type if rule.key_type == policy.OTHER_TYPES else f"`{rule.key_type}`"
+        kept = f"{rule.retention_days:g} days" if rule.deletable else "for ever"
+        row = next((line for line in readme.splitlines() if line.startswith(f"| {name}")), "")
+        assert f"| {kept} | {rule.reason} | {rule.source} |" in row, rule.key_type
