@@ -62,7 +62,10 @@ def _seed_everything(now=None) -> None:
     factories.make_keys(str(SALON), "session", 3, written_at=now - timedelta(days=5), seed=1)
     factories.make_auth(f"company_{SALON}", written_at=now, seed=2)
     factories.make_keys(f"company_{SALON}", "session", 4, written_at=now, seed=2)
-    factories.make_keys(f"company_{SALON}", "pre-key", 5, written_at=old, seed=3)  # expired
+    # Sessions past their 90-day retention; pre-keys past expires_at, live, kept.
+    past_retention = now - timedelta(days=100)
+    factories.make_keys(f"company_{SALON}", "session", 5, written_at=past_retention, seed=3)
+    factories.make_keys(f"company_{SALON}", "pre-key", 5, written_at=old, seed=3)
     factories.make_keys("company_777", "tctoken", 2, written_at=old, seed=4)  # orphaned
 
 
@@ -109,7 +112,7 @@ def test_readme_roles__grant_exactly_the_documented_privileges(readme_roles):
 
 #: Each cleanup, the rows its dry run finds in ``_seed_everything`` and what its apply deletes.
 CLEANUPS = {
-    "expired_keys": (cleanup.cleanup_expired_keys, 5, {"*": {"pre-key": 5}}),
+    "expired_keys": (cleanup.cleanup_expired_keys, 5, {f"company_{SALON}": {"session": 5}}),
     "orphan_keys": (cleanup.cleanup_orphan_keys, 2, {"company_777": {"tctoken": 2}}),
     "duplicates": (
         cleanup.cleanup_duplicates,
