@@ -88,14 +88,13 @@ class Hook:
 
 # --- A healthy QR-paired v7 session, as Baileys writes it ----------------------------------
 
-#: Baileys v7 uploads this many pre-keys at pairing (INITIAL_PREKEY_COUNT, src/Defaults/index.ts).
-V7_INITIAL_PREKEYS = 812
-APP_STATE_COLLECTIONS = (
-    "critical_block",
-    "critical_unblock_low",
-    "regular_high",
-    "regular_low",
-    "regular",
+#: What age never deletes in a Baileys session (observability/cleanup/policy.py).
+NEVER_BY_AGE = (
+    "pre-key",
+    "app-state-sync-key",
+    "app-state-sync-version",
+    "lid-mapping",
+    "identity-key",
 )
 
 
@@ -111,85 +110,40 @@ def _write(session_id, key_type, key_id, written, rng) -> WhatsAppKey:
     )
 
 
-def _qr_paired_v7_session(session_id: str, *, paired_days_ago: float = 21, used_prekeys=40):
-    """
-    A working QR-paired v7 session ``paired_days_ago`` days after pairing, row by row.
-
-    Creds with ``registered`` false (QR pairing never sets it), ``nextPreKeyId`` past the 812
-    pre-keys uploaded at pairing; ``used_prekeys`` of them were used by new contacts and
-    deleted by Baileys (removePreKey), so the rest are written once, long past expires_at,
-    and live. Three app-state sync keys from the phone at pairing, ``myAppStateKeyId``
-    naming the newest; one app-state version per collection, written at the initial sync.
-    Per contact: a session, a LID mapping pair (written once, when learned), a device list
-    and a tctoken; the contacts' last messages range from today to the pairing day.
-    """
-    rng = random.Random(session_id)
-    now = timezone.now()
-    paired = now - timedelta(days=paired_days_ago)
-    creds = fakes.creds(rng, phone="79001234567", name="Salon", registered=False)
-    app_state_key_ids = [f"AAAAAK{c}J" for c in "ABC"]
-    creds.update(
-        nextPreKeyId=V7_INITIAL_PREKEYS + 1,
-        firstUnuploadedPreKeyId=V7_INITIAL_PREKEYS + 1,
-        myAppStateKeyId=app_state_key_ids[-1],
-    )
-    WhatsAppAuth.objects.create(
-        company_id=session_id, creds=creds, created_at=paired, updated_at=now - DAY
-    )
-    rows = [
-        _write(session_id, "pre-key", str(key_id), paired, rng)
-        for key_id in range(used_prekeys + 1, V7_INITIAL_PREKEYS + 1)
-    ]
-    rows += [_write(session_id, "app-state-sync-key", k, paired, rng) for k in app_state_key_ids]
-    rows += [
-        _write(session_id, "app-state-sync-version", name, paired, rng)
-        for name in APP_STATE_COLLECTIONS
-    ]
-    for contact in range(used_prekeys):
-        phone, lid = f"7926{contact:07d}", f"{10**14 + contact}"
-        learned = paired + timedelta(days=contact * paired_days_ago / used_prekeys)
-        last_message = learned + (now - learned) * rng.random()
-        rows += [
-            _write(session_id, "session", f"{phone}.0", last_message, rng),
-            _write(session_id, "lid-mapping", phone, learned, rng),
-            _write(session_id, "lid-mapping", f"{lid}_reverse", learned, rng),
-            _write(session_id, "device-list", phone, last_message, rng),
-            _write(session_id, "tctoken", f"{phone}@s.whatsapp.net", last_message, rng),
-        ]
-    WhatsAppKey.objects.bulk_create(rows)
-    return creds
-
-
 @bot_tables
 @pytest.mark.parametrize("years_later", [0, 0.25, 1, 5])
 def test_cleanup_expired_keys__healthy_qr_paired_v7_session_keeps_every_prekey_and_app_state_key(
     years_later,
 ):
     """Three weeks after pairing, and years later: no pre-key or app-state key ever goes."""
-    creds = _qr_paired_v7_session("company_962302")
+    life = fakes.Lifecycle(tctokens=10)  # v7, QR-paired 21 days ago, 812 pre-keys uploaded
+    factories.make_session("company_962302", life=life)
+    creds = WhatsAppAuth.objects.get(company_id="company_962302").creds
+    assert creds["registered"] is False
     before = _keys()
-    assert before[("company_962302", "pre-key")] == V7_INITIAL_PREKEYS - 40
     expired = WhatsAppKey.objects.filter(expires_at__lt=timezone.now())
-    assert expired.filter(key_type="pre-key").count() == V7_INITIAL_PREKEYS - 40
-    assert expired.filter(key_type="app-state-sync-key").count() == 3
+    assert expired.filter(key_type="pre-key").count() == life.key_counts()["pre-key"] > 700
+    assert expired.filter(key_type="app-state-sync-key").count() == life.app_state_keys
 
     report = cleanup.cleanup_expired_keys(
         apply=True, now=timezone.now() + timedelta(days=365 * years_later)
     )
 
     after = _keys()
-    for key_type in ("pre-key", "app-state-sync-key", "app-state-sync-version", "lid-mapping"):
+    for key_type in NEVER_BY_AGE:
         assert after[("company_962302", key_type)] == before[("company_962302", key_type)]
     assert WhatsAppKey.objects.filter(
         key_type="app-state-sync-key", key_id=creds["myAppStateKeyId"]
     ).exists()
     deleted_types = {t for by_type in report.rows_deleted.values() for t in by_type}
-    assert not deleted_types & {"pre-key", "app-state-sync-key", "app-state-sync-version"}
+    assert not deleted_types & set(NEVER_BY_AGE)
     if years_later == 0:  # three weeks in, every contact record is within its retention
         assert report.total_deleted == 0 and after == before
+        assert report.rows_kept == {"company_962302": life.key_counts()}
     else:  # months on, contacts unheard of since go; what Baileys needs stays
+        contact_types = ("session", "sender-key", "sender-key-memory", "device-list", "tctoken")
         assert report.rows_deleted == {
-            "company_962302": {"session": 40, "device-list": 40, "tctoken": 40}
+            "company_962302": {t: life.key_counts()[t] for t in contact_types}
         }
 
 
@@ -240,16 +194,16 @@ def test_cleanup_expired_keys__contact_records_go_after_their_retention_and_only
 @bot_tables
 def test_cleanup_expired_keys__dry_run_and_record_show_what_is_kept_and_why():
     """The dry run counts kept rows per session and type with a reason; the record too."""
-    _qr_paired_v7_session("company_962302", paired_days_ago=120, used_prekeys=10)
+    life = fakes.Lifecycle(paired_days_ago=120)
+    factories.make_session("company_962302", life=life)
     _aged("company_555", "session", 4, days_ago=200)
     before = _keys()
 
     dry = cleanup.cleanup_expired_keys()
     assert _keys() == before
-    assert dry.rows_kept["company_962302"]["pre-key"] == V7_INITIAL_PREKEYS - 10
-    assert dry.rows_kept["company_962302"]["app-state-sync-key"] == 3
-    assert dry.rows_kept["company_962302"]["app-state-sync-version"] == 5
-    assert dry.rows_kept["company_962302"]["lid-mapping"] == 20
+    counts = life.key_counts()
+    for key_type in NEVER_BY_AGE:
+        assert dry.rows_kept["company_962302"][key_type] == counts[key_type]
     assert "company_555" not in dry.rows_kept
     assert dry.rows_seen["company_555"] == {"session": 4}
     assert "removePreKey" in dry.kept_reasons["pre-key"]
