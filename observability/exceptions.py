@@ -1,11 +1,12 @@
 """
-The project's exception vocabulary, and how each failure is shown to every kind of caller.
+The project's exception vocabulary: plain data, and the one path from driver errors into it.
 
 Each error class names, in one place, its machine code, its HTTP status, its command exit code,
-its title and what an operator should do about it. This module is also the one place that turns
-an error into what a caller sees: the JSON body (:func:`json_response`), the staff page
-(:func:`html_response`) and a management command's failure (:func:`command_error`). Views, the
-admin, health checks, tasks and commands raise these and never invent their own mapping.
+its title and what an operator should do about it, and its JSON shape (:meth:`as_json`).
+Views, the admin, health checks, tasks and commands raise these and never invent their own
+mapping. The edges show them: the web through ``observability.error_pages`` (the JSON body,
+the staff page), management commands through :func:`command_errors` (the message, what to do,
+the exit code, and the JSON error with ``--json``).
 
 Database driver errors are translated into this vocabulary at the data layer's edge by
 :func:`translate_database_errors`; :func:`from_database_error` is the same decision for code
@@ -15,6 +16,7 @@ that already holds the error (the middleware, for lazy querysets evaluated while
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -23,7 +25,6 @@ from django.db import utils as db_utils
 
 if TYPE_CHECKING:
     from django.core.management.base import CommandError
-    from django.http import HttpRequest, HttpResponse, JsonResponse
 
 #: Exit code for bad input (argparse uses 2 as well).
 EXIT_USAGE = 2
@@ -135,10 +136,7 @@ class ProjectDatabaseUnavailable(BotDatabaseUnavailable):
 
     code = "project_database_unavailable"
     title = "Project database unavailable"
-    default_message = (
-        "This project's own database is unavailable. Check that it is running and reachable, "
-        "then retry."
-    )
+    default_message = "This project's own database is unavailable."
     what_to_do = (
         "Check that this project's PostgreSQL (DATABASE_URL) is running and reachable from "
         "this server, then retry."
@@ -474,8 +472,7 @@ def from_database_error(
             )
         if alias == db_utils.DEFAULT_DB_ALIAS:
             return ProjectDatabaseUnavailable(
-                f"This project's own database ({alias!r}) is unavailable. Check that it is "
-                "running and reachable, then retry."
+                f"This project's own database ({alias!r}) is unavailable."
             )
         return BotDatabaseUnavailable(
             f"The {alias!r} database is unavailable. Check that it is running and reachable, "
@@ -518,53 +515,10 @@ def translate_database_errors(alias: str | None = None) -> Iterator[None]:
         raise translated from error
 
 
-# --- Showing an error to each kind of caller --------------------------------------------------
-
-
-def json_response(error: ObservabilityError) -> JsonResponse:
-    """The JSON answer for API callers and monitors: ``{"error": {"code", "message"}}``."""
-    from django.http import JsonResponse
-
-    response = JsonResponse(error.as_json(), status=error.http_status)
-    if error.retry_after:
-        response["Retry-After"] = str(error.retry_after)
-    return response
-
-
-def html_response(
-    error: ObservabilityError, request: HttpRequest, *, event_id: str | None = None
-) -> HttpResponse:
-    """
-    The staff page: the admin's look, the message, what to do, and the Sentry event id.
-
-    Rendering never touches the bot database, so it works while that database is down.
-    """
-    from django.contrib import admin
-    from django.template.response import TemplateResponse
-    from django.urls import NoReverseMatch, reverse
-
-    context = {
-        "title": error.title,
-        "error": error,
-        "what_to_do": error.what_to_do,
-        "event_id": event_id,
-    }
-    template = "observability/error_plain.html"  # a host project without the admin
-    with contextlib.suppress(NoReverseMatch):
-        reverse("admin:index")
-        try:
-            admin_context = admin.site.each_context(request)
-        except db_utils.DatabaseError:
-            # The admin's header reads request.user, i.e. the project's own database: when
-            # that is what failed (its pool is full), the same page without the admin's look.
-            pass
-        else:
-            template = "observability/error.html"
-            context = {**admin_context, **context}
-    response = TemplateResponse(request, template, context, status=error.http_status)
-    if error.retry_after:
-        response["Retry-After"] = str(error.retry_after)
-    return response.render()
+# --- A management command's failure -----------------------------------------------------------
+#
+# How a web caller sees an error (the JSON body, the staff page) is decided at the web's edge,
+# ``observability.error_pages``; this module stays plain data plus the commands' one path.
 
 
 def command_error(error: ObservabilityError) -> CommandError:
@@ -579,15 +533,20 @@ def command_error(error: ObservabilityError) -> CommandError:
 
 
 @contextlib.contextmanager
-def command_errors(alias: str | None = None) -> Iterator[None]:
+def command_errors(alias: str | None = None, *, json_output=None) -> Iterator[None]:
     """
-    Inside a command's ``handle``: turn this vocabulary (and database errors) into CommandError.
+    Inside a command: turn this vocabulary (and database errors) into CommandError.
 
-    Example::
+    The one path of every command's failure (``observability.management.base`` puts each
+    command inside it). Example::
 
         def handle(self, *args, **options):
             with command_errors():
                 run_cleanup(...)
+
+    Args:
+        alias: the database the block talks to, when the failing connection cannot tell.
+        json_output: a stream (``--json``): the error's JSON object is written to it too.
 
     Raises:
         CommandError: carrying the message, what to do and the error's exit code.
@@ -597,4 +556,6 @@ def command_errors(alias: str | None = None) -> Iterator[None]:
         with translate_database_errors(alias):
             yield
     except ObservabilityError as error:
+        if json_output is not None:
+            json_output.write(json.dumps(error.as_json(), ensure_ascii=False))
         raise command_error(error) from error

@@ -296,9 +296,12 @@ class JobQueue(HealthCheck):
     timeout = timedelta(seconds=5)
 
     def run(self) -> None:
-        with _thread_connections_released("default"), translate_database_errors("default"):
+        # The translation sits inside the ``try``: a driver error leaving _findings must
+        # become the check's own message, not the library's "unknown error".
+        with _thread_connections_released("default"):
             try:
-                failures, warnings = self._findings(timezone.now())
+                with translate_database_errors("default"):
+                    failures, warnings = self._findings(timezone.now())
             except ObservabilityError as error:
                 raise ServiceUnavailable(
                     f"Cannot read the job queue's records: {error.message}"

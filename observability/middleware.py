@@ -20,7 +20,7 @@ import sentry_sdk
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
-from observability import config, exceptions
+from observability import config, error_pages, exceptions
 from observability.exceptions import database_alias_of
 
 logger = logging.getLogger(__name__)
@@ -108,8 +108,8 @@ class ObservabilityErrorMiddleware:
         else:
             logger.info("%s %s answered %s: %s", request.method, request.path, error.code, error)
         if wants_json(request):
-            return exceptions.json_response(error)
-        return exceptions.html_response(error, request, event_id=event_id)
+            return error_pages.json_response(error)
+        return error_pages.html_response(error, request, event_id=event_id)
 
     @staticmethod
     def _translate(

@@ -677,6 +677,8 @@ def report_task_failures(operation: str | None = None) -> Callable[[F], F]:
                     return func(*args, **kwargs)
                 except Exception as error:
                     sentry_sdk.capture_exception(error)
+                    # A warning, not an error: an error record would reach Sentry twice.
+                    logger.warning("task %s failed: %s", name, type(error).__name__)
                     raise
 
         return wrapper  # type: ignore[return-value]

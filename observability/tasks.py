@@ -1,15 +1,16 @@
-"""django-q2 entry points: thin wrappers over the services, monitored by Sentry."""
+"""
+django-q2 entry points: thin wrappers over the services, monitored by Sentry.
+
+Every task reports its failure through ``observability.sentry.report_task_failures`` (django-q2
+itself tells nobody) and every scheduled run checks in with ``observability.sentry.cron_monitor``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-
-import sentry_sdk
 
 from observability import config
-
-logger = logging.getLogger(__name__)
+from observability.sentry import cron_monitor, report_task_failures
 
 #: Dotted paths django-q2 schedules and ``async_task`` refer to.
 CLEANUP_EXPIRED_KEYS = "observability.tasks.cleanup_expired_keys_task"
@@ -46,25 +47,7 @@ def cleanup_cron() -> str:
     return f"0 {hour} * * *"
 
 
-def _monitor(slug: str, cron: str):
-    """A Sentry cron monitor: check-ins at start and end, missed or late runs alert."""
-    return sentry_sdk.monitor(
-        monitor_slug=slug,
-        monitor_config={
-            "schedule": {"type": "crontab", "value": cron},
-            "timezone": "UTC",
-            "checkin_margin": 5,
-            "max_runtime": 30,
-        },
-    )
-
-
-def _reported(error: BaseException) -> None:
-    """django-q2 reports task failures nowhere: send them to Sentry before re-raising."""
-    sentry_sdk.capture_exception(error)
-    logger.warning("task failed: %s", type(error).__name__)  # an error log would report twice
-
-
+@report_task_failures(operation="task:cleanup_expired_keys_task")
 def cleanup_expired_keys_task(
     *,
     salons: list[str] | None = None,
@@ -93,35 +76,31 @@ def cleanup_expired_keys_task(
     from observability import cleanup
 
     scheduled = started_by == "task"
-    monitor = _monitor(CLEANUP_MONITOR, cleanup_cron()) if scheduled else contextlib.nullcontext()
+    monitor = (
+        cron_monitor(CLEANUP_MONITOR, cleanup_cron()) if scheduled else contextlib.nullcontext()
+    )
     with monitor:
-        try:
-            report = cleanup.cleanup_expired_keys(
-                salons=salons,
-                sessions=sessions,
-                key_types=key_types,
-                batch_size=batch_size,
-                apply=True,
-                started_by=started_by,
-            )
-        except Exception as error:
-            _reported(error)
-            raise
+        report = cleanup.cleanup_expired_keys(
+            salons=salons,
+            sessions=sessions,
+            key_types=key_types,
+            batch_size=batch_size,
+            apply=True,
+            started_by=started_by,
+        )
     return report.as_dict()
 
 
+@report_task_failures(operation="task:check_store_health")
 def check_store_health():
     """Check the WhatsApp store's health and alert on it (every five minutes)."""
     from observability.alerts import check_store_and_alert
 
-    with _monitor(HEALTH_MONITOR, HEALTH_CRON):
-        try:
-            return check_store_and_alert()
-        except Exception as error:
-            _reported(error)
-            raise
+    with cron_monitor(HEALTH_MONITOR, HEALTH_CRON):
+        return check_store_and_alert()
 
 
+@report_task_failures(operation="task:take_snapshot_task")
 def take_snapshot_task() -> dict:
     """
     Refresh the stored session health (every minute): incremental, full once an hour.
@@ -134,12 +113,8 @@ def take_snapshot_task() -> dict:
 
     from observability import snapshot
 
-    with _monitor(SNAPSHOT_MONITOR, SNAPSHOT_CRON):
-        try:
-            result = snapshot.refresh()
-        except Exception as error:
-            _reported(error)
-            raise
+    with cron_monitor(SNAPSHOT_MONITOR, SNAPSHOT_CRON):
+        result = snapshot.refresh()
     data = asdict(result)
     data["taken_at"] = result.taken_at.isoformat()
     return data

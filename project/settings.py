@@ -26,6 +26,17 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_number(name: str, default: str, kind: type = int):
+    """A number from the environment; a malformed one names the variable (one line, exit 78)."""
+    raw = os.environ.get(name, "") or default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be a {'whole number' if kind is int else 'number'}, not {raw!r}."
+        ) from None
+
+
 def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -42,13 +53,13 @@ EMBEDDED_DATA_DIR = Path(os.environ.get("OBSERVABILITY_DATA_DIR", BASE_DIR / "va
 APPLICATION_NAME = os.environ.get("DB_APPLICATION_NAME", "observability")
 #: Pooling is switched off for processes that fork after connecting (django-q2's qcluster).
 DB_POOL_ENABLED = _env_bool("DB_POOL", True)
-DB_POOL_MAX_SIZE = int(os.environ.get("DB_POOL_MAX_SIZE", "3"))
-DB_POOL_TIMEOUT = float(os.environ.get("DB_POOL_TIMEOUT", "5"))
+DB_POOL_MAX_SIZE = _env_number("DB_POOL_MAX_SIZE", "3")
+DB_POOL_TIMEOUT = _env_number("DB_POOL_TIMEOUT", "5", float)
 #: A ceiling on any single statement this project runs on the bot database.
-BOT_STATEMENT_TIMEOUT_MS = int(os.environ.get("BOT_STATEMENT_TIMEOUT_MS", "30000"))
+BOT_STATEMENT_TIMEOUT_MS = _env_number("BOT_STATEMENT_TIMEOUT_MS", "30000")
 #: Seconds to wait for the bot database to accept a connection: an unreachable server then
 #: fails fast ("bot database unavailable") instead of holding a worker (libpq connect_timeout).
-BOT_CONNECT_TIMEOUT = int(os.environ.get("BOT_CONNECT_TIMEOUT", "5"))
+BOT_CONNECT_TIMEOUT = _env_number("BOT_CONNECT_TIMEOUT", "5")
 
 
 def _database(config: dict, application_name: str, extra_options: dict | None = None) -> dict:
@@ -254,7 +265,7 @@ OBSERVABILITY_HEALTH_TOKEN = os.environ.get("HEALTH_TOKEN", "")
 Q_CLUSTER = {
     "name": "observability",
     "orm": "default",
-    "workers": int(os.environ.get("Q_WORKERS", "1")),
+    "workers": _env_number("Q_WORKERS", "1"),
     "timeout": 1800,
     "retry": 1860,
     "max_attempts": 1,

@@ -86,35 +86,11 @@ def sentry_server():
 @pytest.fixture
 def bot_database_down():
     """
-    Point the bot alias at a closed port (pool and all) for this test's thread only.
+    The bot alias points at a closed port for this test's thread (see health_support).
 
-    A fresh connection wrapper with its own pool (0.5 s timeout) replaces the bot alias's;
-    the original wrapper and pool are put back afterwards, so other tests see the real bot
-    database. Use with ``@pytest.mark.django_db(databases=["default", "bot"])``.
+    Use with ``@pytest.mark.django_db(databases=["default", "bot"])``.
     """
-    import copy
-    import socket
+    from tests.health_support import database_down
 
-    from django.db import connections
-    from django.db.backends.postgresql.base import DatabaseWrapper
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
-    original = connections["bot"]
-    saved_pool = DatabaseWrapper._connection_pools.pop("bot", None)
-    settings_dict = copy.deepcopy(original.settings_dict)
-    settings_dict.update(HOST="127.0.0.1", PORT=str(closed_port))
-    options = settings_dict["OPTIONS"]
-    if options.get("pool"):
-        options["pool"] = {**options["pool"], "timeout": 0.5}
-    down = original.__class__(settings_dict, alias="bot")
-    connections["bot"] = down
-    try:
+    with database_down("bot") as down:
         yield down
-    finally:
-        down.close()
-        down.close_pool()
-        connections["bot"] = original
-        if saved_pool is not None:
-            DatabaseWrapper._connection_pools["bot"] = saved_pool

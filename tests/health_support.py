@@ -112,3 +112,32 @@ def committed_bot_sql(statement: str, params: list | None = None) -> None:
     """Run one statement on the test bot database in its own committed transaction."""
     with psycopg.connect(**connection_params("bot", "health-test-writer")) as connection:
         connection.execute(statement, params or [])
+
+
+@contextlib.contextmanager
+def database_down(alias: str):
+    """
+    Point ``alias`` at a closed port (pool and all) for this thread only, then put it back.
+
+    A fresh connection wrapper with its own pool (0.5 s timeout) replaces the alias's; the
+    original wrapper and pool are put back afterwards, so other tests see the real database.
+    """
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    original = connections[alias]
+    saved_pool = DatabaseWrapper._connection_pools.pop(alias, None)
+    settings_dict = copy.deepcopy(original.settings_dict)
+    settings_dict.update(HOST="127.0.0.1", PORT=str(closed_port()))
+    options = settings_dict["OPTIONS"]
+    if options.get("pool"):
+        options["pool"] = {**options["pool"], "timeout": 0.5}
+    down = original.__class__(settings_dict, alias=alias)
+    connections[alias] = down
+    try:
+        yield down
+    finally:
+        down.close()
+        down.close_pool()
+        connections[alias] = original
+        if saved_pool is not None:
+            DatabaseWrapper._connection_pools[alias] = saved_pool

@@ -12,7 +12,7 @@ import pytest
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError, connections
 
-from observability import exceptions
+from observability import error_pages, exceptions
 from observability.exceptions import (
     BadInput,
     BotDatabaseUnavailable,
@@ -59,14 +59,14 @@ def test_error__status_json_shape_and_exit_code(cls):
     assert error.as_json() == {"error": {"code": code, "message": cls.default_message}}
     assert error.title and error.what_to_do.endswith(".")
 
-    response = exceptions.json_response(cls("custom message"))
+    response = error_pages.json_response(cls("custom message"))
     assert response.status_code == status
     assert json.loads(response.content) == {"error": {"code": code, "message": "custom message"}}
 
 
 def test_json_response__tells_when_to_retry_for_unavailable_database():
     """A 503 says when to retry, so monitors and clients back off."""
-    response = exceptions.json_response(BotDatabaseUnavailable())
+    response = error_pages.json_response(BotDatabaseUnavailable())
     assert response.status_code == 503
     assert response["Retry-After"] == "30"
 
@@ -177,3 +177,29 @@ def test_readme__exit_code_table_matches_the_code():
     """The README's table of codes, statuses and exit codes is the code's, row for row."""
     expected = {cls.code: (cls.http_status, cls.exit_code) for cls in error_classes()}
     assert _readme_exit_codes() == expected
+
+
+def _imported_modules(module) -> set[str]:
+    """Every module a Python module imports, at the top or inside functions."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_exceptions__the_vocabulary_renders_nothing_for_the_web():
+    """The base layer holds plain data: no template, HTTP response or admin; the edge renders."""
+    imported = _imported_modules(exceptions)
+    web = {
+        m for m in imported if m.startswith(("django.http", "django.template", "django.contrib"))
+    }
+    assert web == set()
+    assert not hasattr(exceptions, "html_response")
+    assert not hasattr(exceptions, "json_response")

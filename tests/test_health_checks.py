@@ -412,6 +412,16 @@ def test_job_queue__warns_with_the_count_of_recent_failures():
         JobQueue().run()
 
 
+def test_job_queue__project_database_down_says_so():
+    """The project's database down: the check names it (its translation is inside the try)."""
+    from tests.health_support import database_down
+
+    with database_down("default"), pytest.raises(ServiceUnavailable) as raised:
+        JobQueue().run()
+    assert "Cannot read the job queue's records" in str(raised.value)
+    assert "project's own database ('default') is unavailable" in str(raised.value)
+
+
 def test_job_queue__warns_when_the_cleanup_is_overdue():
     """A cleanup due two hours ago that never ran warns."""
     _heartbeat()

@@ -14,7 +14,7 @@ from django_q.models import Schedule, Task
 
 from observability import tasks
 from observability.cleanup import LOCK_KEY
-from observability.exceptions import CleanupAlreadyRunning
+from observability.exceptions import BadInput, CleanupAlreadyRunning
 from observability.models import CleanupRun, WhatsAppKey
 from tests import factories
 from tests.cleanup_support import raw_bot_connection
@@ -84,6 +84,7 @@ def test_cleanup_expired_keys_task__checks_in_and_reports_failures_to_sentry(sen
     assert sentry.wait_for(lambda s: s.events() and len(s.check_ins()) >= 2)
     (event,) = sentry.events()
     assert event["exception"]["values"][-1]["type"] == "CleanupAlreadyRunning"
+    assert event["tags"]["operation"] == "task:cleanup_expired_keys_task"
     assert [c["status"] for c in sentry.check_ins()] == ["in_progress", "error"]
 
 
@@ -222,3 +223,19 @@ def test_take_snapshot_task__bot_down_is_reported(sentry, bot_database_down):
         tasks.take_snapshot_task()
     assert sentry.wait_for(lambda s: s.events() and len(s.check_ins()) >= 2)
     assert [c["status"] for c in sentry.check_ins()] == ["in_progress", "error"]
+
+
+def test_tasks__report_and_monitor_through_the_sentry_module(caplog):
+    """tasks.py keeps no copy of the Sentry helpers: each task is wrapped by the one path."""
+    import inspect
+
+    assert "sentry_sdk" not in inspect.getsource(tasks)
+    for task in (
+        tasks.cleanup_expired_keys_task,
+        tasks.check_store_health,
+        tasks.take_snapshot_task,
+    ):
+        assert task.__wrapped__.__module__ == tasks.__name__  # observability.sentry's wrapper
+    with caplog.at_level("WARNING", logger="observability.sentry"), pytest.raises(BadInput):
+        tasks.cleanup_expired_keys_task(batch_size=0)
+    assert "task task:cleanup_expired_keys_task failed: BadInput" in caplog.text

@@ -6,10 +6,8 @@ import getpass
 import json
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
-
 from observability.cleanup import CleanupReport
-from observability.exceptions import ObservabilityError
+from observability.management.base import ObservabilityCommand
 
 
 def started_by() -> str:
@@ -56,8 +54,10 @@ def human_bytes(size: int | None) -> str:
     return f"{size} B"
 
 
-class CleanupCommand(BaseCommand):
-    """Base of the cleanup commands: the common options, progress, JSON and exit codes."""
+class CleanupCommand(ObservabilityCommand):
+    """Base of the cleanup commands: the common options, progress, JSON (errors: the base)."""
+
+    json_option = "json"
 
     #: Options this command accepts beyond --apply/--salon/--json.
     key_options = True
@@ -95,15 +95,10 @@ class CleanupCommand(BaseCommand):
             )
 
     def handle(self, *args, **options):
-        """Run the operation, render its report, map failures to exit codes."""
+        """Run the operation and render its report (failures leave through the base)."""
         as_json = options["json"]
         progress = TqdmProgress() if not as_json and sys.stderr.isatty() else None
-        try:
-            report = self.run(options, progress)
-        except ObservabilityError as error:
-            if as_json:
-                self.stdout.write(json.dumps(error.as_json()))
-            raise CommandError(error.message, returncode=error.exit_code) from error
+        report = self.run(options, progress)
         if as_json:
             self.stdout.write(json.dumps(report.as_dict(), default=str, ensure_ascii=False))
         else:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
-
 from observability import config, schema
-from observability.exceptions import ObservabilityError, SchemaDrift
+from observability.exceptions import BadInput, SchemaDrift, command_error
+from observability.management.base import ObservabilityCommand
 
 
-class Command(BaseCommand):
+class Command(ObservabilityCommand):
     """``manage.py check_bot_schema [--database ALIAS] [--schema NAME] [--json]``."""
 
+    json_option = "as_json"
     help = (
         "Compare the bot database's columns (types and nullability) with this project's models "
         "and list every difference; exits non-zero on drift. Needs only read access."
@@ -44,20 +44,15 @@ class Command(BaseCommand):
 
         alias = config.bot_database_alias() if database is None else database
         if alias not in settings.DATABASES:
-            raise CommandError(
-                f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}.",
-                returncode=2,
+            raise BadInput(
+                f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}."
             )
         if schema_name is not None and (not schema_name or "\x00" in schema_name):
-            raise CommandError(
+            raise BadInput(
                 f"{schema_name[:40]!r} is not a schema name: give the name of a PostgreSQL "
-                "schema, e.g. --schema public.",
-                returncode=2,
+                "schema, e.g. --schema public."
             )
-        try:
-            report = schema.check_drift(alias, schema_name=schema_name)
-        except ObservabilityError as error:
-            raise CommandError(error.message, returncode=error.exit_code) from error
+        report = schema.check_drift(alias, schema_name=schema_name)
 
         if as_json:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
@@ -73,4 +68,5 @@ class Command(BaseCommand):
                 f"{len(report.differences)} difference(s) between the bot tables in {alias!r} "
                 "and the models: update the models before trusting the admin."
             )
-            raise CommandError(drift.message, returncode=drift.exit_code)
+            # The report above is the output (JSON with --json): no error object after it.
+            raise command_error(drift)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
 
 from observability import config, schema
-from observability.exceptions import ObservabilityError, translate_database_errors
+from observability.exceptions import BadInput
+from observability.management.base import ObservabilityCommand
 
 
-class Command(BaseCommand):
+class Command(ObservabilityCommand):
     """``manage.py create_bot_schema [--replace]``."""
 
     help = (
@@ -34,21 +34,16 @@ class Command(BaseCommand):
         """Create the tables, or refuse when they exist and --replace was not given."""
         alias = config.bot_database_alias() if database is None else database
         if alias not in settings.DATABASES:
-            raise CommandError(
-                f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}.",
-                returncode=2,
+            raise BadInput(
+                f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}."
             )
         try:
-            with translate_database_errors(alias):
-                schema.create_bot_tables(alias, replace=replace)
+            schema.create_bot_tables(alias, replace=replace)
         except FileExistsError as error:
-            raise CommandError(
+            raise BadInput(
                 f"{error} Refusing to touch them: pass --replace to drop and recreate them "
-                "(their data is lost).",
-                returncode=2,
+                "(their data is lost)."
             ) from error
-        except ObservabilityError as error:
-            raise CommandError(error.message, returncode=error.exit_code) from error
         self.stdout.write(
             self.style.SUCCESS(
                 f"Created the bot tables {', '.join(schema.BOT_TABLES)} in {alias!r}."

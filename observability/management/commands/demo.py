@@ -12,16 +12,16 @@ import sys
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
-from django.core.management.base import BaseCommand, CommandError
 
 from observability import config, demo_data, schema
-from observability.exceptions import EXIT_USAGE, ObservabilityError, translate_database_errors
+from observability.exceptions import BadInput
+from observability.management.base import ObservabilityCommand
 
 ADMIN_USERNAME = "admin"
 _WORKER_STOP_SECONDS = 15
 
 
-class Command(BaseCommand):
+class Command(ObservabilityCommand):
     """``manage.py demo [--port 8000] [--no-worker] [--no-serve]``."""
 
     help = (
@@ -49,22 +49,16 @@ class Command(BaseCommand):
     def handle(self, *args, port=8000, no_worker=False, no_serve=False, **options):
         """Refuse outside the embedded database, set up what is missing, then serve."""
         if not settings.EMBEDDED_DATABASE:
-            raise CommandError(
+            raise BadInput(
                 "The demo runs only on the embedded PostgreSQL: unset DATABASE_URL and "
-                "BOT_DATABASE_URL (it must never write demo data into a real database).",
-                returncode=EXIT_USAGE,
+                "BOT_DATABASE_URL (it must never write demo data into a real database)."
             )
         if not 1 <= port <= 65535:
-            raise CommandError(
-                f"--port must be between 1 and 65535, not {port}.", returncode=EXIT_USAGE
-            )
+            raise BadInput(f"--port must be between 1 and 65535, not {port}.")
         if not no_serve:
             _ensure_port_free(port)
 
-        try:
-            self._set_up()
-        except ObservabilityError as error:
-            raise CommandError(error.message, returncode=error.exit_code) from error
+        self._set_up()
 
         if no_serve:
             self.stdout.write(self.style.SUCCESS("Demo set up. Serve it with: manage.py demo"))
@@ -80,17 +74,15 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
 
         alias = config.bot_database_alias()
-        with translate_database_errors(alias):
-            present = schema.existing_bot_tables(alias)
-            if not present:
-                self._step("Creating the bot tables")
-                schema.create_bot_tables(alias)
-            elif len(present) < len(schema.BOT_TABLES):
-                raise CommandError(
-                    f"Only some bot tables exist ({', '.join(present)}). Recreate them with: "
-                    "python manage.py create_bot_schema --replace",
-                    returncode=EXIT_USAGE,
-                )
+        present = schema.existing_bot_tables(alias)
+        if not present:
+            self._step("Creating the bot tables")
+            schema.create_bot_tables(alias)
+        elif len(present) < len(schema.BOT_TABLES):
+            raise BadInput(
+                f"Only some bot tables exist ({', '.join(present)}). Recreate them with: "
+                "python manage.py create_bot_schema --replace"
+            )
         summary = demo_data.seed_demo_data(demo_data.SIZES["small"], alias=alias, if_empty=True)
         if summary.skipped:
             self._step("Demo data present: kept as it is")
@@ -115,10 +107,9 @@ class Command(BaseCommand):
             )
             return
         if user_model.objects.filter(username=ADMIN_USERNAME).exists():
-            raise CommandError(
+            raise BadInput(
                 f"A user named {ADMIN_USERNAME!r} exists but is not a superuser. Create one "
-                "with: python manage.py createsuperuser",
-                returncode=EXIT_USAGE,
+                "with: python manage.py createsuperuser"
             )
         password = secrets.token_urlsafe(12)
         # create_superuser stores only the password's hash.
@@ -175,9 +166,8 @@ def _ensure_port_free(port: int) -> None:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as error:
-            raise CommandError(
-                f"Port {port} on 127.0.0.1 is in use: stop what uses it or pass --port.",
-                returncode=EXIT_USAGE,
+            raise BadInput(
+                f"Port {port} on 127.0.0.1 is in use: stop what uses it or pass --port."
             ) from error
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
 
 from observability import config, demo_data
-from observability.exceptions import EXIT_USAGE, ObservabilityError
+from observability.exceptions import BadInput
+from observability.management.base import ObservabilityCommand
 
 
-class Command(BaseCommand):
+class Command(ObservabilityCommand):
     """``manage.py seed_demo_data [--size small|large] [--sessions N] ... [--replace]``."""
 
     help = (
@@ -62,16 +62,14 @@ class Command(BaseCommand):
         """Validate the size, write the rows, and report what was written."""
         alias = config.bot_database_alias() if options["database"] is None else options["database"]
         if alias not in settings.DATABASES:
-            raise CommandError(
-                f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}.",
-                returncode=EXIT_USAGE,
+            raise BadInput(
+                f"Unknown database alias {alias!r}: use one of {', '.join(settings.DATABASES)}."
             )
         if not settings.EMBEDDED_DATABASE and not options["allow_external_database"]:
-            raise CommandError(
+            raise BadInput(
                 "Refusing to write demo data into a configured database (DATABASE_URL / "
                 "BOT_DATABASE_URL are set): demo data belongs in the embedded database. Pass "
-                "--allow-external-database for a staging copy; never use it on production.",
-                returncode=EXIT_USAGE,
+                "--allow-external-database for a staging copy; never use it on production."
             )
         named = demo_data.SIZES[options["size"]]
         size = demo_data.DemoSize(
@@ -88,18 +86,14 @@ class Command(BaseCommand):
                 if_empty=options["if_empty"],
             )
         except FileNotFoundError as error:
-            raise CommandError(
-                f"{error} Create them first: python manage.py create_bot_schema",
-                returncode=EXIT_USAGE,
+            raise BadInput(
+                f"{error} Create them first: python manage.py create_bot_schema"
             ) from error
         except FileExistsError as error:
-            raise CommandError(
+            raise BadInput(
                 f"{error} Refusing to add demo rows to them: pass --replace to empty the four "
-                "tables first (their data is lost), or --if-empty to skip quietly.",
-                returncode=EXIT_USAGE,
+                "tables first (their data is lost), or --if-empty to skip quietly."
             ) from error
-        except ObservabilityError as error:
-            raise CommandError(error.message, returncode=error.exit_code) from error
 
         if summary.skipped:
             self.stdout.write(f"The bot tables in {alias!r} already hold data: nothing written.")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
-
 from observability import snapshot
-from observability.exceptions import command_errors
+from observability.management.base import ObservabilityCommand
 
 
-class Command(BaseCommand):
+class Command(ObservabilityCommand):
     """``manage.py take_snapshot [--full | --incremental]``."""
 
     help = (
@@ -36,8 +34,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, full=None, **options):
         """Refresh once and say what was done; a held lock is not an error."""
-        with command_errors():
-            result = snapshot.refresh(full=full)
+        result = snapshot.refresh(full=full)
         if result.outcome == snapshot.SKIPPED:
             self.stdout.write(
                 self.style.WARNING("Skipped: another snapshot refresh is running right now.")
