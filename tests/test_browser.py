@@ -68,6 +68,48 @@ def _cleanup() -> None:
     Company.objects.filter(company_id__in=SALONS).delete()
 
 
+#: Reports every CSP violation to the console, in case the browser did not log one itself.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`Content Security Policy violation: ${event.violatedDirective} `
+    + `blocked ${event.blockedURI || "inline"} at ${event.sourceFile}:${event.lineNumber}`);
+});
+"""
+
+
+def _watch_for_csp_violations(page) -> list[str]:
+    """Collect every console message about the Content-Security-Policy, as the pages load."""
+    found: list[str] = []
+    page.add_init_script(REPORT_CSP_VIOLATIONS)
+
+    def on_console(message) -> None:
+        if "Content Security Policy" in message.text:
+            found.append(f"{page.url}: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: found.append(f"{page.url}: {error}"))
+    return found
+
+
+def _visit_the_other_pages(page, base: str) -> None:
+    """The index, the cleanup confirmation, health, error pages, Sentry test, run records."""
+    page.goto(f"{base}/admin/")
+    page.wait_for_selector("#observability-overview-link")
+    page.goto(f"{base}/admin/observability/whatsappauth/")
+    page.locator("#result_list tbody input.action-select").first.check()
+    page.select_option("select[name=action]", "queue_expired_keys_cleanup")
+    page.click("button[name=index]")
+    page.wait_for_selector("#cleanup-total")
+    page.goto(f"{base}/admin/observability/cleanuprun/")
+    page.wait_for_selector("#result_list")
+    page.goto(f"{base}/admin/observability/client/?last_visit_date__year=9999")
+    page.wait_for_selector("#content")  # the 400 page
+    page.goto(f"{base}/admin/no-such-page/")
+    page.goto(f"{base}/admin/observability/sentry-test/")
+    page.goto(f"{base}/health/")
+    page.wait_for_selector("table")
+
+
 def _screenshot_dir(tmp_path: Path) -> Path:
     """
     docs/screenshots when asked (UPDATE_SCREENSHOTS=1) or when it is empty; else a temp dir.
@@ -96,7 +138,12 @@ def test_browser__login_filter_fail_open_session_and_keys(
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            violations = _watch_for_csp_violations(page)
             page.goto(f"{live_server.url}/admin/")
+            assert (
+                "content-security-policy"
+                in page.context.request.get(f"{live_server.url}/admin/login/").headers
+            )
             assert "/admin/login/" in page.url
             page.fill("#id_username", "ops")
             page.fill("#id_password", "ops-password")
@@ -147,6 +194,9 @@ def test_browser__login_filter_fail_open_session_and_keys(
             assert page.locator("#result_list tbody tr").count() == 1
             assert "7900***2233" in page.locator("#result_list").inner_text()
             page.screenshot(path=shots / "7-clients-search-by-phone.png", full_page=True)
+
+            _visit_the_other_pages(page, live_server.url)
             browser.close()
+            assert violations == [], violations
     finally:
         _cleanup()

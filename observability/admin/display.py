@@ -13,24 +13,17 @@ from django.utils.html import format_html
 from observability import phones
 from observability.sessions import DayCount, Status
 
-_BADGE_COLOURS = {
-    Status.OK: ("#1b5e20", "#c8e6c9"),
-    Status.WARN: ("#7a4f01", "#ffe0a3"),
-    Status.FAIL: ("#ffffff", "#c62828"),
-}
-
 
 def badge(status: Status | str) -> str:
-    """A coloured OK / WARN / FAIL pill."""
+    """
+    A coloured OK / WARN / FAIL pill.
+
+    Its colours are in ``observability/static/observability/admin.css`` (classes
+    ``obs-badge obs-ok`` ...): the Content-Security-Policy refuses inline style attributes.
+    """
     status = Status(status)
-    fg, bg = _BADGE_COLOURS[status]
     return format_html(
-        '<span class="obs-badge obs-{}" style="color:{};background:{};padding:1px 7px;'
-        'border-radius:9px;font-weight:bold;font-size:11px">{}</span>',
-        status.value.lower(),
-        fg,
-        bg,
-        status.value,
+        '<span class="obs-badge obs-{}">{}</span>', status.value.lower(), status.value
     )
 
 
@@ -62,7 +55,7 @@ def pretty_json(value) -> str:
     if value in (None, "", [], {}):
         return "—"
     return format_html(
-        '<pre style="margin:0;white-space:pre-wrap">{}</pre>',
+        '<pre class="obs-pre">{}</pre>',
         json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True, default=str),
     )
 

@@ -411,7 +411,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
         # The headline of each reason (before its colon); the whole sentence on hover and on
         # the session page.
         return format_html(
-            '<ul style="margin:0;padding-left:1em">{}</ul>',
+            '<ul class="obs-list">{}</ul>',
             format_html_join(
                 "",
                 '<li title="{}">{}</li>',
