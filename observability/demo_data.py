@@ -42,58 +42,77 @@ DUPLICATE_SALON_ID = 962302
 
 
 class SessionState(StrEnum):
-    """The situations a demo session is built to show."""
+    """The situations a demo session is built to show: healthy, or one failure mode each."""
 
-    HEALTHY = "healthy"  # 50-100 session keys, written today
-    DUPLICATE = "duplicate"  # the bare twin of a salon also stored as company_<id>
-    STALE = "stale"  # nothing written for 30 hours
-    DEAD = "dead"  # nothing written for 3 days, most keys expired
-    SUSPICIOUS = "suspicious"  # fewer than 10 session keys
+    HEALTHY = "healthy"  # paired weeks ago (QR or pairing code, v7 or v6), active today
+    DUPLICATE = "duplicate"  # company_962302: its creds and keys were copied under 962302
+    DUPLICATE_COPY = "duplicate_copy"  # 962302: the copy (one login in two places)
+    STALE = "stale"  # nothing written for 30 hours: quiet, or disconnected
+    DEAD = "dead"  # nothing written for 3 days; the bot recorded the disconnect
+    BOT_FLAG_STALE = "bot_flag_stale"  # writes today, but companies.whatsapp_connected false
+    NOT_PAIRED = "not_paired"  # creds from initAuthCreds: the phone never confirmed pairing
+    WRONG_NUMBER = "wrong_number"  # logged in as another number than companies.whatsapp_phone
+    CREDS_BEHIND_KEYS = "creds_behind_keys"  # the creds save of the last pre-key upload lost
+    NO_PRE_KEYS = "no_pre_keys"  # every pre-key deleted (the old age-based cleanup)
+    FEW_PRE_KEYS = "few_pre_keys"  # three pre-keys left
+    APP_STATE_KEY_MISSING = "app_state_key_missing"  # app-state-sync-keys deleted for their age
     ORPHAN_KEYS = "orphan_keys"  # keys whose session has no whatsapp_auth row
-    NOT_REGISTERED = "not_registered"  # creds with registered = false (pairing never finished)
 
 
-#: How long ago each state's newest key was written.
-NEWEST_WRITE_AGE = {
-    SessionState.HEALTHY: timedelta(minutes=20),
-    SessionState.DUPLICATE: timedelta(hours=2),
-    SessionState.STALE: timedelta(hours=30),
-    SessionState.DEAD: timedelta(days=3),
-    SessionState.SUSPICIOUS: timedelta(minutes=45),
-    SessionState.ORPHAN_KEYS: timedelta(days=5),
-    SessionState.NOT_REGISTERED: timedelta(minutes=10),
+#: The rule of ``observability.rules`` each non-healthy state is built to trigger.
+EXPECTED_RULES = {
+    SessionState.DUPLICATE: "one_login_twice",
+    SessionState.DUPLICATE_COPY: "one_login_twice",
+    SessionState.STALE: "silence",
+    SessionState.DEAD: "bot_flags",
+    SessionState.BOT_FLAG_STALE: "bot_flags",
+    SessionState.NOT_PAIRED: "not_paired",
+    SessionState.WRONG_NUMBER: "wrong_number",
+    SessionState.CREDS_BEHIND_KEYS: "creds_behind_keys",
+    SessionState.NO_PRE_KEYS: "pre_key_pool",
+    SessionState.FEW_PRE_KEYS: "pre_key_pool",
+    SessionState.APP_STATE_KEY_MISSING: "app_state_key_missing",
+    SessionState.ORPHAN_KEYS: "orphan_keys",
 }
 
-#: The fixed cast: one session per state (the healthy one is company_962302).
+#: How long before the reference time each state's life (its last key write) ended.
+LIFE_ENDS_AGO = {
+    SessionState.STALE: timedelta(hours=30),
+    SessionState.DEAD: timedelta(days=3),
+    SessionState.ORPHAN_KEYS: timedelta(days=5),
+}
+
+#: The fixed cast: one session per state, in this order (company_962302 is the first).
 _CAST = (
-    SessionState.HEALTHY,
     SessionState.DUPLICATE,
+    SessionState.DUPLICATE_COPY,
     SessionState.STALE,
     SessionState.DEAD,
-    SessionState.SUSPICIOUS,
+    SessionState.BOT_FLAG_STALE,
+    SessionState.NOT_PAIRED,
+    SessionState.WRONG_NUMBER,
+    SessionState.CREDS_BEHIND_KEYS,
+    SessionState.NO_PRE_KEYS,
+    SessionState.FEW_PRE_KEYS,
+    SessionState.APP_STATE_KEY_MISSING,
     SessionState.ORPHAN_KEYS,
-    SessionState.NOT_REGISTERED,
+    SessionState.HEALTHY,
 )
 #: Beyond the cast, the share of sessions given each non-healthy state.
 _EXTRA_SHARE = {
-    SessionState.STALE: 0.05,
-    SessionState.DEAD: 0.03,
-    SessionState.SUSPICIOUS: 0.03,
+    SessionState.STALE: 0.04,
+    SessionState.DEAD: 0.02,
+    SessionState.NOT_PAIRED: 0.01,
     SessionState.ORPHAN_KEYS: 0.01,
-    SessionState.NOT_REGISTERED: 0.01,
+    SessionState.WRONG_NUMBER: 0.005,
+    SessionState.APP_STATE_KEY_MISSING: 0.005,
 }
-#: How the keys of a healthy session beyond its ``session`` keys split between key types.
-_OTHER_KEY_SHARE = {
-    "pre-key": 0.36,
-    "lid-mapping": 0.15,
-    "device-list": 0.15,
-    "sender-key": 0.12,
-    "tctoken": 0.08,
-    "sender-key-memory": 0.05,
-    "app-state-sync-key": 0.05,
-    "app-state-sync-version": 0.04,
-}
-_MAX_APP_STATE_VERSIONS = 5  # Baileys keeps one per collection
+#: Share of healthy sessions on Baileys v6 (30 pre-keys at pairing, topped up by fives) and
+#: paired with a pairing code (``registered: true``); the rest are v7 and QR-paired.
+_V6_SHARE = 0.15
+_PAIRING_CODE_SHARE = 0.25
+#: Pre-keys left to a FEW_PRE_KEYS session (below Baileys' MIN_PREKEY_COUNT, 5).
+_FEW_PRE_KEYS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +162,10 @@ class DemoSize:
             )
 
 
-#: Named sizes for ``seed_demo_data --size``.
+#: Named sizes for ``seed_demo_data --size``. A v7 session holds about a thousand keys (812
+#: pre-keys at pairing), so the small set has 40 of them in 40,000 keys.
 SIZES = {
-    "small": DemoSize(sessions=40, keys=8_000, clients=1_500),
+    "small": DemoSize(sessions=40, keys=40_000, clients=1_500),
     "large": DemoSize(sessions=1_000, keys=1_000_000, clients=100_000),
 }
 
@@ -153,13 +173,17 @@ SIZES = {
 @dataclass(slots=True)
 class SessionPlan:
     """
-    One demo session: who it is, what state it shows and how many keys of each type it has.
+    One demo session: who it is, what state it shows, its life and its key counts.
 
     Attributes:
         session_id: the id stored in ``company_id`` (either spelling).
         salon_id: the salon number.
         state: the situation it shows.
-        key_counts: keys per key type.
+        key_counts: keys per key type (exactly what :func:`key_rows` writes).
+        life: the Baileys life its keys follow (None: no keys at all).
+        phone: the number it is logged in as (``creds.me.id``).
+        pairing_code: paired with a pairing code (``registered: true``), else by QR.
+        copy_of: the session whose creds and keys this one copies (the duplicate).
 
     """
 
@@ -167,11 +191,25 @@ class SessionPlan:
     salon_id: int
     state: SessionState
     key_counts: dict[str, int] = field(default_factory=dict)
+    life: fakes.Lifecycle | None = None
+    phone: str = ""
+    pairing_code: bool = False
+    copy_of: str | None = None
 
     @property
     def has_auth(self) -> bool:
         """Whether a ``whatsapp_auth`` row exists for it."""
         return self.state is not SessionState.ORPHAN_KEYS
+
+    @property
+    def source(self) -> str:
+        """The session id whose random streams give this session's creds and keys."""
+        return self.copy_of or self.session_id
+
+    @property
+    def life_ends_ago(self) -> timedelta:
+        """How long before the reference time its last key was written."""
+        return LIFE_ENDS_AGO.get(self.state, timedelta(0))
 
 
 @dataclass(slots=True)
@@ -215,17 +253,6 @@ class DemoSummary:
     skipped: bool = False
 
 
-#: The most keys a non-healthy session of each state can get (see _fixed_key_counts).
-_MAX_FIXED_KEYS = {
-    SessionState.DUPLICATE: 277,
-    SessionState.STALE: 277,
-    SessionState.DEAD: 277,
-    SessionState.SUSPICIOUS: 61,
-    SessionState.ORPHAN_KEYS: 68,
-    SessionState.NOT_REGISTERED: 30,
-}
-
-
 def session_states(sessions: int) -> list[SessionState]:
     """The state of each of ``sessions`` sessions: the cast first, then shares, then healthy."""
     extra = max(sessions - len(_CAST), 0)
@@ -235,11 +262,107 @@ def session_states(sessions: int) -> list[SessionState]:
     return states + [SessionState.HEALTHY] * (sessions - len(states))
 
 
+def _cast_life(state: SessionState, version: int) -> fakes.Lifecycle | None:
+    """The life of a non-healthy session: small and fixed, it shows a situation."""
+    if state is SessionState.NOT_PAIRED:
+        return None
+    contacts = 20 if version >= 7 else 6
+    return fakes.Lifecycle(
+        paired_days_ago=30,
+        version=version,
+        contacts=contacts,
+        new_contacts=contacts * 3 // 4,
+        active_today=2,
+        groups=1,
+        group_members=2,
+        app_state_keys=2,
+    )
+
+
+def _counts(state: SessionState, life: fakes.Lifecycle | None) -> dict[str, int]:
+    """The rows of each type a session in ``state`` living ``life`` has (see key_rows)."""
+    if life is None:
+        return {}
+    counts = life.key_counts()
+    if state is SessionState.NO_PRE_KEYS:
+        counts.pop("pre-key", None)
+    elif state is SessionState.FEW_PRE_KEYS:
+        counts["pre-key"] = min(counts.get("pre-key", 0), _FEW_PRE_KEYS)
+    elif state is SessionState.APP_STATE_KEY_MISSING:
+        counts.pop("app-state-sync-key", None)
+    return counts
+
+
+def _cast_keys(states: list[SessionState], version: int) -> int:
+    return sum(
+        sum(_counts(state, _cast_life(state, version)).values())
+        for state in states
+        if state is not SessionState.HEALTHY
+    )
+
+
+def _healthy_life(version: int, budget: int, rng: random.Random) -> fakes.Lifecycle:
+    """
+    A healthy session's life holding exactly ``budget`` keys.
+
+    Contacts are added while they fit; what is left becomes contacts' second devices (a
+    ``session`` row, and an ``identity-key`` row on v7) and, for an odd key, a ``tctoken``.
+    """
+    base = {
+        "paired_days_ago": rng.uniform(8, 120),
+        "version": version,
+        "active_today": 0,
+        "groups": rng.randint(1, 3),
+        "group_members": 2,
+        "app_state_keys": rng.randint(1, 4),
+    }
+
+    def life(contacts: int, extra: int = 0, tctokens: int = 1) -> fakes.Lifecycle:
+        return fakes.Lifecycle(
+            **{**base, "active_today": min(contacts, 1 + contacts // 8), "tctokens": tctokens},
+            contacts=contacts,
+            new_contacts=contacts * 7 // 10,
+            extra_devices=extra,
+        )
+
+    per_contact = 5 if version >= 7 else 4
+    contacts = max(1, (budget - life(1).key_count()) // per_contact)
+    while contacts > 1 and life(contacts).key_count() > budget:
+        contacts -= 1
+    while life(contacts + 1).key_count() <= budget:
+        contacts += 1
+    left = budget - life(contacts).key_count()
+    per_device = 2 if version >= 7 else 1
+    # An odd key left on v7 (a device is two rows there) becomes a second tctoken.
+    result = life(contacts, extra=left // per_device, tctokens=1 + left % per_device)
+    if result.key_count() != budget:  # pragma: no cover - the arithmetic above is exact
+        raise AssertionError(f"healthy life holds {result.key_count()} keys, not {budget}")
+    return result
+
+
+def _healthy_minimum() -> int:
+    """The fewest keys a healthy session can hold: v6, one contact, the most groups and keys."""
+    return fakes.Lifecycle(
+        version=6,
+        contacts=1,
+        new_contacts=0,
+        active_today=1,
+        groups=3,
+        group_members=2,
+        app_state_keys=4,
+        tctokens=1,
+    ).key_count()
+
+
+#: A healthy session on v7 needs its 812 pre-keys and a few contacts.
+_V7_MINIMUM = 900
+
+
 def minimum_keys(sessions: int) -> int:
     """The fewest keys that let ``sessions`` sessions show their states."""
-    # A healthy session needs its 50-100 session keys and one key of every other type.
-    healthy_needs = 100 + len(_OTHER_KEY_SHARE)
-    return sum(_MAX_FIXED_KEYS.get(state, healthy_needs) for state in session_states(sessions))
+    states = session_states(sessions)
+    healthy = sum(1 for state in states if state is SessionState.HEALTHY)
+    return _cast_keys(states, 6) + healthy * _healthy_minimum()
 
 
 def _rng(seed: int, *parts: object) -> random.Random:
@@ -248,39 +371,6 @@ def _rng(seed: int, *parts: object) -> random.Random:
 
 
 # --- The plan ---------------------------------------------------------------------------------
-
-
-def _fixed_key_counts(state: SessionState, rng: random.Random) -> dict[str, int]:
-    """Key counts of a non-healthy session (small and fixed: they show a situation)."""
-    if state is SessionState.SUSPICIOUS:
-        return {
-            "session": rng.randint(3, 8),
-            "pre-key": rng.randint(20, 40),
-            "app-state-sync-version": 5,
-            "app-state-sync-key": 2,
-            "device-list": rng.randint(2, 6),
-        }
-    if state is SessionState.NOT_REGISTERED:
-        return {"pre-key": 30}
-    if state is SessionState.ORPHAN_KEYS:
-        return {
-            "session": rng.randint(15, 30),
-            "pre-key": rng.randint(10, 20),
-            "sender-key": rng.randint(3, 8),
-            "lid-mapping": rng.randint(4, 10),
-        }
-    counts = {
-        "session": rng.randint(50, 100),
-        "pre-key": rng.randint(40, 90),
-        "sender-key": rng.randint(8, 20),
-        "sender-key-memory": rng.randint(2, 6),
-        "app-state-sync-key": rng.randint(2, 6),
-        "app-state-sync-version": 5,
-        "lid-mapping": rng.randint(8, 20),
-        "device-list": rng.randint(8, 20),
-        "tctoken": rng.randint(3, 10),
-    }
-    return counts
 
 
 def _split(total: int, weights: list[float]) -> list[int]:
@@ -293,7 +383,7 @@ def _split(total: int, weights: list[float]) -> list[int]:
 
 def build_plan(size: DemoSize, *, seed: int = 1, now: datetime | None = None) -> DemoPlan:
     """
-    Decide every session, salon and key count (no database access).
+    Decide every session, salon, life and key count (no database access).
 
     Args:
         size: how much data; validated here.
@@ -310,7 +400,6 @@ def build_plan(size: DemoSize, *, seed: int = 1, now: datetime | None = None) ->
     size.validate()
     now = now or timezone.now()
     rng = _rng(seed, "plan")
-
     states = session_states(size.sessions)
 
     # One salon per session, except the duplicate pair which shares DUPLICATE_SALON_ID; a
@@ -320,58 +409,55 @@ def build_plan(size: DemoSize, *, seed: int = 1, now: datetime | None = None) ->
     salon_numbers = [number for number in pool if number != DUPLICATE_SALON_ID][: salon_count - 1]
     salon_ids = [DUPLICATE_SALON_ID, *salon_numbers]
 
+    # The cast lives on v7 (812 pre-keys) when the keys allow, else on v6 (30).
+    healthy_count = sum(1 for state in states if state is SessionState.HEALTHY)
+    cast_version = 7
+    if size.keys - _cast_keys(states, 7) < healthy_count * _healthy_minimum():
+        cast_version = 6
+
     sessions: list[SessionPlan] = []
     others = iter(salon_numbers)
+    phones: set[str] = set()
     for state in states:
-        if state is SessionState.HEALTHY and not sessions:
-            session_id = session_ids.prefixed(DUPLICATE_SALON_ID)
-            salon_id = DUPLICATE_SALON_ID
-        elif state is SessionState.DUPLICATE:
-            session_id = session_ids.bare(DUPLICATE_SALON_ID)
-            salon_id = DUPLICATE_SALON_ID
+        if state is SessionState.DUPLICATE:
+            session_id, salon_id = session_ids.prefixed(DUPLICATE_SALON_ID), DUPLICATE_SALON_ID
+        elif state is SessionState.DUPLICATE_COPY:
+            session_id, salon_id = session_ids.bare(DUPLICATE_SALON_ID), DUPLICATE_SALON_ID
         else:
             salon_id = next(others)
             spell = session_ids.prefixed if rng.random() < 0.6 else session_ids.bare
             session_id = spell(salon_id)
-        sessions.append(
-            SessionPlan(
-                session_id=session_id,
-                salon_id=salon_id,
-                state=state,
-                key_counts=_fixed_key_counts(state, rng),
-            )
-        )
+        phone = fakes.contact_phone(rng)
+        while phone in phones:
+            phone = fakes.contact_phone(rng)
+        phones.add(phone)
+        plan = SessionPlan(session_id=session_id, salon_id=salon_id, state=state, phone=phone)
+        if state is SessionState.DUPLICATE_COPY:
+            original = sessions[0]
+            plan.copy_of, plan.phone = original.session_id, original.phone
+        if state is not SessionState.HEALTHY:
+            plan.life = _cast_life(state, cast_version)
+            plan.key_counts = _counts(state, plan.life)
+        sessions.append(plan)
 
     _fill_healthy_sessions(sessions, size.keys, rng)
     return DemoPlan(seed=seed, now=now, size=size, sessions=sessions, salon_ids=salon_ids)
 
 
 def _fill_healthy_sessions(sessions: list[SessionPlan], keys: int, rng: random.Random) -> None:
-    """Give healthy sessions the keys left after the fixed ones, so the total is exact."""
+    """Give healthy sessions the keys left after the cast's, so the total is exact."""
     healthy = [plan for plan in sessions if plan.state is SessionState.HEALTHY]
-    fixed = sum(
-        sum(plan.key_counts.values())
-        for plan in sessions
-        if plan.state is not SessionState.HEALTHY
-    )
-    for plan in healthy:
-        plan.key_counts = {"session": plan.key_counts["session"]}
-    # DemoSize.validate() made sure this covers one key of each type per healthy session.
-    remaining = keys - fixed - sum(plan.key_counts["session"] for plan in healthy)
-    types = list(_OTHER_KEY_SHARE)
-    # Every healthy session gets one key of each type, then a random share of the rest.
-    spare = remaining - len(healthy) * len(types)
-    weights = [rng.uniform(0.6, 1.4) for _ in healthy]
-    per_session = [len(types) + part for part in _split(spare, weights)]
-    for plan, budget in zip(healthy, per_session, strict=True):
-        budget -= len(types)  # one of each type first
-        parts = _split(budget, list(_OTHER_KEY_SHARE.values()))
-        counts = {key_type: 1 + part for key_type, part in zip(types, parts, strict=True)}
-        surplus = counts["app-state-sync-version"] - _MAX_APP_STATE_VERSIONS
-        if surplus > 0:
-            counts["app-state-sync-version"] -= surplus
-            counts["pre-key"] += surplus
-        plan.key_counts.update(counts)
+    fixed = sum(sum(plan.key_counts.values()) for plan in sessions)
+    minimum = _healthy_minimum()
+    # DemoSize.validate() made sure every healthy session gets at least its minimum.
+    spare = keys - fixed - minimum * len(healthy)
+    weights = [rng.uniform(0.9, 1.1) for _ in healthy]
+    for plan, part in zip(healthy, _split(spare, weights), strict=True):
+        budget = minimum + part
+        v7 = budget >= _V7_MINIMUM and rng.random() >= _V6_SHARE
+        plan.pairing_code = rng.random() < _PAIRING_CODE_SHARE
+        plan.life = _healthy_life(7 if v7 else 6, budget, rng)
+        plan.key_counts = plan.life.key_counts()
 
 
 # --- Rows -------------------------------------------------------------------------------------
@@ -454,23 +540,74 @@ def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+@dataclass(frozen=True, slots=True)
+class _WhatsAppColumns:
+    """The bot's own WhatsApp columns of a salon's ``companies`` row."""
+
+    connected: bool | None
+    phone: str | None
+    connected_at: datetime | None
+    disconnected_at: datetime | None
+
+
+def _typed(rng: random.Random, phone: str) -> str:
+    """The salon's number as its owner typed it into the bot (normalizes to ``phone``)."""
+    d = phone[1:]
+    return rng.choice(
+        (
+            phone,
+            f"+{phone}",
+            f"+7 ({d[:3]}) {d[3:6]}-{d[6:8]}-{d[8:]}",
+            f"8 {d[:3]} {d[3:6]} {d[6:]}",
+        )
+    )
+
+
+def _whatsapp_columns(
+    plan: DemoPlan, session: SessionPlan | None, rng: random.Random
+) -> _WhatsAppColumns:
+    """
+    What the bot wrote about the salon's connection, agreeing with the session's state.
+
+    A healthy salon is connected with its own number; some had a disconnect before they paired
+    (an old ``disconnected_at`` is no signal). The DEAD salon's disconnect comes after its
+    last write, BOT_FLAG_STALE's flag says disconnected although it writes, WRONG_NUMBER's
+    ``whatsapp_phone`` is another number, and a salon that never finished pairing has none.
+    """
+    if session is None:
+        return _WhatsAppColumns(False, None, None, None)
+    state = session.state
+    if state is SessionState.NOT_PAIRED:
+        return _WhatsAppColumns(False, None, None, None)
+    ended = plan.now - session.life_ends_ago
+    paired_at = ended - timedelta(days=session.life.paired_days_ago if session.life else 30)
+    phone = _typed(rng, session.phone)
+    if state is SessionState.WRONG_NUMBER:
+        other = fakes.contact_phone(rng)
+        while other == session.phone:
+            other = fakes.contact_phone(rng)
+        phone = _typed(rng, other)
+    disconnected_at = None
+    if state in (SessionState.DEAD, SessionState.ORPHAN_KEYS):
+        disconnected_at = ended + timedelta(minutes=10)
+    elif state is SessionState.BOT_FLAG_STALE or rng.random() < 0.3:
+        disconnected_at = paired_at - timedelta(days=rng.randint(2, 60))
+    connected = state not in (
+        SessionState.DEAD,
+        SessionState.ORPHAN_KEYS,
+        SessionState.BOT_FLAG_STALE,
+    )
+    return _WhatsAppColumns(connected, phone, paired_at, disconnected_at)
+
+
 def _company_row(plan: DemoPlan, salon_id: int, session: SessionPlan | None) -> tuple:
     rng = _rng(plan.seed, "company", salon_id)
     city, tz_name, lat, lon = rng.choice(_CITIES)
     name = rng.choice(_SALON_NAMES)
     title = f"{rng.choice(_SALON_KINDS)} «{name}»"
     created = plan.now - timedelta(days=rng.randint(60, 900))
-    registered = (
-        session is not None
-        and session.has_auth
-        and session.state is not SessionState.NOT_REGISTERED
-    )
     phone = fakes.contact_phone(rng)
-    connected_at = created + timedelta(days=rng.randint(1, 30)) if registered else None
-    disconnected = session is not None and session.state in (
-        SessionState.DEAD,
-        SessionState.ORPHAN_KEYS,
-    )
+    whatsapp = _whatsapp_columns(plan, session, rng)
     owner_first = rng.choice(_FIRST_NAMES_F)
     return (
         salon_id,
@@ -493,16 +630,16 @@ def _company_row(plan: DemoPlan, salon_id: int, session: SessionPlan | None) -> 
         _json({"id": salon_id, "title": title, "city": city, "country": "Россия"}),
         session is not None,
         _json({"provider": "baileys", "session": session.session_id}) if session else None,
-        registered and not disconnected,
-        phone if registered else None,
-        _naive(connected_at) if connected_at else None,
+        whatsapp.connected,
+        whatsapp.phone,
+        _naive(whatsapp.connected_at) if whatsapp.connected_at else None,
         "active" if session is not None else "inactive",
         _naive(created),
         str(rng.randint(100_000, 999_999)),
         f"{owner_first} {rng.choice(_SURNAMES)}а",
         f"owner{salon_id}@example.ru",
         fakes.contact_phone(rng),
-        _json({"status": "connected" if registered else "pairing"}) if session else None,
+        _json({"status": "connected" if whatsapp.connected else "pairing"}) if session else None,
         "sk_live_" + rng.randbytes(16).hex(),  # secrets: random, never shown
         "whsec_" + rng.randbytes(20).hex(),
         _naive(plan.now - timedelta(days=rng.randint(1, 40))),
@@ -510,7 +647,7 @@ def _company_row(plan: DemoPlan, salon_id: int, session: SessionPlan | None) -> 
         True,
         rng.random() < 0.2,
         [name.upper()[:11]] if rng.random() < 0.3 else None,
-        plan.now - timedelta(days=3) if disconnected else None,
+        whatsapp.disconnected_at,
         "active" if rng.random() < 0.85 else rng.choice(("trial", "suspended")),
         rng.random() < 0.1,
         None,
@@ -639,31 +776,53 @@ def client_rows(plan: DemoPlan) -> Iterator[tuple]:
 _AUTH_COLUMNS = ("company_id", "creds", "created_at", "updated_at")
 
 
+def _app_state_key_ids(plan: DemoPlan, session: SessionPlan) -> list[str]:
+    """The session's app-state key ids, oldest first (the last is ``myAppStateKeyId``)."""
+    if session.life is None:
+        return []
+    rng = _rng(plan.seed, "app-keys", session.source)
+    ids: list[str] = []
+    while len(ids) < session.life.app_state_keys:
+        key_id = fakes.app_state_key_id(rng)
+        if key_id not in ids:
+            ids.append(key_id)
+    return ids
+
+
 def auth_rows(plan: DemoPlan) -> Iterator[tuple]:
     """Rows for ``whatsapp_auth``: every session but the orphan keys' one."""
     for session in plan.sessions:
         if not session.has_auth:
             continue
-        rng = _rng(plan.seed, "auth", session.session_id)
-        registered = session.state is not SessionState.NOT_REGISTERED
+        rng = _rng(plan.seed, "auth", session.source)
+        name = rng.choice(_SALON_NAMES)
+        platform = rng.choice(("android", "smba", "iphone"))
+        login = rng.uniform(0.5, 20)
+        life = session.life
+        if life is None:
+            # Pairing never finished: the QR was shown, the phone never confirmed.
+            creds = fakes.creds(rng, phone=session.phone, name=name, paired=False)
+            written = plan.now - timedelta(minutes=10)
+            yield session.session_id, _json(creds), written, written
+            continue
+        next_id = life.pre_key_history()[1]
+        if session.state is SessionState.CREDS_BEHIND_KEYS:
+            next_id -= fakes.PREKEY_TOP_UP  # the creds save of the last upload was lost
+        app_ids = _app_state_key_ids(plan, session)
         creds = fakes.creds(
             rng,
-            phone=fakes.contact_phone(rng),
-            name=rng.choice(_SALON_NAMES),
-            registered=registered,
-            platform=rng.choice(("android", "smba", "iphone")),
+            phone=session.phone,
+            name=name,
+            registered=session.pairing_code,
+            platform=platform,
+            next_pre_key_id=next_id,
+            my_app_state_key_id=app_ids[-1] if app_ids else None,
         )
-        if not registered:
-            # Pairing never finished: the phone never confirmed, so no account or identity yet.
-            for name in ("me", "account", "signalIdentities"):
-                creds.pop(name)
-        written = plan.now - NEWEST_WRITE_AGE[session.state]
-        yield (
-            session.session_id,
-            _json(creds),
-            written - timedelta(days=rng.randint(20, 400)),
-            written,
-        )
+        ended = plan.now - session.life_ends_ago
+        # Baileys writes the creds at every login: the last one ended a silent session's life.
+        written = ended if session.life_ends_ago else plan.now - timedelta(hours=login)
+        paired_at = ended - timedelta(days=life.paired_days_ago)
+        yield session.session_id, _json(creds), paired_at, written
 
 
 # fmt: off
@@ -673,51 +832,41 @@ _KEY_COLUMNS = (
 # fmt: on
 
 
-def _key_age(state: SessionState, key_type: str, rng: random.Random) -> timedelta:
-    """How much older than the session's newest write one key is."""
-    if state is SessionState.DEAD:
-        # Mostly left over from weeks ago (expired), a few from the last days before it died.
-        if rng.random() < 0.85:
-            return timedelta(days=rng.uniform(12, 40))
-        return timedelta(hours=rng.uniform(0, 72))
-    if key_type == "pre-key" and rng.random() < 0.03:
-        return timedelta(days=rng.uniform(8, 12))  # never used, so never rewritten: expired
-    if key_type == "session":
-        return timedelta(hours=rng.uniform(0, 30))
-    return timedelta(hours=rng.uniform(0, 120))
+def _state_rows(state: SessionState, rows: list[tuple]) -> list[tuple]:
+    """The life's rows as the failure mode left them (what an age-based cleanup deleted)."""
+    if state is SessionState.NO_PRE_KEYS:
+        return [row for row in rows if row[0] != "pre-key"]
+    if state is SessionState.APP_STATE_KEY_MISSING:
+        return [row for row in rows if row[0] != "app-state-sync-key"]
+    if state is SessionState.FEW_PRE_KEYS:
+        pre_keys = sorted((row for row in rows if row[0] == "pre-key"), key=lambda r: int(r[1]))
+        kept = {row[1] for row in pre_keys[-_FEW_PRE_KEYS:]}
+        return [row for row in rows if row[0] != "pre-key" or row[1] in kept]
+    return rows
 
 
 def key_rows(plan: DemoPlan) -> Iterator[tuple]:
-    """Rows for ``whatsapp_keys`` with the bot's expiry rule (``fakes.bot_expires_at``)."""
-    for number, session in enumerate(plan.sessions):
-        rng = _rng(plan.seed, "keys", session.session_id)
-        newest = plan.now - NEWEST_WRITE_AGE[session.state]
-        legacy_versions = number % 10 == 3  # rows from before the bot set expires_at
-        first = True
-        for key_type, count in session.key_counts.items():
-            seen: set[str] = set()
-            for index in range(count):
-                key_id = fakes.key_id(rng, key_type, index)
-                while key_id in seen:  # random ids (phones, groups) may collide
-                    key_id = fakes.key_id(rng, key_type, index)
-                seen.add(key_id)
-                # The first key of a session is its newest write, exactly NEWEST_WRITE_AGE old.
-                written = newest if first else newest - _key_age(session.state, key_type, rng)
-                first = False
-                expires = (
-                    None
-                    if legacy_versions and key_type == "app-state-sync-version"
-                    else fakes.bot_expires_at(key_type, written)
-                )
-                yield (
-                    session.session_id,
-                    key_type,
-                    key_id,
-                    _json(fakes.key_value(rng, key_type)),
-                    written - timedelta(days=rng.randint(0, 20)),
-                    written,
-                    expires,
-                )
+    """Rows for ``whatsapp_keys``: each session's Baileys life, with the bot's ``expires_at``."""
+    for session in plan.sessions:
+        if session.life is None:
+            continue
+        rng = _rng(plan.seed, "keys", session.source)
+        life = fakes.lifecycle_keys(
+            rng,
+            session.life,
+            plan.now - session.life_ends_ago,
+            app_state_key_ids=_app_state_key_ids(plan, session),
+        )
+        for key_type, key_id, value, created, updated in _state_rows(session.state, life.rows):
+            yield (
+                session.session_id,
+                key_type,
+                key_id,
+                _json(value),
+                created,
+                updated,
+                fakes.bot_expires_at(key_type, updated),
+            )
 
 
 # --- Writing ----------------------------------------------------------------------------------

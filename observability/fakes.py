@@ -285,14 +285,21 @@ def _lid(rng: random.Random) -> str:
     return str(rng.randint(10**14, 10**15 - 1))
 
 
-def lifecycle_keys(rng: random.Random, life: Lifecycle, now: datetime) -> LifecycleKeys:
+def lifecycle_keys(
+    rng: random.Random,
+    life: Lifecycle,
+    now: datetime,
+    *,
+    app_state_key_ids: list[str] | None = None,
+) -> LifecycleKeys:
     """
     Every key row of a session that lived ``life`` until ``now``, with Baileys' ids and values.
 
     Pre-keys ``1..812`` (or ``1..30``) are written at pairing and each new contact deletes one
     at random; top-ups of 5 follow at 5 or fewer. Per-contact rows are written when the contact
     first appears; ``session`` rows again at the contact's last message (today for
-    ``active_today`` of them, days or weeks ago for the rest).
+    ``active_today`` of them, days or weeks ago for the rest). ``app_state_key_ids`` gives the
+    app-state keys' ids (the demo draws them apart, for the creds); else they are drawn here.
     """
     paired_at = now - timedelta(days=life.paired_days_ago)
     span = (now - paired_at).total_seconds()
@@ -326,9 +333,12 @@ def lifecycle_keys(rng: random.Random, life: Lifecycle, now: datetime) -> Lifecy
             + timedelta(minutes=1)
             + timedelta(seconds=span * index / max(life.app_state_keys, 1) / 2)
         )
-        key_id = app_state_key_id(rng)
-        while key_id in app_ids:
+        if app_state_key_ids is not None:
+            key_id = app_state_key_ids[index]
+        else:
             key_id = app_state_key_id(rng)
+            while key_id in app_ids:
+                key_id = app_state_key_id(rng)
         app_ids.append(key_id)
         rows.append(("app-state-sync-key", key_id, key_value(rng, "app-state-sync-key"), at, at))
 

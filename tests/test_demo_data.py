@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
@@ -12,8 +11,8 @@ from django.core.management.base import CommandError
 from django.db import connections
 from django.utils import timezone
 
-from observability import demo_data, fakes
-from observability.demo_data import SIZES, DemoSize
+from observability import demo_data, fakes, sessions
+from observability.demo_data import SIZES, DemoSize, SessionState
 from observability.exceptions import BadInput
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])
@@ -64,23 +63,12 @@ def _rows(sql: str, params=None) -> list[tuple]:
         return cursor.fetchall()
 
 
-_PER_SESSION = """
-SELECT k.company_id,
-       a.company_id IS NOT NULL AS has_auth,
-       count(*) FILTER (WHERE k.key_type = 'session') AS session_keys,
-       %s - max(k.updated_at) AS newest_age,
-       count(*) FILTER (WHERE k.expires_at < %s)::float / count(*) AS expired_share
-FROM whatsapp_keys k LEFT JOIN whatsapp_auth a USING (company_id)
-GROUP BY k.company_id, a.company_id
-"""
-
-
-def _sessions(now) -> dict[str, tuple]:
-    return {row[0]: row[1:] for row in _rows(_PER_SESSION, [now, now])}
+def _plan(seeded) -> demo_data.DemoPlan:
+    return demo_data.build_plan(SMALL, seed=1, now=seeded)
 
 
 def test_seed__writes_the_requested_counts(seeded):
-    """The small size writes 40 sessions, 8,000 keys and 1,500 clients."""
+    """The small size writes 40 sessions, 40,000 keys and 1,500 clients."""
     session_ids = _rows(
         "SELECT count(*) FROM (SELECT company_id FROM whatsapp_auth "
         "UNION SELECT company_id FROM whatsapp_keys) s"
@@ -90,82 +78,124 @@ def test_seed__writes_the_requested_counts(seeded):
     assert _rows("SELECT count(*) FROM clients") == [(SMALL.clients,)]
 
 
-def test_seed__salon_962302_under_both_spellings(seeded):
-    """962302 has an auth row and keys under both 962302 and company_962302."""
+def test_seed__no_healthy_session_shows_warn_or_fail(seeded):
+    """Every session planned healthy (weeks old, most keys past expires_at) is judged OK."""
+    plan = _plan(seeded)
+    judged = {h.session_id: h for h in sessions.list_sessions(now=seeded)}
+    healthy = [p.session_id for p in plan.sessions if p.state is SessionState.HEALTHY]
+    assert len(healthy) >= SMALL.sessions // 2
+    false_alarms = {sid: judged[sid].reasons for sid in healthy if judged[sid].status != "OK"}
+    assert false_alarms == {}
+    weeks_old = [sid for sid in healthy if judged[sid].facts.last_write]
+    assert all(judged[sid].expired_keys > 0 for sid in weeks_old)
+
+
+def test_seed__every_failure_mode_is_named_with_its_action(seeded):
+    """Each failure mode's session carries its rule, with a sentence that says what to do."""
+    plan = _plan(seeded)
+    judged = {h.session_id: h for h in sessions.list_sessions(now=seeded)}
+    shown: dict[str, str] = {}
+    for session in plan.sessions:
+        expected = demo_data.EXPECTED_RULES.get(session.state)
+        if expected is None:
+            continue
+        health = judged[session.session_id]
+        assert expected in health.rules, (session.state, health.reasons)
+        assert health.status != "OK"
+        shown[expected] = health.reasons[health.rules.index(expected)]
+    assert set(shown) == set(demo_data.EXPECTED_RULES.values())
+    actions = ("pair ", "keep ", "check ", "restart ", "remove ", "set nextprekeyid")
+    for rule, sentence in shown.items():
+        assert any(action in sentence.lower() for action in actions), (rule, sentence)
+
+
+def test_seed__the_store_names_its_findings_with_actions(seeded):
+    """The store fails for failing sessions and one login twice, each finding with its action."""
+    store = sessions.summarize(sessions.list_sessions(now=seeded))
+    causes = {finding.cause for finding in store.findings}
+    assert {"failing_sessions", "one_login_twice", "warning_sessions", "orphan_sessions"} <= causes
+    assert ("962302", "company_962302") in store.shared_logins
+    assert all(finding.action for finding in store.findings)
+
+
+def test_seed__salon_962302_under_both_spellings_with_one_login(seeded):
+    """962302 and company_962302 hold the same creds (the bot copied the session)."""
     assert _rows(
-        "SELECT company_id FROM whatsapp_auth WHERE company_id IN ('962302', 'company_962302') "
-        "ORDER BY 1"
-    ) == [("962302",), ("company_962302",)]
-    sessions = _sessions(seeded)
-    assert sessions["962302"][1] > 0
-    assert sessions["company_962302"][1] > 0
+        "SELECT count(DISTINCT creds), count(*) FROM whatsapp_auth "
+        "WHERE company_id IN ('962302', 'company_962302')"
+    ) == [(1, 2)]
     assert _rows("SELECT count(*) FROM companies WHERE company_id = 962302") == [(1,)]
 
 
-def test_seed__has_healthy_sessions_written_today(seeded):
-    """Most sessions have 50-100 session keys, the newest written minutes ago, few expired."""
-    healthy = [
-        session_id
-        for session_id, (has_auth, session_keys, newest_age, expired_share) in _sessions(
-            seeded
-        ).items()
-        if has_auth
-        and 50 <= session_keys <= 100
-        and newest_age < timedelta(hours=1)
-        and expired_share < 0.05
-    ]
-    assert "company_962302" in healthy
-    assert len(healthy) >= SMALL.sessions // 2
-
-
-def test_seed__has_a_stale_session_30_hours_old(seeded):
-    """A session's newest key is exactly 30 hours old (warning, not yet failure)."""
-    ages = [row[2] for row in _sessions(seeded).values() if row[0]]
-    assert timedelta(hours=30) in ages
-
-
-def test_seed__has_a_dead_session_with_most_keys_expired(seeded):
-    """A session last wrote 3 days ago and more than half its keys are expired."""
-    dead = [
-        row
-        for row in _sessions(seeded).values()
-        if row[0] and row[2] == timedelta(days=3) and row[3] > 0.5
-    ]
-    assert len(dead) == 1
-
-
-def test_seed__has_a_suspicious_session_with_few_session_keys(seeded):
-    """A logged-in session has fewer than 10 session keys."""
-    assert any(row[0] and 0 < row[1] < 10 for row in _sessions(seeded).values())
-
-
-def test_seed__has_keys_whose_session_has_no_auth_row(seeded):
-    """Some keys belong to a session id with no whatsapp_auth row."""
-    orphans = [sid for sid, row in _sessions(seeded).items() if not row[0]]
-    assert len(orphans) == 1
-
-
-def test_seed__has_a_not_registered_session(seeded):
-    """One session's creds say registered = false and carry no account."""
+def test_seed__sessions_follow_a_baileys_life(seeded):
+    """QR and pairing-code logins, v7 (812 pre-keys at pairing) and v6 (30, topped up by 5)."""
+    plan = _plan(seeded)
+    healthy = [p for p in plan.sessions if p.state is SessionState.HEALTHY]
+    assert {p.pairing_code for p in healthy} == {True, False}
+    assert {p.life.version for p in healthy} == {6, 7}
+    registered = dict(_rows("SELECT company_id, creds->>'registered' FROM whatsapp_auth"))
+    assert {registered[p.session_id] for p in healthy if not p.pairing_code} == {"false"}
+    assert {registered[p.session_id] for p in healthy if p.pairing_code} == {"true"}
+    # Pre-key ids stay below nextPreKeyId; v6 sessions were topped up past 30.
     rows = _rows(
-        "SELECT creds ? 'me', creds ? 'account' FROM whatsapp_auth "
-        "WHERE creds->>'registered' = 'false'"
+        "SELECT a.company_id, (a.creds->>'nextPreKeyId')::int, max(k.key_id::int), count(*) "
+        "FROM whatsapp_auth a JOIN whatsapp_keys k USING (company_id) "
+        "WHERE k.key_type = 'pre-key' GROUP BY 1, 2"
     )
-    assert rows == [(False, False)]
+    by_id = {sid: (next_id, top, count) for sid, next_id, top, count in rows}
+    for plan_session in healthy:
+        next_id, top, count = by_id[plan_session.session_id]
+        assert top < next_id
+        if plan_session.life.version == 6:
+            assert next_id > 31
+        else:
+            assert 812 - plan_session.life.new_contacts <= count <= 812
+    # myAppStateKeyId names a stored app-state key; app-state versions per collection.
+    assert _rows(
+        "SELECT count(*) FROM whatsapp_auth a WHERE a.creds ? 'myAppStateKeyId' AND NOT EXISTS "
+        "(SELECT 1 FROM whatsapp_keys k WHERE k.company_id = a.company_id "
+        "AND k.key_type = 'app-state-sync-key' AND k.key_id = a.creds->>'myAppStateKeyId')"
+    ) == [(1,)]  # only the APP_STATE_KEY_MISSING session
+    versions = _rows(
+        "SELECT DISTINCT key_id FROM whatsapp_keys WHERE key_type = 'app-state-sync-version'"
+    )
+    assert {key_id for (key_id,) in versions} == set(fakes.APP_STATE_COLLECTIONS)
+
+
+def test_seed__contacts_some_active_today_some_weeks_old(seeded):
+    """Per-contact session rows: some rewritten today, some weeks old; groups and LIDs too."""
+    ages = _rows(
+        "SELECT count(*) FILTER (WHERE updated_at > %s - interval '1 day'), "
+        "count(*) FILTER (WHERE updated_at < %s - interval '14 days') "
+        "FROM whatsapp_keys WHERE key_type = 'session'",
+        [seeded, seeded],
+    )
+    today, weeks_old = ages[0]
+    assert today > 0 and weeks_old > 0
+    assert _rows(
+        "SELECT count(*) > 0 FROM whatsapp_keys WHERE key_type = 'sender-key' "
+        "AND key_id LIKE '%%@g.us::%%::0'"
+    ) == [(True,)]
+    assert _rows(
+        "SELECT count(*) > 0 FROM whatsapp_keys WHERE key_type = 'lid-mapping' "
+        "AND key_id LIKE '%%_reverse'"
+    ) == [(True,)]
+    assert _rows("SELECT count(*) > 0 FROM whatsapp_keys WHERE key_type = 'identity-key'") == [
+        (True,)
+    ]
 
 
 def test_seed__every_key_type_with_the_bots_expiry_rule(seeded):
-    """Every key type appears; expires_at is 7 or 14 days after the write as the bot sets it."""
+    """Every key type appears; every row's expires_at is 7 or 14 days after its last write."""
     rows = _rows(
         "SELECT key_type, array_agg(DISTINCT expires_at - updated_at) FROM whatsapp_keys "
-        "WHERE expires_at IS NOT NULL GROUP BY key_type"
+        "GROUP BY key_type"
     )
-    assert {key_type for key_type, _ in rows} == set(fakes.KEY_TYPES)
+    assert {key_type for key_type, _ in rows} == {*fakes.KEY_TYPES, "identity-key"}
     for key_type, lifetimes in rows:
         written = seeded
         assert lifetimes == [fakes.bot_expires_at(key_type, written) - written], key_type
-    # A few legacy rows never expire (NULL), as the schema allows.
-    assert _rows("SELECT count(*) > 0 FROM whatsapp_keys WHERE expires_at IS NULL") == [(True,)]
+    assert _rows("SELECT count(*) FROM whatsapp_keys WHERE expires_at IS NULL") == [(0,)]
 
 
 def test_seed__creds_and_values_use_baileys_buffers(seeded):
@@ -174,6 +204,9 @@ def test_seed__creds_and_values_use_baileys_buffers(seeded):
         "SELECT creds->'noiseKey'->'private'->>'type', creds->'me'->>'id' ~ '^79[0-9]{9}:' "
         "FROM whatsapp_auth WHERE company_id = 'company_962302'"
     ) == [("Buffer", True)]
+    assert _rows(
+        "SELECT count(*) FROM whatsapp_auth WHERE NOT creds ? 'me' AND NOT creds ? 'account'"
+    ) == [(1,)]  # the pairing that never finished
     assert _rows(
         "SELECT DISTINCT value->'public'->>'type' FROM whatsapp_keys WHERE key_type = 'pre-key'"
     ) == [("Buffer",)]
@@ -240,9 +273,9 @@ def test_seed__refuses_a_database_with_data(seeded):
 
 def test_seed__replace_empties_the_tables_first(seeded):
     """--replace truncates, so the counts are the new size's, not the sum."""
-    size = DemoSize(sessions=10, keys=5_000, clients=30)
+    size = DemoSize(sessions=14, keys=5_000, clients=30)
     summary = demo_data.seed_demo_data(size, replace=True)
-    assert (summary.sessions, summary.keys, summary.clients) == (10, 5_000, 30)
+    assert (summary.sessions, summary.keys, summary.clients) == (14, 5_000, 30)
     assert _rows("SELECT count(*), min(id) FROM clients") == [(30, 1)]
 
 
@@ -252,20 +285,23 @@ def test_build_plan__large_size_adds_up_exactly():
     assert len(plan.sessions) == 1_000
     assert sum(sum(s.key_counts.values()) for s in plan.sessions) == 1_000_000
     assert len({s.session_id for s in plan.sessions}) == 1_000
-    healthy = [s for s in plan.sessions if s.state is demo_data.SessionState.HEALTHY]
-    assert all(50 <= s.key_counts["session"] <= 100 for s in healthy)
+    healthy = [s for s in plan.sessions if s.state is SessionState.HEALTHY]
+    v7 = [s for s in healthy if s.life.version == 7]
+    assert len(v7) > len(healthy) * 0.7
+    assert all(s.key_counts["pre-key"] > 812 - s.life.new_contacts - 1 for s in v7)
 
 
-@pytest.mark.parametrize("sessions", [7, 8, 40, 333])
-def test_build_plan__the_minimum_keys_still_show_every_key_type(sessions):
-    """At the smallest allowed --keys the total is exact and healthy sessions have every type."""
+@pytest.mark.parametrize("sessions", [13, 14, 40, 333])
+def test_build_plan__the_minimum_keys_still_show_every_state(sessions):
+    """At the smallest allowed --keys the total is exact and every planned row is written."""
     keys = demo_data.minimum_keys(sessions)
     plan = demo_data.build_plan(DemoSize(sessions=sessions, keys=keys, clients=0), seed=5)
     assert sum(sum(s.key_counts.values()) for s in plan.sessions) == keys
-    healthy = [s for s in plan.sessions if s.state is demo_data.SessionState.HEALTHY]
-    assert healthy
-    assert all(set(s.key_counts) == set(fakes.KEY_TYPES) for s in healthy)
-    assert all(count >= 1 for s in healthy for count in s.key_counts.values())
+    assert {s.state for s in plan.sessions} == set(SessionState)
+    written = {}
+    for row in demo_data.key_rows(plan):
+        written[row[0]] = written.get(row[0], 0) + 1
+    assert written == {s.session_id: sum(s.key_counts.values()) for s in plan.sessions if s.life}
 
 
 @pytest.mark.parametrize(
@@ -273,7 +309,7 @@ def test_build_plan__the_minimum_keys_still_show_every_key_type(sessions):
     [
         (DemoSize(sessions=-1, keys=8_000, clients=10), "--sessions must be zero or more"),
         (DemoSize(sessions=40, keys=8_000, clients=-5), "--clients must be zero or more"),
-        (DemoSize(sessions=3, keys=8_000, clients=10), "--sessions must be at least 7"),
+        (DemoSize(sessions=3, keys=8_000, clients=10), "--sessions must be at least 13"),
         (DemoSize(sessions=10**6, keys=10**9, clients=10), "--sessions must be at most 100,000"),
         (DemoSize(sessions=40, keys=100, clients=10), "--keys must be at least"),
     ],
@@ -289,7 +325,7 @@ def test_seed_demo_data_command__writes_and_reports():
     """The command writes the small set and says how much it wrote."""
     out = io.StringIO()
     call_command("seed_demo_data", "--seed", "3", stdout=out)
-    assert "40 WhatsApp sessions and 8,000 keys" in out.getvalue()
+    assert "40 WhatsApp sessions and 40,000 keys" in out.getvalue()
 
 
 def test_seed_demo_data_command__if_empty_skips_quietly(seeded):

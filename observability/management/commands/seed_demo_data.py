@@ -23,7 +23,7 @@ class Command(ObservabilityCommand):
             "--size",
             choices=sorted(demo_data.SIZES),
             default="small",
-            help="small: 40 sessions, 8,000 keys, 1,500 clients (default); "
+            help="small: 40 sessions, 40,000 keys, 1,500 clients (default); "
             "large: 1,000 sessions, 1,000,000 keys, 100,000 clients.",
         )
         parser.add_argument(
