@@ -125,6 +125,18 @@ def test_creds_behind_keys__fails_when_a_pre_key_is_at_or_above_next_pre_key_id(
     assert "set nextPreKeyId and firstUnuploadedPreKeyId to 813" in health.reasons[0]
 
 
+def test_creds_behind_keys__a_non_numeric_pre_key_id_is_no_signal():
+    """A pre-key id that is not a number (never written by Baileys) proves nothing."""
+    _healthy()
+    factories.make_keys(SID, "pre-key", 1, first_id=5000)
+    WhatsAppKey.objects.filter(company_id=SID, key_type="pre-key", key_id="5000").update(
+        key_id="x5000"
+    )
+    health = sessions.get_session(SID)
+    assert health.facts.max_pre_key_id is None
+    assert health.status is Status.OK
+
+
 def test_pre_key_pool__fails_without_pre_keys_and_warns_below_five():
     """No stored pre-key on a paired session FAILs; fewer than 5 WARNs."""
     _healthy()
