@@ -172,7 +172,7 @@ def test_demo__sets_up_a_fresh_data_folder_then_is_idempotent(demo_data_dir):
     first = _run("demo", "--no-serve", "--no-worker", env=env)
     assert first.returncode == 0, first.stderr
     assert "Creating the bot tables" in first.stdout
-    assert "40 WhatsApp sessions, 8,000 keys" in first.stdout
+    assert "40 WhatsApp sessions, 40,000 keys" in first.stdout
     assert _PASSWORD.search(first.stdout)
 
     second = _run("demo", "--no-serve", "--no-worker", env=env)
@@ -313,7 +313,7 @@ def test_demo__set_up_in_process_creates_data_and_one_admin():
 
     out = io.StringIO()
     call_command("demo", "--no-serve", stdout=out)
-    assert "40 WhatsApp sessions, 8,000 keys" in out.getvalue()
+    assert "40 WhatsApp sessions, 40,000 keys" in out.getvalue()
     password = _PASSWORD.search(out.getvalue()).group(1)
     admin = User.objects.get(username="admin")
     assert admin.is_superuser and admin.check_password(password)
