@@ -324,4 +324,4 @@ def test_demo__set_up_in_process_creates_data_and_one_admin():
     assert "Demo data present" in again.getvalue()
     assert not _PASSWORD.search(again.getvalue())
     assert User.objects.count() == 1
-    assert WhatsAppKey.objects.count() == 8_000
+    assert WhatsAppKey.objects.count() == 40_000
