@@ -358,8 +358,11 @@ def _failed_statement(error: BaseException) -> str:
 #: The object PostgreSQL names in "permission denied for table whatsapp_keys".
 _DENIED_OBJECT = re.compile(
     r"permission denied for (?P<kind>table|relation|view|sequence|schema|database|function)"
-    r" \"?(?P<name>[\w.$]+)\"?"
+    r" \"?(?P<name>[\w.$-]+)\"?"
 )
+
+
+_DENIED_DATABASE = re.compile(r'permission denied for database "?[\w.$-]+"?')
 
 
 def _table_privileges(table: str, statement: str) -> str:
@@ -393,9 +396,23 @@ def _missing_privilege(error: BaseException, alias: str) -> MissingPrivilege | N
     denied = next(
         (c for c in _causes(error) if isinstance(c, psycopg.errors.InsufficientPrivilege)), None
     )
-    if denied is None:
-        return None
-    server_says = (denied.diag.message_primary or str(denied)).strip()
+    if denied is not None:
+        server_says = (denied.diag.message_primary or str(denied)).strip()
+    else:
+        # Refused at login (no CONNECT): libpq reports it as a failed connection, the
+        # server's "FATAL:  permission denied for database ..." inside the message.
+        refused = next(
+            (
+                found
+                for c in _causes(error)
+                if isinstance(c, psycopg.OperationalError)
+                and (found := _DENIED_DATABASE.search(str(c)))
+            ),
+            None,
+        )
+        if refused is None:
+            return None
+        server_says = refused.group(0)
     try:
         role = connections[alias].settings_dict.get("USER") or "<the role in the URL>"
     except Exception:  # an alias that is not configured: name no role

@@ -92,6 +92,8 @@ class Database(HealthCheck):
                 f"{_seconds(config.health_connect_timeout())} (refused, unreachable or no "
                 "free pooled connection). Check that the server is running and reachable."
             ) from error
+        except ObservabilityError as error:  # e.g. a role without CONNECT: names the GRANT
+            raise ServiceUnavailable(error.message) from error
         limit = config.health_latency_warning()
         if result.latency > limit:
             raise ServiceWarning(

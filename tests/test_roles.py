@@ -8,6 +8,7 @@ lacks is a clear error naming the GRANT, with an exit code of its own, never a t
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import timedelta
 from io import StringIO
@@ -304,3 +305,55 @@ def test_missing_grant__pages_and_checks_answer_503_naming_the_grant(
     assert as_json.status_code == 503
     assert as_json.json()["error"]["code"] == "missing_privilege"
     assert "GRANT SELECT ON whatsapp_" in check["WhatsAppStore()"]
+
+
+@contextlib.contextmanager
+def _connect_revoked():
+    """The test bot database refuses every role without its own CONNECT grant, for a while."""
+    from tests.roles_support import owner_connection
+
+    database = connections["bot"].settings_dict["NAME"]
+    with owner_connection() as owner:
+        owner.execute(f'REVOKE CONNECT ON DATABASE "{database}" FROM PUBLIC')
+    try:
+        yield database
+    finally:
+        with owner_connection() as owner:
+            owner.execute(f'GRANT CONNECT ON DATABASE "{database}" TO PUBLIC')
+
+
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_missing_grant__connect_refused_at_login_names_the_grant(role_without_grants):
+    """A role the database refuses at login (no CONNECT): MissingPrivilege naming the GRANT."""
+    import psycopg
+
+    from observability.exceptions import translate_database_errors
+
+    with (
+        _connect_revoked() as database,
+        bot_alias_as(role_without_grants) as wrapper,
+        pytest.raises(MissingPrivilege) as raised,
+    ):
+        params = wrapper.get_connection_params()
+        params.pop("pool", None)
+        with translate_database_errors("bot"):
+            psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"})
+    assert raised.value.grant == f"GRANT CONNECT ON DATABASE {database} TO observability_nothing;"
+
+
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_missing_grant__database_check_names_the_grant(role_without_grants):
+    """The database health check of a role refused at login says which GRANT is missing."""
+    from health_check.exceptions import ServiceUnavailable
+
+    from observability.health_checks import Database
+    from tests.health_support import extra_alias
+
+    options = {k: v for k, v in connections.settings["bot"]["OPTIONS"].items() if k != "pool"}
+    with (
+        _connect_revoked() as database,
+        extra_alias("no_connect", USER=role_without_grants, OPTIONS=options) as alias,
+        pytest.raises(ServiceUnavailable) as raised,
+    ):
+        Database(alias=alias).run()
+    assert f"GRANT CONNECT ON DATABASE {database} TO observability_nothing;" in str(raised.value)
