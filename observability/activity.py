@@ -47,17 +47,25 @@ def monitoring_connection(alias: str) -> Iterator[psycopg.Connection]:
     wait = config.health_connect_timeout()
     with translate_database_errors(alias):
         wrapper = connections[alias]
+        # The bot alias's backend fails at once while its circuit breaker is open, and
+        # learns from this attempt too (observability.db_backend); others connect plainly.
+        guarded = getattr(wrapper, "guarded_connect", None) or contextlib.nullcontext
         pool = wrapper.pool
         if pool is not None:
-            pool.open()  # idempotent; Django opens it lazily on first use as well
-            with pool.connection(timeout=wait.total_seconds()) as connection:
+            with guarded():
+                pool.open()  # idempotent; Django opens it lazily on first use as well
+                connection = pool.getconn(timeout=wait.total_seconds())
+            try:
                 yield connection
+            finally:
+                pool.putconn(connection)
             return
         params = wrapper.get_connection_params()
         # libpq ignores values under 2 seconds, so ask for at least that.
         params["connect_timeout"] = max(2, round(wait.total_seconds()))
         params["autocommit"] = True
-        connection = psycopg.connect(**params)
+        with guarded():
+            connection = psycopg.connect(**params)
         try:
             yield connection
         finally:

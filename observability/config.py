@@ -52,6 +52,16 @@ def connections_per_service() -> int:
     return _get("CONNECTIONS_PER_SERVICE", 3)
 
 
+def bot_breaker_cooloff() -> timedelta:
+    """
+    After a failed bot-database connection, how long this process fails at once (503).
+
+    Then one request tries again (observability.circuit_breaker). Short: a bot database that
+    comes back is used again within this long.
+    """
+    return _get("BOT_BREAKER_COOLOFF", timedelta(seconds=5))
+
+
 # --- Cleanup (observability.cleanup) --------------------------------------------------------
 
 

@@ -57,11 +57,17 @@ APPLICATION_NAME = os.environ.get("DB_APPLICATION_NAME", "observability")
 DB_POOL_ENABLED = _env_bool("DB_POOL", True)
 DB_POOL_MAX_SIZE = _env_number("DB_POOL_MAX_SIZE", "3")
 DB_POOL_TIMEOUT = _env_number("DB_POOL_TIMEOUT", "5", float)
-#: A ceiling on any single statement this project runs on the bot database.
-BOT_STATEMENT_TIMEOUT_MS = _env_number("BOT_STATEMENT_TIMEOUT_MS", "30000")
+#: A ceiling on any single statement this project runs on the bot database: well below
+#: gunicorn's worker timeout (README "Running each part": --timeout 30), so a slow page answers
+#: 504 "query timed out" instead of its worker being killed. Cleanup batches set their own.
+BOT_STATEMENT_TIMEOUT_MS = _env_number("BOT_STATEMENT_TIMEOUT_MS", "10000")
+#: How long a statement on the bot database may wait for a lock (the bot's DDL, a VACUUM FULL,
+#: an operator's LOCK TABLE): a page answers 504 after this instead of waiting the whole lock.
+BOT_LOCK_TIMEOUT_MS = _env_number("BOT_LOCK_TIMEOUT_MS", "2000")
 #: Seconds to wait for the bot database to accept a connection: an unreachable server then
-#: fails fast ("bot database unavailable") instead of holding a worker (libpq connect_timeout).
-BOT_CONNECT_TIMEOUT = _env_number("BOT_CONNECT_TIMEOUT", "5")
+#: fails fast ("bot database unavailable") instead of holding a worker (libpq connect_timeout;
+#: values under 2 count as 2).
+BOT_CONNECT_TIMEOUT = _env_number("BOT_CONNECT_TIMEOUT", "2")
 
 
 def _database(config: dict, application_name: str, extra_options: dict | None = None) -> dict:
@@ -120,11 +126,23 @@ else:
 DATABASES = {
     "default": _database(_default_config, f"{APPLICATION_NAME}:default"),
     "bot": _database(
-        _bot_config,
+        # Django's PostgreSQL backend with a circuit breaker (observability/db_backend).
+        {**_bot_config, "ENGINE": "observability.db_backend"},
         APPLICATION_NAME,
         {
-            "options": f"-c statement_timeout={BOT_STATEMENT_TIMEOUT_MS}",
+            "options": (
+                f"-c statement_timeout={BOT_STATEMENT_TIMEOUT_MS} "
+                f"-c lock_timeout={BOT_LOCK_TIMEOUT_MS}"
+            ),
             "connect_timeout": BOT_CONNECT_TIMEOUT,
+            # A server that stops answering mid-query over TCP (a network partition) is given
+            # up after ~20 s (keepalives) or 10 s of unacknowledged data, below the worker
+            # timeout; libpq ignores both on a Unix socket.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 2,
+            "tcp_user_timeout": 10000,
         },
     ),
 }
@@ -325,6 +343,9 @@ LOGGING = {
             "propagate": False,
             "filters": ["health_poll_once"],
         },
+        # A failed bot connection is logged once by observability.circuit_breaker; the pool
+        # would add a warning per attempt and per thread of the pool it then discards.
+        "psycopg.pool": {"level": "ERROR"},
     },
 }
 

@@ -124,6 +124,8 @@ def database_down(alias: str):
     """
     from django.db.backends.postgresql.base import DatabaseWrapper
 
+    from observability import circuit_breaker
+
     original = connections[alias]
     saved_pool = DatabaseWrapper._connection_pools.pop(alias, None)
     settings_dict = copy.deepcopy(original.settings_dict)
@@ -138,6 +140,7 @@ def database_down(alias: str):
     finally:
         down.close()
         down.close_pool()
+        circuit_breaker.reset_all()  # the breakers of this process start closed again
         connections[alias] = original
         if saved_pool is not None:
             DatabaseWrapper._connection_pools[alias] = saved_pool

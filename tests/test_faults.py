@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import os
+import datetime as dt
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -24,127 +21,42 @@ from django.db import connections
 from django.test import Client as DjangoClient
 
 from tests import factories
+from tests.fault_support import (
+    BOT_PAGE,
+    KEYS_PAGE,
+    OWN_PAGES,
+    TOKEN,
+    HungServer,
+    WebServer,
+    measure_sick_bot,
+    project_env,
+    socket_url,
+    table_locked,
+    tcp_url,
+    web_server,
+)
+from tests.fault_support import stop_process as _stop
+from tests.health_support import closed_port
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "faults-health-token-0123456789"  # noqa: S105 (a test value)
 
 committed = pytest.mark.django_db(databases=["default", "bot"], transaction=True)
 
 
-# --- Real processes ---------------------------------------------------------------------------
+# --- Real processes (tests/fault_support.py) -------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _url(host: str, name: str) -> str:
-    """A database URL for a PostgreSQL Unix socket folder (TLS off: it is a local socket)."""
-    return f"postgresql://postgres@{quote(host, safe='')}/{name}?sslmode=disable"
-
-
-def _project_env(*, bot_host: str, bot_name: str, **extra: str) -> dict[str, str]:
-    """A production-shaped environment pointing at the test's databases."""
+def _project_env(
+    *, bot_host: str | None = None, bot_name: str = "bot", bot_url: str | None = None, **extra
+) -> dict[str, str]:
+    """A production-shaped environment: the test's default database, the given bot database."""
     default = connections["default"].settings_dict
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "PYTEST", "COV_", "OBSERVABILITY_"))
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="project.settings",
-        DATABASE_URL=_url(default["HOST"], default["NAME"]),
-        BOT_DATABASE_URL=_url(bot_host, bot_name),
-        SECRET_KEY=django_settings.SECRET_KEY,
-        ALLOWED_HOSTS="127.0.0.1",
-        SECURE_SSL_REDIRECT="0",
-        SECURE_COOKIES="0",
-        SECURE_HSTS_SECONDS="0",
-        HEALTH_TOKEN=TOKEN,
-        BOT_CONNECT_TIMEOUT="2",
-        PYTHONWARNINGS="ignore",
-        LOG_LEVEL="WARNING",
+    return project_env(
+        default_url=socket_url(default["HOST"], default["NAME"]),
+        bot_url=bot_url or socket_url(bot_host, bot_name),
+        secret_key=django_settings.SECRET_KEY,
         **extra,
     )
-    return env
-
-
-class WebServer:
-    """gunicorn serving the project in a real process, on a free port of 127.0.0.1."""
-
-    def __init__(self, env: dict[str, str], threads: int = 8) -> None:
-        self.port = _free_port()
-        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(  # noqa: S603
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "project.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                "1",
-                "--threads",
-                str(threads),
-                "--timeout",
-                "60",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def get(self, path: str, *, cookie: str | None = None, timeout: float = 20, **headers):
-        """GET ``path``: (status, headers, body, seconds taken); never raises on 4xx/5xx."""
-        request = urllib.request.Request(self.url(path), headers=headers)  # noqa: S310
-        if cookie:
-            request.add_header("Cookie", cookie)
-        started = time.monotonic()
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                status, head, body = response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            status, head, body = error.code, error.headers, error.read()
-        return status, head, body.decode(errors="replace"), time.monotonic() - started
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            with contextlib.suppress(OSError):
-                if self.get("/admin/login/", timeout=2)[0] == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"the web server did not start:\n{self.output()}")
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()[-20000:]
-
-    def stop(self) -> None:
-        _stop(self.process)
-        self.log.close()
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop a process group we started: SIGTERM, then SIGKILL after 5 s."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
 
 
 def _staff_cookie(django_user_model) -> str:
@@ -520,3 +432,156 @@ def test_cleanup_killed_twice_and_rerun__totals_match_an_uninterrupted_run(trunc
         conn.execute("DROP TRIGGER IF EXISTS test_faults_slow_delete ON whatsapp_keys")
         conn.execute("DROP FUNCTION IF EXISTS test_faults_slow_delete()")
         conn.close()
+
+
+# --- A sick bot database never stalls the service (issue 15, section 4) -----------------------
+
+
+def _assert_own_pages_unaffected(timings) -> None:
+    """The project's own pages and its default database's health answer fast meanwhile."""
+    for path, status, seconds in timings.own:
+        assert status == 200, (path, status)
+        assert seconds < 2, (path, seconds)  # goal: under 1 s
+    assert timings.health[1] == "OK", timings.health
+    assert timings.health[2] < 2, timings.health
+
+
+@pytest.mark.slow
+@committed
+def test_bot_database_refused__503_within_a_second_and_own_pages_unaffected(django_user_model):
+    """A closed bot port under 2 sync workers: 503 at once, then fail-fast; own pages open."""
+    cookie = _staff_cookie(django_user_model)
+    env = _project_env(bot_url=tcp_url(closed_port()))
+    with web_server(env, workers=2, threads=1) as server:
+        timings = measure_sick_bot(server, cookie)
+        status, body, seconds = server.health()
+    print("measured:", *timings.lines("refused"), sep="\n")
+    assert timings.first_bot[0] == 503
+    assert timings.first_bot[1] < 2  # goal: under 1 s (it was the 5 s pool timeout)
+    assert {status for status, _ in timings.bot} == {503}
+    assert timings.worst_in_flight < 2
+    _assert_own_pages_unaffected(timings)
+    assert status == 500 and body["Database(alias='bot')"].startswith("Unavailable"), body
+    assert seconds < 2, seconds  # /health/ took the 5 s pool timeout
+
+
+@pytest.mark.slow
+@committed
+def test_bot_database_hung__503_within_three_seconds_and_own_pages_unaffected(django_user_model):
+    """A bot server that accepts and never answers: 503 after the connect timeout, then at once."""
+    cookie = _staff_cookie(django_user_model)
+    with HungServer() as hung:
+        env = _project_env(bot_url=tcp_url(hung.port))
+        with web_server(env, threads=8) as server:
+            timings = measure_sick_bot(server, cookie)
+    print("measured:", *timings.lines("hung"), sep="\n")
+    assert timings.first_bot[0] == 503
+    assert timings.first_bot[1] < 4.5  # goal: under 3 s (BOT_CONNECT_TIMEOUT 2 s)
+    assert {status for status, _ in timings.bot} == {503}
+    assert timings.worst_in_flight < 2  # the breaker is open: nobody waits on the hung server
+    _assert_own_pages_unaffected(timings)
+
+
+@pytest.mark.slow
+@committed
+def test_bot_table_locked__key_page_gives_up_after_the_lock_timeout(
+    django_user_model, truncate_bot_tables
+):
+    """ACCESS EXCLUSIVE held on whatsapp_keys: the key browser answers 504 in ~2 s, not later."""
+    factories.make_auth("962302")
+    factories.make_keys("962302", "session", 3)
+    cookie = _staff_cookie(django_user_model)
+    bot = connections["bot"].settings_dict
+    env = _project_env(bot_host=bot["HOST"], bot_name=bot["NAME"])
+    with web_server(env, threads=8) as server:
+        assert server.get(KEYS_PAGE, cookie=cookie)[0] == 200
+        with table_locked({"host": bot["HOST"], "dbname": bot["NAME"], "user": "postgres"}):
+            timings = measure_sick_bot(server, cookie, in_flight=3, bot_page=KEYS_PAGE)
+        assert server.get(KEYS_PAGE, cookie=cookie)[0] == 200
+    print("measured:", *timings.lines("locked"), sep="\n")
+    status, seconds = timings.first_bot
+    assert status == 504, status
+    assert seconds < 4, seconds  # lock_timeout 2 s; it waited the whole lock
+    assert {status for status, _ in timings.bot} == {504}
+    _assert_own_pages_unaffected(timings)
+
+
+@committed
+def test_cleanup_size_query__gives_up_after_the_cleanup_lock_timeout(settings):
+    """Behind ACCESS EXCLUSIVE, the run's first size query fails at the cleanup's lock timeout."""
+    from observability import cleanup
+    from observability.exceptions import QueryTimedOut
+    from observability.models import CleanupRun
+
+    settings.OBSERVABILITY_CLEANUP_LOCK_TIMEOUT = dt.timedelta(milliseconds=300)
+    bot = connections["bot"].settings_dict
+    with table_locked({"host": bot["HOST"], "dbname": bot["NAME"], "user": "postgres"}):
+        started = time.monotonic()
+        with pytest.raises(QueryTimedOut):
+            cleanup.cleanup_expired_keys(apply=True)
+        seconds = time.monotonic() - started
+    assert seconds < 1.5, seconds  # not the connection's 2 s, nor the whole lock
+    run = CleanupRun.objects.get()
+    assert run.outcome == "failed" and run.bytes_before is None
+
+
+@pytest.mark.slow
+@committed
+def test_bot_database_restart_under_load__own_pages_stay_up_and_bot_pages_recover(
+    django_user_model,
+):
+    """Bot server stopped under load: bot pages 503 fast, cleanup runs 200; restarted: 200."""
+    from observability.models import CleanupRun
+
+    CleanupRun.objects.create(operation="expired_keys", outcome="succeeded")
+    cookie = _staff_cookie(django_user_model)
+    postgres = ThrowawayPostgres()
+    stop_load = threading.Event()
+    answers: list[tuple[float, int, float]] = []
+
+    def load(server: WebServer) -> None:
+        while not stop_load.is_set():
+            status, _, _, seconds = server.get(BOT_PAGE, cookie=cookie, timeout=30)
+            answers.append((time.monotonic(), status, seconds))
+
+    try:
+        _seed_bot_database(postgres.socket_dir)
+        env = _project_env(bot_host=postgres.socket_dir, bot_name="bot")
+        with (
+            web_server(env, threads=8) as server,
+            concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool,
+        ):
+            loaders = [pool.submit(load, server) for _ in range(6)]
+            time.sleep(1)
+            postgres.stop()
+            stopped = time.monotonic()
+            time.sleep(1)
+            own = [server.get(path, cookie=cookie) for path in OWN_PAGES]
+            status, body, health_seconds = server.health()
+            postgres.start()
+            restarted = time.monotonic()
+            while time.monotonic() < restarted + 20:
+                if answers and answers[-1][1] == 200 and answers[-1][0] > restarted:
+                    break
+                time.sleep(0.1)
+            stop_load.set()
+            for loader in loaders:
+                loader.result()
+        during = [(s, sec) for at, s, sec in answers if stopped + 0.5 < at < restarted]
+        recovered = [at for at, s, _ in answers if s == 200 and at > restarted]
+        print(
+            f"measured: restart under load: {len(during)} bot answers while down, "
+            f"statuses {sorted({s for s, _ in during})}, slowest "
+            f"{max(sec for _, sec in during):.3f} s; own pages "
+            f"{[round(seconds, 3) for *_, seconds in own]} s; bot pages 200 again "
+            f"{recovered[0] - restarted:.2f} s after the restart"
+        )
+        assert during and {s for s, _ in during} == {503}, during
+        assert max(sec for _, sec in during) < 2.5
+        for status_own, _, _, seconds in own:
+            assert status_own == 200 and seconds < 2  # it answered 503 "bot database unavailable"
+        assert body["Database(alias='default')"] == "OK" and health_seconds < 2, body
+        assert recovered and recovered[0] - restarted < 15
+    finally:
+        stop_load.set()
+        postgres.destroy()

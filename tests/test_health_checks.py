@@ -74,7 +74,7 @@ def test_database__fails_fast_on_a_refused_connection():
 
 
 def test_database__fails_within_the_connect_timeout_through_a_pool(settings):
-    """With a pool, a down server fails the check after the connect timeout, not later."""
+    """With a pool, a refused connection fails the check at once, not after the pool timeout."""
     settings.OBSERVABILITY_HEALTH_CONNECT_TIMEOUT = timedelta(seconds=1)
     options = {**_options_without_pool(), "pool": {"min_size": 0, "max_size": 2, "timeout": 30}}
     with extra_alias("downpool", HOST="127.0.0.1", PORT=str(closed_port()), OPTIONS=options):
@@ -82,7 +82,7 @@ def test_database__fails_within_the_connect_timeout_through_a_pool(settings):
         with pytest.raises(ServiceUnavailable, match="within 1 s"):
             Database(alias="downpool").run()
         elapsed = time.monotonic() - started
-    assert 0.9 < elapsed < 2.5
+    assert elapsed < 1  # the pool's connection failure is reported (observability.db_backend)
 
 
 def test_database__unknown_alias_fails():

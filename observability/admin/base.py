@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -11,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from observability.exceptions import BadInput, translate_database_errors
+from observability.routers import is_bot_model
 
 #: A refused parameter's name is quoted in the message up to this many characters.
 _NAME_SHOWN = 60
@@ -144,10 +146,17 @@ class ReadOnlyModelAdmin(StrictQueryParamsMixin, admin.ModelAdmin):
     The bot's tables belong to the bot; the only writes this project makes are the audited
     cleanup operations (observability.cleanup), never a form in the admin.
 
-    Pages are rendered inside :func:`translate_database_errors`: the admin's querysets run
-    lazily, while the template renders, so a bot database that is down or slow must be caught
-    there to become a clear 503/504 page rather than a traceback.
+    Pages over the bot's tables are rendered inside :func:`translate_database_errors`: the
+    admin's querysets run lazily, while the template renders, so a bot database that is down or
+    slow must be caught there to become a clear 503/504 page rather than a traceback. Pages
+    over the project's own tables (the cleanup runs) are not: a failure of the ``default``
+    database is not the bot's, and the middleware answers it (503 when its pool is busy).
     """
+
+    def _database_errors_translated(self):
+        if is_bot_model(self.model):
+            return translate_database_errors()
+        return contextlib.nullcontext()
 
     def has_add_permission(self, request, obj=None):
         """Nobody adds rows to the bot's tables here."""
@@ -173,12 +182,12 @@ class ReadOnlyModelAdmin(StrictQueryParamsMixin, admin.ModelAdmin):
         """Show the read-only page; refuse any POST (403) before it reaches a form."""
         if request.method not in ("GET", "HEAD"):
             raise PermissionDenied
-        with translate_database_errors():
+        with self._database_errors_translated():
             return _rendered(super().change_view(request, object_id, form_url, extra_context))
 
     def changelist_view(self, request, extra_context=None):
         """The changelist, rendered inside the error translation."""
-        with translate_database_errors():
+        with self._database_errors_translated():
             response = super().changelist_view(request, extra_context)
             if hasattr(response, "render"):
                 self.prepare_changelist(request, response)
