@@ -437,13 +437,13 @@ def test_cleanup_killed_twice_and_rerun__totals_match_an_uninterrupted_run(trunc
 # --- A sick bot database never stalls the service (issue 15, section 4) -----------------------
 
 
-def _assert_own_pages_unaffected(timings) -> None:
+def _assert_own_pages_unaffected(timings, health_within: float = 2) -> None:
     """The project's own pages and its default database's health answer fast meanwhile."""
     for path, status, seconds in timings.own:
         assert status == 200, (path, status)
         assert seconds < 2, (path, seconds)  # goal: under 1 s
     assert timings.health[1] == "OK", timings.health
-    assert timings.health[2] < 2, timings.health
+    assert timings.health[2] < health_within, timings.health
 
 
 @pytest.mark.slow
@@ -503,7 +503,9 @@ def test_bot_table_locked__key_page_gives_up_after_the_lock_timeout(
     assert status == 504, status
     assert seconds < 4, seconds  # lock_timeout 2 s; it waited the whole lock
     assert {status for status, _ in timings.bot} == {504}
-    _assert_own_pages_unaffected(timings)
+    # The bot's pool is busy with the waiting pages: its health check waits up to 2 s for a
+    # connection (HEALTH_CONNECT_TIMEOUT) while the default database's says OK.
+    _assert_own_pages_unaffected(timings, health_within=2 + 2)
 
 
 @committed
