@@ -26,12 +26,18 @@ logger = logging.getLogger(__name__)
 # --- Who is asking ----------------------------------------------------------------------------
 
 
+#: Shows the health checks' messages to a logged-in user (superusers have every permission).
+HEALTH_DETAILS_PERMISSION = "observability.view_health_details"
+#: Lets a logged-in user read /metrics.
+METRICS_PERMISSION = "observability.view_metrics"
+
+
 class Access(enum.Enum):
     """What a caller may see."""
 
     REFUSED = "refused"  #: presented a wrong bearer token
-    STATUS_ONLY = "status"  #: anonymous: each check's status, no messages
-    DETAILS = "details"  #: staff or the right bearer token: messages too
+    STATUS_ONLY = "status"  #: anonymous or without the permission: statuses, no messages
+    DETAILS = "details"  #: the permission or the right bearer token: messages too
 
 
 def _presented_token(request: HttpRequest) -> str | None:
@@ -56,11 +62,12 @@ def token_matches(presented: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def _access(request: HttpRequest, is_staff: bool) -> Access:
+def _access(request: HttpRequest, permitted: bool) -> Access:
+    """A bearer token decides alone; otherwise the logged-in user's named permission."""
     presented = _presented_token(request)
     if presented is not None:
         return Access.DETAILS if token_matches(presented) else Access.REFUSED
-    return Access.DETAILS if is_staff else Access.STATUS_ONLY
+    return Access.DETAILS if permitted else Access.STATUS_ONLY
 
 
 def _refused(message: str = "The bearer token is not valid.") -> HttpResponse:
@@ -169,12 +176,13 @@ class HealthView(HealthCheckView):
         self._results = value
 
     async def get(self, request, *args, **kwargs):
-        is_staff = False
+        permitted = False
         if _presented_token(request) is None and settings.SESSION_COOKIE_NAME in request.COOKIES:
             # Only a logged-in browser carries a session; monitors skip the session lookup.
+            # Staff status alone is not enough: the messages name services and salons.
             user = await request.auser()
-            is_staff = bool(getattr(user, "is_staff", False))
-        access = _access(request, is_staff)
+            permitted = await user.ahas_perm(HEALTH_DETAILS_PERMISSION)
+        access = _access(request, permitted)
         if access is Access.REFUSED:
             return _refused()
         self.show_messages = access is Access.DETAILS
@@ -194,8 +202,18 @@ class HealthView(HealthCheckView):
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text exposition, for staff or a caller with the bearer token."""
-    access = _access(request, bool(getattr(request.user, "is_staff", False)))
+    """Prometheus text exposition, for a user with the permission or the bearer token."""
+    access = _access(request, request.user.has_perm(METRICS_PERMISSION))
+    if access is Access.STATUS_ONLY and request.user.is_authenticated:
+        return JsonResponse(
+            {
+                "error": {
+                    "code": "forbidden",
+                    "message": "Reading /metrics needs the permission “Can read /metrics”.",
+                }
+            },
+            status=403,
+        )
     if access is Access.STATUS_ONLY:
         return _refused("Present the health bearer token (Authorization: Bearer ...) or log in.")
     if access is Access.REFUSED:

@@ -327,6 +327,12 @@ class CleanupRun(models.Model):
         verbose_name = "cleanup run"
         verbose_name_plural = "cleanup runs"
         ordering = ["-started_at"]
+        # The project's named rights beyond the admin's own (observability.health_views);
+        # they sit on this model because permissions need one, and it is the project's own.
+        permissions = [
+            ("view_health_details", "Can see health check details"),
+            ("view_metrics", "Can read /metrics"),
+        ]
 
     def __str__(self) -> str:
         mode = "dry run" if self.dry_run else "applied"

@@ -116,9 +116,12 @@ def test_health__anonymous_html_hides_messages(client):
     assert b"svc-view-anon-html" not in response.content
 
 
-def test_health__staff_sees_messages(client, django_user_model):
-    """A logged-in staff user reads the messages."""
+def test_health__user_with_the_permission_sees_messages(client, django_user_model):
+    """A logged-in user with "Can see health check details" reads the messages."""
+    from django.contrib.auth.models import Permission
+
     staff = django_user_model.objects.create_user("ops", password="x", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_health_details"))
     client.force_login(staff)
     with real_connections("svc-view-staff", 4):
         response = _get(client, "/health/connections/")

@@ -49,9 +49,13 @@ def test_metrics__wrong_token_is_refused(client):
     assert response.status_code == 401
 
 
-def test_metrics__staff_may_scrape(client, django_user_model):
-    """A logged-in staff user sees the metrics."""
-    client.force_login(django_user_model.objects.create_user("ops", is_staff=True))
+def test_metrics__user_with_the_permission_may_scrape(client, django_user_model):
+    """A logged-in user with "Can read /metrics" sees the metrics."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("ops", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_metrics"))
+    client.force_login(user)
     assert client.get("/metrics").status_code == 200
 
 

@@ -6,6 +6,7 @@ import logging
 
 import sentry_sdk
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_http_methods
@@ -23,8 +24,11 @@ def sentry_test_view(request: HttpRequest) -> HttpResponse:
     Prove a DSN end to end: on POST, send a test event, wait for delivery and show its id.
 
     Wired in ``project/urls.py`` through ``admin.site.admin_view``, so only active staff reach
-    it. When Sentry is off it says so instead of pretending to send.
+    it, and only superusers may use it: it sends events to the team's Sentry project. When
+    Sentry is off it says so instead of pretending to send.
     """
+    if not request.user.is_superuser:
+        raise PermissionDenied
     enabled = sentry.is_enabled()
     event_id = None
     delivered = None
