@@ -357,3 +357,27 @@ def test_missing_grant__database_check_names_the_grant(role_without_grants):
     ):
         Database(alias=alias).run()
     assert f"GRANT CONNECT ON DATABASE {database} TO observability_nothing;" in str(raised.value)
+
+
+@committed
+@pytest.mark.parametrize(
+    ("role", "argv"),
+    [
+        (READ_ONLY, ["check_bot_schema", "--json"]),
+        (READ_ONLY, ["whatsapp_sessions", "--json"]),
+        (READ_ONLY, ["take_snapshot", "--full"]),
+        (CLEANUP, ["take_snapshot", "--full"]),  # the worker's schedule
+    ],
+    ids=["check_bot_schema", "whatsapp_sessions", "take_snapshot-ro", "take_snapshot-worker"],
+)
+def test_reading_commands__work_under_the_roles(readme_roles, committed_bot_rows, role, argv):
+    """The drift check, the session list and the snapshot need no more than the roles grant."""
+    _seed_everything()
+    with bot_alias_as(role):
+        out = _command(*argv)
+    if "--json" in argv:
+        assert "error" not in json.loads(out)
+    if argv[0] == "check_bot_schema":
+        assert json.loads(out)["clean"] is True
+    if argv[0] == "whatsapp_sessions":
+        assert {s["session_id"] for s in json.loads(out)} >= {str(SALON), f"company_{SALON}"}

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand
-
 from observability import sessions
 from observability.admin import display
-from observability.exceptions import ObservabilityError, command_error
+from observability.management.base import ObservabilityCommand
 from observability.rules import Status
 
 _STATUSES = [str(status) for status in Status]
 
 
-class Command(BaseCommand):
+class Command(ObservabilityCommand):
     """``manage.py whatsapp_sessions [--status OK|WARN|FAIL] [--json]``."""
 
+    json_option = "as_json"
     help = (
         "List every WhatsApp session with its status and the reasons behind it, worst first; "
         "each reason says what to do. Reads the bot database only."
@@ -38,13 +37,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, status=None, as_json=False, **options):
-        """Judge every session and print them; errors exit with the vocabulary's exit code."""
-        try:
-            listed = sessions.list_sessions()
-        except ObservabilityError as error:
-            if as_json:
-                self.stdout.write(json.dumps(error.as_json()))
-            raise command_error(error) from error
+        """Judge every session and print them (errors: the base's one path, JSON with --json)."""
+        listed = sessions.list_sessions()
         if status is not None:
             listed = [health for health in listed if health.status == status]
         if as_json:
