@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from observability import phones
 from observability.models import SessionChange
 
 Kind = SessionChange.Kind
 
-#: Facts that identify one pairing of a device; any of them changing means "paired again".
-#: ``creds.me.id`` carries the device number and ``signedIdentityKey.public`` the identity:
-#: Baileys writes both when a device is paired (src/Utils/validate-connection.ts,
-#: configureSuccessfulPairing). The names are looked up in the session's facts when present.
-PAIRING_FACTS = ("device", "me_device", "device_id", "identity_fingerprint", "pairing_id")
-
-#: Facts holding ``creds.nextPreKeyId`` when the session's facts carry it.
-NEXT_PREKEY_FACTS = ("next_pre_key_id", "next_prekey_id")
 
 #: A rise of ``nextPreKeyId`` (or of stored pre-keys) below this is pre-keys created one at a
 #: time: Baileys creates exactly one for each retry receipt of a message it failed to decrypt
@@ -34,11 +25,9 @@ class Change:
     detail: str = ""
 
 
-def _first(facts: dict, names: tuple[str, ...]) -> Any:
-    for name in names:
-        if facts.get(name) is not None:
-            return facts[name]
-    return None
+def _rule_facts(facts: dict) -> dict:
+    """The rules' facts (``SessionHealth.facts``, ``observability.rules.SessionFacts``)."""
+    return facts.get("facts") or {}
 
 
 def _count(facts: dict, key_type: str) -> int:
@@ -60,19 +49,18 @@ def fact_changes(
 
     """
     changes: list[Change] = []
+    old_rules, new_rules = _rule_facts(old_facts), _rule_facts(new_facts)
     if not old_facts.get("has_auth") and new_facts.get("has_auth"):
         changes.append(Change(Kind.PAIRED_AGAIN, "an auth row (creds) was written again"))
-    else:
-        old_pairing = _first(old_facts, PAIRING_FACTS)
-        new_pairing = _first(new_facts, PAIRING_FACTS)
-        if old_pairing is not None and new_pairing is not None and old_pairing != new_pairing:
-            changes.append(Change(Kind.PAIRED_AGAIN, "a new device identity in the creds"))
+    elif not old_rules.get("me_id_present") and new_rules.get("me_id_present"):
+        # Pairing writes creds.me (src/Utils/validate-connection.ts, configureSuccessfulPairing).
+        changes.append(Change(Kind.PAIRED_AGAIN, "the creds name a paired device again"))
     if old_phone and new_phone and old_phone != new_phone:
         changes.append(
             Change(Kind.PHONE_CHANGED, f"{phones.mask(old_phone)} → {phones.mask(new_phone)}")
         )
-    old_next = _first(old_facts, NEXT_PREKEY_FACTS)
-    new_next = _first(new_facts, NEXT_PREKEY_FACTS)
+    old_next = old_rules.get("next_pre_key_id")
+    new_next = new_rules.get("next_pre_key_id")
     if old_next is not None and new_next is not None:
         rise, what = int(new_next) - int(old_next), f"nextPreKeyId {old_next} → {new_next}"
     else:

@@ -16,13 +16,18 @@ def encode(value: Any) -> Any:
     """
     A JSON-ready copy of a health dataclass (or any value inside one).
 
-    Fields declared ``repr=False`` are left out: that is how the health dataclasses mark the
-    values that must never leave the process (``SessionHealth.phone_digits``).
+    Plain values of fields declared ``repr=False`` are left out: that is how the health
+    dataclasses mark what must never leave the process (``SessionHealth.phone_digits``,
+    ``SessionFacts.phone``). A nested dataclass kept out of ``repr`` only for brevity
+    (``SessionHealth.facts``) is encoded, minus its own ``repr=False`` values.
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr
-        }
+        encoded = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.repr or (dataclasses.is_dataclass(item) and not isinstance(item, type)):
+                encoded[f.name] = encode(item)
+        return encoded
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime | date):
