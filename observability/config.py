@@ -288,3 +288,71 @@ def flapping_window() -> timedelta:
 def flapping_min_changes() -> int:
     """A session whose status changed at least this often within the window is flapping."""
     return _get("FLAPPING_MIN_CHANGES", 4)
+
+
+# --- History detectors (observability.rules.HISTORY_RULES) ------------------------------------
+
+
+def reconnect_window() -> timedelta:
+    """The window in which creds rewritten in many separate minutes are a reconnect loop."""
+    return _get("RECONNECT_WINDOW", timedelta(minutes=10))
+
+
+def reconnect_min_minutes() -> int:
+    """Separate minutes with a creds rewrite, within the window, that make a reconnect loop."""
+    return _get("RECONNECT_MIN_MINUTES", 3)
+
+
+def decrypt_window() -> timedelta:
+    """The window in which pre-keys created one at a time are counted as decryption failures."""
+    return _get("DECRYPT_WINDOW", timedelta(minutes=10))
+
+
+def decrypt_warning_count() -> int:
+    """Pre-keys created one at a time within the window that make a WARN."""
+    return _get("DECRYPT_WARNING_COUNT", 3)
+
+
+def decrypt_failure_count() -> int:
+    """Pre-keys created one at a time within the window that make a FAIL."""
+    return _get("DECRYPT_FAILURE_COUNT", 10)
+
+
+def rows_lost_window() -> timedelta:
+    """The window in which a fall of a session's ``session`` rows is summed."""
+    return _get("ROWS_LOST_WINDOW", timedelta(hours=1))
+
+
+def rows_lost_min_rows() -> int:
+    """At least this many ``session`` rows must be lost within the window to warn."""
+    return _get("ROWS_LOST_MIN_ROWS", 10)
+
+
+def rows_lost_min_share() -> float:
+    """At least this share of the ``session`` rows must be lost within the window to warn."""
+    return _get("ROWS_LOST_MIN_SHARE", 0.5)
+
+
+def paired_again_window() -> timedelta:
+    """A pairing is shown as a WARN this long when unexpected; two within it are a repeat."""
+    return _get("PAIRED_AGAIN_WINDOW", timedelta(days=1))
+
+
+def rhythm_min_history() -> timedelta:
+    """A session's rhythm replaces the flat silence rule once it was observed this long."""
+    return _get("RHYTHM_MIN_HISTORY", timedelta(days=7))
+
+
+def rhythm_min_writes() -> int:
+    """... and once at least this many minutes with a write were counted."""
+    return _get("RHYTHM_MIN_WRITES", 50)
+
+
+def silence_warning_probability() -> float:
+    """WARN when the session's rhythm gives its silence a probability below this."""
+    return _get("SILENCE_WARNING_PROBABILITY", 0.01)
+
+
+def silence_failure_probability() -> float:
+    """FAIL when the session's rhythm gives its silence a probability below this."""
+    return _get("SILENCE_FAILURE_PROBABILITY", 1e-6)

@@ -437,6 +437,9 @@ class SessionChange(models.Model):
         old_status, new_status: the status before and after (equal for a fact change).
         reasons: the verdict's sentences after the change (status changes only).
         detail: a short description of a fact change (counts, masked numbers; no secret).
+        data: the fact's values before and after (``old``, ``new``: numbers such as
+            ``nextPreKeyId`` or the ``session`` row count) and the status the session had
+            (``was``), for the history detectors (``observability.rules.HISTORY_RULES``).
 
     """
 
@@ -458,6 +461,7 @@ class SessionChange(models.Model):
     new_status = models.CharField(max_length=4, blank=True, default="")
     reasons = models.JSONField(default=list, blank=True)
     detail = models.TextField(blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
 
     class Meta:
         verbose_name = "session change"
@@ -518,3 +522,46 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} snapshot at {self.taken_at:%Y-%m-%d %H:%M:%S} ({self.outcome})"
+
+
+#: Hours in a week: the buckets of a session's rhythm (Monday 00:00 UTC is bucket 0).
+HOURS_PER_WEEK = 168
+#: Weeks a rhythm remembers (one slot of 168 counters per calendar week, reused in turn).
+RHYTHM_WEEKS = 4
+
+
+class SessionRhythm(models.Model):
+    """
+    One session's writes per hour of the week over the last four weeks, learned by the refresh.
+
+    A compact histogram, not a history: ``counts`` holds ``RHYTHM_WEEKS`` slots of 168
+    counters, one slot per calendar week (``weeks`` says which week each slot holds; a slot is
+    cleared when its week comes round again). Each refresh that sees a session's last write
+    move adds one to the counter of that write's hour, so a counter counts the minutes with a
+    write (the refresh runs every minute). The silence rule (``observability.rules``) reads
+    the rate of each hour from it.
+
+    Attributes:
+        session_id: the session id (no foreign key: kept while the session is stored).
+        observed_since: the first refresh that saw the session (hours before it are unknown).
+        last_write: the last write counted (a write is counted once).
+        weeks: the week number (days since 1970-01-05 // 7) each slot holds, -1 for none.
+        counts: the slots' counters, slot after slot.
+        recheck_at: when a history verdict of the session may change without any new write
+            (a silence growing unlikely, a window passing): the refresh judges it again then.
+
+    """
+
+    session_id = models.TextField(primary_key=True)
+    observed_since = models.DateTimeField()
+    last_write = models.DateTimeField(null=True, blank=True)
+    weeks = ArrayField(models.IntegerField(), size=RHYTHM_WEEKS)
+    counts = ArrayField(models.SmallIntegerField(), size=RHYTHM_WEEKS * HOURS_PER_WEEK)
+    recheck_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        verbose_name = "session rhythm"
+        verbose_name_plural = "session rhythms"
+
+    def __str__(self) -> str:
+        return f"rhythm of {self.session_id}"

@@ -20,9 +20,10 @@ Rules the bot team once used and Baileys contradicts are gone on purpose:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from observability import config, key_types, phones
@@ -83,6 +84,10 @@ class SessionFacts:
         salon_phone: the salon's ``companies.whatsapp_phone``, normalized (None: no signal).
         bot_connected: ``companies.whatsapp_connected`` (None: no signal).
         bot_disconnected_at: ``companies.disconnected_at`` (None: no signal).
+        bot_connected_at: ``companies.whatsapp_connected_at``, read as UTC (None: no signal).
+        device: the device number in ``creds.me.id`` (``<phone>:<device>@s.whatsapp.net``).
+        identity_hash: a short hash of ``creds.signedIdentityKey.public`` (computed in SQL;
+            the key itself never leaves the database), to see a new pairing.
 
     """
 
@@ -106,6 +111,9 @@ class SessionFacts:
     salon_phone: str | None = field(default=None, repr=False)
     bot_connected: bool | None = None
     bot_disconnected_at: datetime | None = None
+    bot_connected_at: datetime | None = None
+    device: int | None = None
+    identity_hash: str | None = None
 
     @property
     def paired(self) -> bool:
@@ -371,36 +379,37 @@ def twin_login(facts: SessionFacts, now: datetime) -> Verdict | None:
 
 def bot_flags(facts: SessionFacts, now: datetime) -> Verdict | None:
     """
-    The bot's own ``companies`` flags say the salon's WhatsApp is disconnected.
+    FAIL at once: the bot's own ``companies`` flags say the salon's WhatsApp is disconnected.
 
-    FAIL when ``disconnected_at`` is later than the session's last write: Baileys writes the
-    creds on every successful login (``src/Socket/socket.ts``, ``CB:success`` emits
-    ``creds.update``), so no write since the recorded disconnect means the bot has not logged
-    in again. WARN when only ``whatsapp_connected`` is false: the store shows writes after
-    any recorded disconnect, so the flag may be stale, but the bot itself says it is down.
-    NULL columns are no signal.
+    The bot writes ``whatsapp_connected``, ``whatsapp_connected_at`` and ``disconnected_at``
+    itself (``shared/baileys-facts.md``, "What an observer of the tables can know"): it sets
+    them from Baileys' ``connection.update`` events (``src/Socket/socket.ts``: ``close`` with
+    a ``DisconnectReason``, ``open`` after ``CB:success``). FAIL when ``whatsapp_connected`` is
+    false, or when ``disconnected_at`` is later than ``whatsapp_connected_at`` (without that
+    column: later than the session's last write, since Baileys writes the creds at every
+    login). NULL columns are no signal.
     """
     if not facts.has_auth:
         return None
-    if (
-        facts.bot_disconnected_at is not None
-        and facts.last_write is not None
-        and facts.bot_disconnected_at > facts.last_write
-    ):
-        return Verdict(
-            "bot_flags",
-            Status.FAIL,
-            f"The bot recorded a disconnect {_age(now - facts.bot_disconnected_at)} ago "
-            "(companies.disconnected_at) and nothing was written since, so it has not logged "
-            "in again. Check the bot's logs for this salon and reconnect it.",
-        )
+    disconnected = facts.bot_disconnected_at
+    if disconnected is not None:
+        since = facts.bot_connected_at or facts.last_write
+        if since is not None and disconnected > since:
+            return Verdict(
+                "bot_flags",
+                Status.FAIL,
+                f"The bot recorded a disconnect {_age(now - disconnected)} ago "
+                "(companies.disconnected_at) and has not connected since, so this salon's "
+                "WhatsApp is down. Check the bot's logs for this salon and reconnect it (pair "
+                "again if it was logged out).",
+            )
     if facts.bot_connected is False:
         return Verdict(
             "bot_flags",
-            Status.WARN,
+            Status.FAIL,
             "The bot's own flag says WhatsApp is disconnected (companies.whatsapp_connected "
-            "is false) although the session was written after its last recorded disconnect. "
-            "Check the bot's connection for this salon; if it works, the bot's flag is stale.",
+            "is false), so this salon's messages are not sent. Check the bot's logs for this "
+            "salon and reconnect it (pair again if it was logged out).",
         )
     return None
 
@@ -469,6 +478,322 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# --- History detectors -------------------------------------------------------------------------
+#
+# Signals that only show as change over time (``shared/baileys-facts.md``, "What an observer of
+# the tables can know"). The snapshot refresh records the facts that moved at each refresh as
+# ``SessionChange`` rows and learns each session's rhythm; ``observability.snapshot.detect``
+# turns them into a :class:`SessionHistory`. Every detector takes the clock as ``now``, so a
+# simulator can compress time.
+
+#: Hours in a week, the buckets of :attr:`SessionHistory.rates` (Monday 00:00 UTC first).
+HOURS_PER_WEEK = 168
+
+#: Change kinds the history detectors read (``SessionChange.Kind`` values).
+CREDS_REWRITTEN = "creds_rewritten"
+PREKEY_ONE_BY_ONE = "prekey_one_by_one"
+PREKEYS_TOPPED_UP = "prekeys_topped_up"
+SESSION_ROWS_LOST = "session_rows_lost"
+PAIRED_AGAIN = "paired_again"
+HISTORY_KINDS = (
+    CREDS_REWRITTEN,
+    PREKEY_ONE_BY_ONE,
+    PREKEYS_TOPPED_UP,
+    SESSION_ROWS_LOST,
+    PAIRED_AGAIN,
+)
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """
+    One fact that moved at one refresh.
+
+    Attributes:
+        at: the refresh that saw it.
+        kind: one of :data:`HISTORY_KINDS`.
+        old, new: the fact's numbers before and after (``nextPreKeyId``, ``session`` rows).
+        was: the session's status before the refresh (``OK``, ``WARN``, ``FAIL``, or ``""``).
+
+    """
+
+    at: datetime
+    kind: str
+    old: int | None = None
+    new: int | None = None
+    was: str = ""
+
+
+@dataclass(frozen=True)
+class SessionHistory:
+    """
+    What the history detectors read about one session.
+
+    Attributes:
+        events: the facts that moved within the longest detector window, oldest first.
+        rates: the session's expected minutes with a write per hour, for each hour of the
+            week (Monday 00:00 UTC first); None until it has enough history
+            (``rhythm_min_history``, ``rhythm_min_writes``): the flat silence rule applies.
+
+    """
+
+    events: tuple[HistoryEvent, ...] = ()
+    rates: tuple[float, ...] | None = None
+
+    def within(self, kind: str, window: timedelta, now: datetime) -> list[HistoryEvent]:
+        """The events of one kind seen in the last ``window`` (up to ``now``)."""
+        return [e for e in self.events if e.kind == kind and now - window < e.at <= now]
+
+
+HistoryRule = Callable[[SessionFacts, SessionHistory, datetime], Verdict | None]
+
+
+def _minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def reconnect_loop(facts: SessionFacts, history: SessionHistory, now: datetime) -> Verdict | None:
+    """
+    FAIL: the creds were rewritten in many separate minutes within a short window.
+
+    Follows ``src/Socket/socket.ts`` (``CB:success`` emits ``creds.update`` at every login:
+    ``me.lid``, ``lastPropHash``, ``routingInfo``) and ``src/Defaults/index.ts`` (the 30 s
+    keepalive writes nothing): an idle or busy connected session rewrites its creds rarely,
+    so rewrites in ``reconnect_min_minutes`` separate minutes within ``reconnect_window`` are
+    logins again and again. The usual cause is one login used in two places: WhatsApp drops
+    one connection ('Stream Errored (conflict)', 440, ``src/Utils/generics.ts``) and each
+    side reconnects. Rewrites seen together with a ``nextPreKeyId`` rise are pre-key saves,
+    not logins, and are not counted.
+    """
+    window = config.reconnect_window()
+    with_pre_keys = {
+        e.at for e in history.events if e.kind in (PREKEY_ONE_BY_ONE, PREKEYS_TOPPED_UP)
+    }
+    minutes = {
+        _minute(e.at)
+        for e in history.within(CREDS_REWRITTEN, window, now)
+        if e.at not in with_pre_keys
+    }
+    if len(minutes) < config.reconnect_min_minutes():
+        return None
+    return Verdict(
+        "reconnect_loop",
+        Status.FAIL,
+        f"Reconnect loop: the creds were rewritten in {len(minutes)} separate minutes within "
+        f"{_minutes(window)} (Baileys rewrites them at every login). Most likely one login is "
+        "used in two places, so WhatsApp drops one connection ('Stream Errored (conflict)', "
+        "440) and the bot reconnects again and again: stop the other copy of this session "
+        "(another bot instance or a restored backup), then check the bot's logs.",
+    )
+
+
+def decryption_failures(
+    facts: SessionFacts, history: SessionHistory, now: datetime
+) -> Verdict | None:
+    """
+    WARN, then FAIL as the rate grows: ``nextPreKeyId`` rising one by one within minutes.
+
+    Follows ``src/Socket/messages-recv.ts``: a message that fails to decrypt twice makes
+    Baileys create exactly one pre-key for the retry receipt (``getNextPreKeys(authState,
+    1)``), and ``src/Utils/signal.ts`` returns ``nextPreKeyId = last id + 1`` in the creds
+    update. Uploads come in batches (``MIN_PREKEY_COUNT`` 5 or ``INITIAL_PREKEY_COUNT`` 812,
+    ``src/Defaults/index.ts``, ``src/Socket/socket.ts``) and are not counted.
+    """
+    window = config.decrypt_window()
+    count = sum(
+        max(0, (e.new or 0) - (e.old or 0)) or 1
+        for e in history.within(PREKEY_ONE_BY_ONE, window, now)
+    )
+    if count >= config.decrypt_failure_count():
+        status = Status.FAIL
+    elif count >= config.decrypt_warning_count():
+        status = Status.WARN
+    else:
+        return None
+    return Verdict(
+        "decryption_failures",
+        status,
+        f"Decryption failures: {count} pre-keys were created one at a time within "
+        f"{_minutes(window)}; Baileys creates one for each message it failed to decrypt "
+        "twice (a retry receipt), so contacts' messages are failing. Usual causes: session "
+        "rows lost or restored from an old backup, a lost creds save, one login in two places. "
+        "Check the bot's logs for 'Bad MAC' or 'No session' for this salon.",
+    )
+
+
+def session_rows_lost(
+    facts: SessionFacts, history: SessionHistory, now: datetime
+) -> Verdict | None:
+    """
+    WARN: a sharp fall of the session's per-contact ``session`` rows within the window.
+
+    Follows ``shared/baileys-facts.md`` ("Per-contact records"): ``storeSession`` rewrites a
+    ``session`` row at every encrypt and decrypt, and without it the contact's next message
+    cannot be decrypted until the sender retries with a pre-key (``src/Socket/messages-recv.ts``).
+    Baileys itself deletes one only when a contact's identity changes, so a fall of at least
+    ``rows_lost_min_rows`` and ``rows_lost_min_share`` within ``rows_lost_window`` is a
+    delete by the bot, a restore, or a cleanup.
+    """
+    window = config.rows_lost_window()
+    falls = history.within(SESSION_ROWS_LOST, window, now)
+    if not falls or falls[0].old is None:
+        return None
+    before = falls[0].old
+    lost = sum(max(0, (e.old or 0) - (e.new or 0)) for e in falls)
+    if lost < config.rows_lost_min_rows() or lost < config.rows_lost_min_share() * before:
+        return None
+    return Verdict(
+        "session_rows_lost",
+        Status.WARN,
+        f"Session rows lost: {lost} of {before} per-contact 'session' rows disappeared within "
+        f"{_minutes(window)}, so those contacts' next messages cannot be decrypted until they "
+        "retry. Check the cleanup runs, any restore of the bot database and the bot's logs.",
+    )
+
+
+def paired_again(facts: SessionFacts, history: SessionHistory, now: datetime) -> Verdict | None:
+    """
+    WARN: the salon was paired again while it worked, or more than once within the window.
+
+    Follows ``src/Utils/validate-connection.ts`` (``configureSuccessfulPairing`` writes a new
+    ``me.id``, ``<phone>:<device>@s.whatsapp.net``, and the ``signedIdentityKey`` is created
+    anew by ``initAuthCreds()``, ``src/Utils/auth-utils.ts``): a new device number or identity
+    key is a new pairing. After a logout (the session failed) it is the expected repair and
+    only a timeline event; while the session worked, or twice within ``paired_again_window``,
+    someone paired it who perhaps should not have.
+    """
+    window = config.paired_again_window()
+    pairings = history.within(PAIRED_AGAIN, window, now)
+    if not pairings:
+        return None
+    unexpected = [e for e in pairings if e.was in (Status.OK, Status.WARN)]
+    if len(pairings) < 2 and not unexpected:
+        return None
+    what = (
+        f"paired again {len(pairings)} times within {_minutes(window)}"
+        if len(pairings) >= 2
+        else "paired again while it was working"
+    )
+    return Verdict(
+        "paired_again",
+        Status.WARN,
+        f"The salon was {what} (a new device or identity key in the creds). Check with the "
+        "salon that it was them: a pairing by someone else takes over its WhatsApp, and "
+        "contacts see a new security code.",
+    )
+
+
+def hour_index(moment: datetime) -> int:
+    """The hour of the week of a moment, 0 to 167 (Monday 00:00 UTC is 0)."""
+    moment = moment.astimezone(UTC)
+    return moment.weekday() * 24 + moment.hour
+
+
+def expected_writes(rates: tuple[float, ...], start: datetime, end: datetime) -> float:
+    """The minutes with a write the rhythm expects between ``start`` and ``end``."""
+    total = 0.0
+    cursor = start
+    while cursor < end:
+        hour_end = cursor.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        step_end = min(hour_end, end)
+        total += rates[hour_index(cursor)] * (step_end - cursor).total_seconds() / 3600
+        cursor = step_end
+        if total > 1e6:  # far past any threshold: stop walking a long silence
+            break
+    return total
+
+
+def silence_thresholds() -> tuple[float, float]:
+    """Expected writes at which a silence becomes a WARN and a FAIL (-ln of each probability)."""
+    return (
+        -math.log(config.silence_warning_probability()),
+        -math.log(config.silence_failure_probability()),
+    )
+
+
+def silence_rhythm(facts: SessionFacts, history: SessionHistory, now: datetime) -> Verdict | None:
+    """
+    WARN, then FAIL: a silence the session's own rhythm makes unlikely.
+
+    Follows ``src/Defaults/index.ts`` and ``src/Socket/socket.ts`` as the flat ``silence``
+    rule does (the keepalive writes nothing; keys are written as messages are encrypted and
+    decrypted), and ``shared/baileys-facts.md``: only the session's own rhythm tells a quiet
+    salon from a dead one. With the rhythm's expected minutes with a write per hour of the
+    week, the probability of no write since the last one is ``exp(-expected)`` (a Poisson
+    model); WARN below ``silence_warning_probability``, FAIL below
+    ``silence_failure_probability``. A salon quiet every night expects nothing at night and
+    is not flagged then.
+    """
+    if history.rates is None or not facts.paired or facts.last_write is None:
+        return None
+    expected = expected_writes(history.rates, facts.last_write, now)
+    warn_at, fail_at = silence_thresholds()
+    if expected >= fail_at:
+        status = Status.FAIL
+    elif expected >= warn_at:
+        status = Status.WARN
+    else:
+        return None
+    quiet = now - facts.last_write
+    return Verdict(
+        "silence_rhythm",
+        status,
+        f"Unusual silence: nothing written for {_minutes(quiet)}, while this session usually "
+        f"writes in about {expected:.0f} of those minutes (probability of such a silence "
+        f"{math.exp(-expected):.0e}). The bot has probably lost this salon's WhatsApp "
+        "connection without saying so: check the bot's logs and the salon's phone.",
+    )
+
+
+def next_silence_change(
+    facts: SessionFacts, history: SessionHistory, now: datetime
+) -> datetime | None:
+    """When :func:`silence_rhythm` would next change its verdict if nothing is written."""
+    if history.rates is None or not facts.paired or facts.last_write is None:
+        return None
+    expected = expected_writes(history.rates, facts.last_write, now)
+    pending = [t for t in silence_thresholds() if t > expected]
+    if not pending or not any(history.rates):
+        return None
+    target, cursor = pending[0], now
+    while expected < target and cursor < now + timedelta(weeks=5):
+        hour_end = cursor.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        rate = history.rates[hour_index(cursor)]
+        span = (hour_end - cursor).total_seconds() / 3600
+        if rate > 0 and expected + rate * span >= target:
+            return cursor + timedelta(hours=(target - expected) / rate)
+        expected += rate * span
+        cursor = hour_end
+    return None
+
+
+def _minutes(delta: timedelta) -> str:
+    minutes = delta.total_seconds() / 60
+    if minutes < 120:
+        return f"{minutes:.0f} min"
+    return _age(delta)
+
+
+#: Every history detector; each reads the refreshes' recorded changes and the rhythm.
+HISTORY_RULES: tuple[HistoryRule, ...] = (
+    reconnect_loop,
+    decryption_failures,
+    session_rows_lost,
+    paired_again,
+    silence_rhythm,
+)
+
+
+def history_window() -> timedelta:
+    """The longest window any history detector reads events from."""
+    return max(
+        config.reconnect_window(),
+        config.decrypt_window(),
+        config.rows_lost_window(),
+        config.paired_again_window(),
+    )
+
+
 @dataclass(frozen=True)
 class Judgement:
     """
@@ -499,9 +824,20 @@ class Judgement:
         return tuple(v.rule for v in self.verdicts if v.status is not Status.OK)
 
 
-def judge(facts: SessionFacts, now: datetime) -> Judgement:
-    """Apply every rule to one session's facts."""
+def judge(facts: SessionFacts, now: datetime, history: SessionHistory | None = None) -> Judgement:
+    """
+    Apply every rule to one session's facts, and the history detectors to its history.
+
+    Once the session's rhythm is known (``history.rates``), :func:`silence_rhythm` replaces
+    the flat :func:`silence` rule.
+    """
     verdicts = [verdict for rule in RULES if (verdict := rule(facts, now)) is not None]
+    if history is not None:
+        if history.rates is not None:
+            verdicts = [verdict for verdict in verdicts if verdict.rule != "silence"]
+        verdicts += [
+            verdict for rule in HISTORY_RULES if (verdict := rule(facts, history, now)) is not None
+        ]
     # Stable sort: most severe first, then the order of RULES.
     verdicts.sort(key=lambda verdict: -verdict.status.severity)
     return Judgement(worst(*(v.status for v in verdicts)), tuple(verdicts))

@@ -279,7 +279,8 @@ _KEYS_SQL = """
   GROUP BY company_id
 """
 
-# ``account`` is a secret: only whether it is there leaves the database.
+# ``account`` is a secret: only whether it is there leaves the database. Of the identity key
+# (public, yet part of the creds) only a short hash leaves it, to see a new pairing.
 _AUTH_SQL = """
     SELECT a.company_id,
            a.creds -> 'me' ->> 'id',
@@ -293,7 +294,8 @@ _AUTH_SQL = """
                     WHERE k.company_id = a.company_id
                       AND k.key_type = 'app-state-sync-key'
                       AND k.key_id = a.creds ->> 'myAppStateKeyId'),
-           coalesce(a.updated_at, a.created_at)
+           coalesce(a.updated_at, a.created_at),
+           left(md5((a.creds -> 'signedIdentityKey' -> 'public')::text), 12)
       FROM whatsapp_auth a
       {where}
 """
@@ -327,7 +329,8 @@ _SHARED_SQL = """
 
 _COMPANIES_SQL = """
     SELECT DISTINCT ON (company_id)
-           company_id, title, id, whatsapp_phone, whatsapp_connected, disconnected_at
+           company_id, title, id, whatsapp_phone, whatsapp_connected, disconnected_at,
+           whatsapp_connected_at
       FROM companies
      WHERE company_id = ANY(%(salons)s)
   ORDER BY company_id, id
@@ -352,6 +355,7 @@ class _AuthRow:
     app_state_key_id: str | None
     app_state_key_stored: bool
     updated_at: datetime | None
+    identity_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,7 @@ class _Salon:
     phone: str | None
     connected: bool | None
     disconnected_at: datetime | None
+    connected_at: datetime | None = None
 
 
 @dataclass
@@ -417,7 +422,7 @@ def _fetch(session_filter: Sequence[str] | None, now: datetime) -> _Fetched:
             _AUTH_SQL.replace("{where}", where.replace("company_id", "a.company_id")), params
         )
         for row in cursor.fetchall():
-            company_id, jid, account, registered, platform, next_id, app_key, stored, at = row
+            company_id, jid, account, registered, platform, next_id, app_key, stored, at, ik = row
             auth[company_id] = _AuthRow(
                 jid=jid,
                 has_account=account,
@@ -427,6 +432,7 @@ def _fetch(session_filter: Sequence[str] | None, now: datetime) -> _Fetched:
                 app_state_key_id=app_key,
                 app_state_key_stored=stored,
                 updated_at=at,
+                identity_hash=ik,
             )
         cursor.execute(_SHARED_SQL)
         for what, members in cursor.fetchall():
@@ -444,8 +450,10 @@ def _fetch(session_filter: Sequence[str] | None, now: datetime) -> _Fetched:
         salons: dict[int, _Salon] = {}
         if salon_ids:
             cursor.execute(_COMPANIES_SQL, {"salons": salon_ids})
-            for salon, title, pk, phone, connected, disconnected_at in cursor.fetchall():
-                salons[salon] = _Salon(title, pk, phone, connected, disconnected_at)
+            for salon, title, pk, phone, connected, gone_at, since in cursor.fetchall():
+                # whatsapp_connected_at is a timestamp without time zone: read as UTC.
+                since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+                salons[salon] = _Salon(title, pk, phone, connected, gone_at, since)
     return _Fetched(keys=keys, auth=auth, salons=salons, shared=shared)
 
 
@@ -498,7 +506,19 @@ def _facts(session_id: str, fetched: _Fetched) -> SessionFacts:
         salon_phone=salon_phone or None,
         bot_connected=salon.connected if salon else None,
         bot_disconnected_at=salon.disconnected_at if salon else None,
+        bot_connected_at=salon.connected_at if salon else None,
+        device=_device(auth.jid) if auth else None,
+        identity_hash=auth.identity_hash if auth else None,
     )
+
+
+_DEVICE = re.compile(r"^[^:@]+:([0-9]{1,6})@")
+
+
+def _device(jid: str | None) -> int | None:
+    """The device number of ``creds.me.id`` (``<phone>:<device>@s.whatsapp.net``), if any."""
+    match = _DEVICE.match(jid or "")
+    return int(match.group(1)) if match else None
 
 
 def _build(session_id: str, fetched: _Fetched, now: datetime) -> SessionHealth:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.db import connections
@@ -243,16 +243,34 @@ def test_bot_flags__disconnect_after_the_last_write_fails():
     assert "recorded a disconnect" in health.reasons[0]
 
 
-def test_bot_flags__connected_false_with_later_writes_warns():
-    """whatsapp_connected false but writes after the recorded disconnect: WARN (stale flag?)."""
+def test_bot_flags__connected_false_fails_at_once_even_with_later_writes():
+    """whatsapp_connected false FAILs at once, even when writes followed the last disconnect."""
     now = timezone.now()
     _healthy(now=now)
     Company.objects.filter(company_id=SALON).update(
         whatsapp_connected=False, disconnected_at=now - timedelta(days=2)
     )
     health = sessions.get_session(SID, now=now)
-    assert health.status is Status.WARN and health.rules == ("bot_flags",)
+    assert health.status is Status.FAIL and health.rules == ("bot_flags",)
     assert "whatsapp_connected is false" in health.reasons[0]
+
+
+def test_bot_flags__disconnect_after_the_bots_connect_fails_and_a_reconnect_clears_it():
+    """disconnected_at later than whatsapp_connected_at FAILs; a later connect is OK again."""
+    now = timezone.now()
+    _healthy(now=now)
+    connected = (now - timedelta(hours=3)).astimezone(UTC).replace(tzinfo=None)
+    Company.objects.filter(company_id=SALON).update(
+        whatsapp_connected=True,
+        whatsapp_connected_at=connected,
+        disconnected_at=now - timedelta(minutes=2),
+    )
+    health = sessions.get_session(SID, now=now)
+    assert health.status is Status.FAIL and "recorded a disconnect" in health.reasons[0]
+    Company.objects.filter(company_id=SALON).update(
+        whatsapp_connected_at=(now - timedelta(minutes=1)).astimezone(UTC).replace(tzinfo=None)
+    )
+    assert sessions.get_session(SID, now=now).status is Status.OK
 
 
 def test_bot_flags__null_columns_are_no_signal():

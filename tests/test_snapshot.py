@@ -181,7 +181,7 @@ def test_refresh__records_status_and_fact_changes_not_unchanged_state():
 
     t1 = t0 + timedelta(minutes=2)
     WhatsAppAuth.objects.filter(company_id="2301").delete()
-    factories.make_auth("2301", phone="79005556677", registered=False, written_at=t1)
+    factories.make_auth("2301", phone="79005556677", next_pre_key_id=818, written_at=t1)
     WhatsAppKey.objects.bulk_create(
         WhatsAppKey(
             company_id="2301",
@@ -198,7 +198,8 @@ def test_refresh__records_status_and_fact_changes_not_unchanged_state():
     kinds = dict(SessionChange.objects.filter(session_id="2301").values_list("kind", "detail"))
     assert kinds["status"] == ""
     assert kinds["phone_changed"] == "7900***2233 → 7900***6677"
-    assert kinds["prekeys_topped_up"] == "stored pre-keys 5 → 10"
+    assert kinds["prekeys_topped_up"].startswith("nextPreKeyId ")
+    assert kinds["prekeys_topped_up"].endswith(" → 818")
     assert "creds_rewritten" in kinds
     status = SessionChange.objects.get(session_id="2301", kind="status")
     assert (status.old_status, status.new_status) == ("OK", "FAIL")

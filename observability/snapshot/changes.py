@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from observability import phones
 from observability.models import SessionChange
@@ -19,10 +19,16 @@ TOP_UP_MIN = 5
 
 @dataclass(frozen=True)
 class Change:
-    """One change to record: its kind and a short description (no secret, phones masked)."""
+    """
+    One change to record: its kind, a description, and the numbers before and after.
+
+    The description holds no secret and masked phones only; ``data`` holds the fact's numbers
+    (``old``, ``new``) for the history detectors.
+    """
 
     kind: str
     detail: str = ""
+    data: dict = field(default_factory=dict)
 
 
 def _rule_facts(facts: dict) -> dict:
@@ -55,6 +61,8 @@ def fact_changes(
     elif not old_rules.get("me_id_present") and new_rules.get("me_id_present"):
         # Pairing writes creds.me (src/Utils/validate-connection.ts, configureSuccessfulPairing).
         changes.append(Change(Kind.PAIRED_AGAIN, "the creds name a paired device again"))
+    elif _new_pairing(old_rules, new_rules):
+        changes.append(Change(Kind.PAIRED_AGAIN, _new_pairing(old_rules, new_rules)))
     if old_phone and new_phone and old_phone != new_phone:
         changes.append(
             Change(Kind.PHONE_CHANGED, f"{phones.mask(old_phone)} → {phones.mask(new_phone)}")
@@ -66,16 +74,42 @@ def fact_changes(
     else:
         old_pre, new_pre = _count(old_facts, "pre-key"), _count(new_facts, "pre-key")
         rise, what = new_pre - old_pre, f"stored pre-keys {old_pre} → {new_pre}"
+    numbers = (
+        {"old": int(old_next), "new": int(new_next)}
+        if old_next is not None and new_next is not None
+        else {}
+    )
     if rise >= TOP_UP_MIN:
-        changes.append(Change(Kind.PREKEYS_TOPPED_UP, what))
+        changes.append(Change(Kind.PREKEYS_TOPPED_UP, what, numbers))
     elif rise > 0:
-        changes.append(Change(Kind.PREKEY_ONE_BY_ONE, what))
+        changes.append(Change(Kind.PREKEY_ONE_BY_ONE, what, numbers))
     old_creds, new_creds = old_facts.get("auth_updated_at"), new_facts.get("auth_updated_at")
     if old_creds and new_creds and old_creds != new_creds:
         changes.append(Change(Kind.CREDS_REWRITTEN, f"creds written at {new_creds[:19]}"))
     old_sessions, new_sessions = _count(old_facts, "session"), _count(new_facts, "session")
     if new_sessions < old_sessions:
         changes.append(
-            Change(Kind.SESSION_ROWS_LOST, f"'session' rows {old_sessions} → {new_sessions}")
+            Change(
+                Kind.SESSION_ROWS_LOST,
+                f"'session' rows {old_sessions} → {new_sessions}",
+                {"old": old_sessions, "new": new_sessions},
+            )
         )
     return changes
+
+
+def _new_pairing(old_rules: dict, new_rules: dict) -> str:
+    """
+    What says the device was paired anew (empty when nothing does).
+
+    ``configureSuccessfulPairing`` (src/Utils/validate-connection.ts) writes ``me.id`` with
+    the new device number, and a new login starts from ``initAuthCreds()`` with a new
+    ``signedIdentityKey`` (src/Utils/auth-utils.ts). Compared only when both are known.
+    """
+    old_device, new_device = old_rules.get("device"), new_rules.get("device")
+    if old_device is not None and new_device is not None and old_device != new_device:
+        return f"a new device number in creds.me.id ({old_device} → {new_device})"
+    old_key, new_key = old_rules.get("identity_hash"), new_rules.get("identity_hash")
+    if old_key and new_key and old_key != new_key:
+        return "a new identity key in the creds"
+    return ""

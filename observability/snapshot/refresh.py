@@ -21,7 +21,7 @@ from django.utils import timezone
 from observability import config, key_types, session_ids, sessions
 from observability.exceptions import ObservabilityError, translate_database_errors
 from observability.models import CleanupRun, SessionChange, SessionState, Snapshot
-from observability.snapshot import codec
+from observability.snapshot import codec, detect
 from observability.snapshot.changes import fact_changes
 from observability.snapshot.read import state_health
 
@@ -205,6 +205,7 @@ def _dirty_sessions(previous: datetime, now: datetime) -> set[str]:
             dirty.update(session_ids.spellings(salon_id))
     dirty |= _cleaned_since(since)
     dirty |= _crossed_thresholds(since, now)
+    dirty |= detect.due(now)
     return _with_peers(dirty)
 
 
@@ -315,10 +316,23 @@ def _store(
     created: list[SessionState] = []
     updated: list[SessionState] = []
     changes: list[SessionChange] = []
+    detector = detect.Detector(list(fresh_by_id), now)
+    judged: list[sessions.SessionHealth] = []
     for health in fresh:
+        state = existing.get(health.session_id)
+        found = []
+        if state is not None:
+            found = fact_changes(
+                state.facts,
+                codec.encode(health),
+                old_phone=state.phone_digits,
+                new_phone=health.phone_digits or "",
+            )
+        # The history detectors (observability.rules.HISTORY_RULES) add their verdicts.
+        health = detector.judge(health, found, state.status if state else "")
+        judged.append(health)
         facts = codec.encode(health)
         columns = _columns(health, facts)
-        state = existing.get(health.session_id)
         if state is None:
             created.append(
                 SessionState(
@@ -347,12 +361,7 @@ def _store(
                 )
             )
             state.status_since = now
-        for change in fact_changes(
-            state.facts,
-            facts,
-            old_phone=state.phone_digits,
-            new_phone=health.phone_digits or "",
-        ):
+        for change in found:
             changes.append(
                 _change(
                     health.session_id,
@@ -361,6 +370,7 @@ def _store(
                     health.status.value,
                     health.status.value,
                     detail=change.detail,
+                    data={**change.data, "was": state.status},
                 )
             )
         if any(getattr(state, name) != value for name, value in columns.items()):
@@ -377,8 +387,10 @@ def _store(
     SessionState.objects.bulk_update(updated, _UPDATED_FIELDS, batch_size=200)
     SessionState.objects.filter(session_id__in=gone).delete()
     SessionChange.objects.bulk_create(changes, batch_size=1000)
+    detector.save()
+    detect.forget(gone)
 
-    every = list(fresh) + [
+    every = judged + [
         state_health(state)
         for session_id, state in existing.items()
         if session_id not in fresh_by_id and session_id not in gone
@@ -421,6 +433,7 @@ def _change(
     *,
     reasons: Iterable[str] = (),
     detail: str = "",
+    data: dict | None = None,
 ) -> SessionChange:
     return SessionChange(
         session_id=session_id,
@@ -430,6 +443,7 @@ def _change(
         new_status=new_status,
         reasons=list(reasons),
         detail=detail,
+        data=data or {},
     )
 
 

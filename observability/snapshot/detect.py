@@ -1,0 +1,230 @@
+"""
+History for the detectors: each session's recent changes and its rhythm, learned by the refresh.
+
+The history detectors themselves are rules (``observability.rules.HISTORY_RULES``); this module
+gathers what they read from the stored snapshot (``SessionChange`` rows of the facts that moved,
+``SessionRhythm`` histograms), keeps the rhythms up to date as the refresh sees writes, and
+says which sessions must be judged again although nothing was written (a silence growing
+unlikely, a detector's window passing). Every function takes the clock as ``now``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from observability import config, rules
+from observability.models import (
+    HOURS_PER_WEEK,
+    RHYTHM_WEEKS,
+    SessionChange,
+    SessionRhythm,
+)
+from observability.sessions import SessionHealth
+
+#: Week numbers count from this Monday (UTC), so a week starts on Monday 00:00 UTC.
+EPOCH_MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
+WEEK = timedelta(weeks=1)
+HOUR = timedelta(hours=1)
+
+#: How long each change kind stays within its detector's window.
+_WINDOWS = {
+    rules.CREDS_REWRITTEN: config.reconnect_window,
+    rules.PREKEY_ONE_BY_ONE: config.decrypt_window,
+    rules.PREKEYS_TOPPED_UP: config.reconnect_window,
+    rules.SESSION_ROWS_LOST: config.rows_lost_window,
+    rules.PAIRED_AGAIN: config.paired_again_window,
+}
+
+
+def week_number(moment: datetime) -> int:
+    """The week a moment falls in (weeks start on Monday 00:00 UTC)."""
+    return (moment - EPOCH_MONDAY) // WEEK
+
+
+def new_rhythm(session_id: str, now: datetime) -> SessionRhythm:
+    """An empty rhythm, observed from ``now`` on."""
+    return SessionRhythm(
+        session_id=session_id,
+        observed_since=now,
+        weeks=[-1] * RHYTHM_WEEKS,
+        counts=[0] * (RHYTHM_WEEKS * HOURS_PER_WEEK),
+    )
+
+
+def count_write(rhythm: SessionRhythm, moment: datetime) -> None:
+    """Add one minute with a write at ``moment`` to the rhythm (its week's slot reused in turn)."""
+    week = week_number(moment)
+    slot = week % RHYTHM_WEEKS
+    if rhythm.weeks[slot] != week:
+        if rhythm.weeks[slot] > week:
+            return  # older than anything the slot holds: forgotten already
+        rhythm.weeks[slot] = week
+        base = slot * HOURS_PER_WEEK
+        rhythm.counts[base : base + HOURS_PER_WEEK] = [0] * HOURS_PER_WEEK
+    hour = rules.hour_index(moment)
+    index = slot * HOURS_PER_WEEK + hour
+    rhythm.counts[index] = min(rhythm.counts[index] + 1, 32767)
+
+
+def rates(rhythm: SessionRhythm | None, now: datetime) -> tuple[float, ...] | None:
+    """
+    The expected minutes with a write per hour, for each hour of the week (None: too little).
+
+    Over the last ``RHYTHM_WEEKS`` calendar weeks (the current one included, as far as it
+    went) and only since the session was first observed: each hour's count divided by how
+    many hours of that kind were observed, smoothed with the hours beside it (a salon that
+    opens a little later one day is not a surprise).
+    """
+    if rhythm is None or now - rhythm.observed_since < config.rhythm_min_history():
+        return None
+    current = week_number(now)
+    counts = [0.0] * HOURS_PER_WEEK
+    for slot, week in enumerate(rhythm.weeks):
+        if current - RHYTHM_WEEKS < week <= current:
+            base = slot * HOURS_PER_WEEK
+            for hour in range(HOURS_PER_WEEK):
+                counts[hour] += rhythm.counts[base + hour]
+    if sum(counts) < config.rhythm_min_writes():
+        return None
+    start = max(rhythm.observed_since, EPOCH_MONDAY + (current - RHYTHM_WEEKS + 1) * WEEK)
+    observed = [0.0] * HOURS_PER_WEEK
+    for week in range(current - RHYTHM_WEEKS + 1, current + 1):
+        monday = EPOCH_MONDAY + week * WEEK
+        for hour in range(HOURS_PER_WEEK):
+            begin, end = monday + hour * HOUR, monday + (hour + 1) * HOUR
+            overlap = (min(end, now) - max(begin, start)).total_seconds()
+            if overlap > 0:
+                observed[hour] += overlap / 3600
+    smoothed = []
+    for hour in range(HOURS_PER_WEEK):
+        near = ((hour - 1) % HOURS_PER_WEEK, hour, hour, (hour + 1) % HOURS_PER_WEEK)
+        hours = sum(observed[h] for h in near)
+        smoothed.append(sum(counts[h] for h in near) / hours if hours else 0.0)
+    return tuple(smoothed)
+
+
+def _events(session_ids: Iterable[str], now: datetime) -> dict[str, list[rules.HistoryEvent]]:
+    """The recorded changes the detectors read, per session, oldest first."""
+    events: dict[str, list[rules.HistoryEvent]] = defaultdict(list)
+    ids = list(session_ids)
+    if not ids:
+        return events
+    rows = (
+        SessionChange.objects.filter(
+            session_id__in=ids,
+            kind__in=rules.HISTORY_KINDS,
+            at__gt=now - rules.history_window(),
+            at__lte=now,
+        )
+        .order_by("at", "id")
+        .values_list("session_id", "at", "kind", "data")
+    )
+    for session_id, at, kind, data in rows:
+        events[session_id].append(_event(at, kind, data or {}))
+    return events
+
+
+def _event(at: datetime, kind: str, data: dict) -> rules.HistoryEvent:
+    return rules.HistoryEvent(
+        at=at, kind=kind, old=data.get("old"), new=data.get("new"), was=data.get("was", "")
+    )
+
+
+class Detector:
+    """
+    The history side of one refresh: load, judge, learn, in that order.
+
+    Args:
+        session_ids: the sessions the refresh judges afresh.
+        now: the refresh's clock.
+
+    """
+
+    def __init__(self, session_ids: Sequence[str], now: datetime) -> None:
+        self.now = now
+        self.rhythms = SessionRhythm.objects.in_bulk(list(session_ids))
+        self.events = _events(session_ids, now)
+        self._touched: dict[str, SessionRhythm] = {}
+
+    def judge(
+        self,
+        health: SessionHealth,
+        found: Iterable,
+        was: str,
+    ) -> SessionHealth:
+        """
+        The session's health with the history detectors applied.
+
+        Args:
+            health: the fresh health (fact rules only).
+            found: the fact changes this refresh records (``changes.Change``), part of the
+                history from now on.
+            was: the status stored before this refresh ("" for a new session).
+
+        """
+        if health.facts is None:
+            return health
+        events = list(self.events.get(health.session_id, ()))
+        events += [
+            _event(self.now, change.kind, {**change.data, "was": was})
+            for change in found
+            if change.kind in rules.HISTORY_KINDS
+        ]
+        rhythm = self.rhythms.get(health.session_id)
+        history = rules.SessionHistory(tuple(events), rates(rhythm, self.now))
+        judgement = rules.judge(health.facts, self.now, history)
+        self._learn(health, history)
+        return dataclasses.replace(
+            health,
+            status=judgement.status,
+            reasons=judgement.reasons,
+            notes=judgement.notes,
+            rules=judgement.rules,
+        )
+
+    def _learn(self, health: SessionHealth, history: rules.SessionHistory) -> None:
+        """Count the session's new write and note when to judge it again without one."""
+        rhythm = self.rhythms.get(health.session_id)
+        if rhythm is None:
+            rhythm = new_rhythm(health.session_id, self.now)
+            self.rhythms[health.session_id] = rhythm
+        last = health.last_write
+        if last is not None and (rhythm.last_write is None or last > rhythm.last_write):
+            if rhythm.last_write is not None or last >= rhythm.observed_since:
+                count_write(rhythm, min(last, self.now))
+            rhythm.last_write = last
+        moments = [
+            event.at + _WINDOWS[event.kind]() + timedelta(seconds=1)
+            for event in history.events
+        ]
+        silence = rules.next_silence_change(health.facts, history, self.now)
+        if silence is not None:
+            moments.append(silence)
+        later = [moment for moment in moments if moment > self.now]
+        rhythm.recheck_at = min(later) if later else None
+        self._touched[health.session_id] = rhythm
+
+    def save(self) -> None:
+        """Store the rhythms touched by :meth:`judge` (inside the refresh's transaction)."""
+        rows = list(self._touched.values())
+        new = [row for row in rows if row._state.adding]
+        old = [row for row in rows if not row._state.adding]
+        SessionRhythm.objects.bulk_create(new, batch_size=500)
+        SessionRhythm.objects.bulk_update(
+            old, ["last_write", "weeks", "counts", "recheck_at"], batch_size=500
+        )
+
+
+def due(now: datetime) -> set[str]:
+    """Sessions a history verdict may have changed for without any write (judge them again)."""
+    return set(
+        SessionRhythm.objects.filter(recheck_at__lte=now).values_list("session_id", flat=True)
+    )
+
+
+def forget(session_ids: Iterable[str]) -> None:
+    """Drop the rhythms of sessions no longer stored."""
+    SessionRhythm.objects.filter(session_id__in=list(session_ids)).delete()
