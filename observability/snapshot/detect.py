@@ -15,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from django.db import connections
+
 from observability import config, rules
 from observability.models import (
     HOURS_PER_WEEK,
@@ -44,6 +46,11 @@ def week_number(moment: datetime) -> int:
     return (moment - EPOCH_MONDAY) // WEEK
 
 
+def _hours(moment: datetime) -> float:
+    """Hours since :data:`EPOCH_MONDAY`."""
+    return (moment - EPOCH_MONDAY).total_seconds() / 3600
+
+
 def new_rhythm(session_id: str, now: datetime) -> SessionRhythm:
     """An empty rhythm, observed from ``now`` on."""
     return SessionRhythm(
@@ -54,8 +61,8 @@ def new_rhythm(session_id: str, now: datetime) -> SessionRhythm:
     )
 
 
-def count_write(rhythm: SessionRhythm, moment: datetime) -> None:
-    """Add one minute with a write at ``moment`` to the rhythm (its week's slot reused in turn)."""
+def count_write(rhythm: SessionRhythm, moment: datetime, minutes: int = 1) -> None:
+    """Add minutes with a write at ``moment``'s hour to the rhythm (week slots reused in turn)."""
     week = week_number(moment)
     slot = week % RHYTHM_WEEKS
     if rhythm.weeks[slot] != week:
@@ -66,7 +73,7 @@ def count_write(rhythm: SessionRhythm, moment: datetime) -> None:
         rhythm.counts[base : base + HOURS_PER_WEEK] = [0] * HOURS_PER_WEEK
     hour = rules.hour_index(moment)
     index = slot * HOURS_PER_WEEK + hour
-    rhythm.counts[index] = min(rhythm.counts[index] + 1, 32767)
+    rhythm.counts[index] = min(rhythm.counts[index] + minutes, 32767)
 
 
 def rates(rhythm: SessionRhythm | None, now: datetime) -> tuple[float, ...] | None:
@@ -90,14 +97,15 @@ def rates(rhythm: SessionRhythm | None, now: datetime) -> tuple[float, ...] | No
     if sum(counts) < config.rhythm_min_writes():
         return None
     start = max(rhythm.observed_since, EPOCH_MONDAY + (current - RHYTHM_WEEKS + 1) * WEEK)
+    start_h, now_h = _hours(start), _hours(now)
     observed = [0.0] * HOURS_PER_WEEK
     for week in range(current - RHYTHM_WEEKS + 1, current + 1):
-        monday = EPOCH_MONDAY + week * WEEK
+        monday = week * HOURS_PER_WEEK
         for hour in range(HOURS_PER_WEEK):
-            begin, end = monday + hour * HOUR, monday + (hour + 1) * HOUR
-            overlap = (min(end, now) - max(begin, start)).total_seconds()
+            begin = monday + hour
+            overlap = min(begin + 1, now_h) - max(begin, start_h)
             if overlap > 0:
-                observed[hour] += overlap / 3600
+                observed[hour] += overlap
     smoothed = []
     for hour in range(HOURS_PER_WEEK):
         near = ((hour - 1) % HOURS_PER_WEEK, hour, hour, (hour + 1) % HOURS_PER_WEEK)
@@ -147,7 +155,8 @@ class Detector:
         self.now = now
         self.rhythms = SessionRhythm.objects.in_bulk(list(session_ids))
         self.events = _events(session_ids, now)
-        self._touched: dict[str, SessionRhythm] = {}
+        self._whole: dict[str, SessionRhythm] = {}
+        self._light: dict[str, tuple[SessionRhythm, int | None]] = {}
 
     def judge(
         self,
@@ -191,31 +200,61 @@ class Detector:
         if rhythm is None:
             rhythm = new_rhythm(health.session_id, self.now)
             self.rhythms[health.session_id] = rhythm
+        before = (list(rhythm.weeks), rhythm.last_write, rhythm.recheck_at)
+        counted = None
         last = health.last_write
         if last is not None and (rhythm.last_write is None or last > rhythm.last_write):
             if rhythm.last_write is not None or last >= rhythm.observed_since:
-                count_write(rhythm, min(last, self.now))
+                moment = min(last, self.now)
+                count_write(rhythm, moment)
+                counted = week_number(moment) % RHYTHM_WEEKS * HOURS_PER_WEEK + rules.hour_index(
+                    moment
+                )
             rhythm.last_write = last
         moments = [
-            event.at + _WINDOWS[event.kind]() + timedelta(seconds=1)
-            for event in history.events
+            event.at + _WINDOWS[event.kind]() + timedelta(seconds=1) for event in history.events
         ]
         silence = rules.next_silence_change(health.facts, history, self.now)
         if silence is not None:
             moments.append(silence)
         later = [moment for moment in moments if moment > self.now]
         rhythm.recheck_at = min(later) if later else None
-        self._touched[health.session_id] = rhythm
+        if rhythm._state.adding or rhythm.weeks != before[0]:
+            self._whole[health.session_id] = rhythm
+        elif counted is not None or (rhythm.last_write, rhythm.recheck_at) != before[1:]:
+            self._light[health.session_id] = (rhythm, counted)
 
     def save(self) -> None:
-        """Store the rhythms touched by :meth:`judge` (inside the refresh's transaction)."""
-        rows = list(self._touched.values())
-        new = [row for row in rows if row._state.adding]
-        old = [row for row in rows if not row._state.adding]
+        """
+        Store the rhythms touched by :meth:`judge` (inside the refresh's transaction).
+
+        A new rhythm, or one whose week slot was reused, is written whole; otherwise one
+        counter is incremented in SQL, so a refresh does not rewrite 672 counters per session.
+        """
+        whole = list(self._whole.values())
+        new = [row for row in whole if row._state.adding]
         SessionRhythm.objects.bulk_create(new, batch_size=500)
         SessionRhythm.objects.bulk_update(
-            old, ["last_write", "weeks", "counts", "recheck_at"], batch_size=500
+            [row for row in whole if row not in new],
+            ["last_write", "weeks", "counts", "recheck_at"],
+            batch_size=100,
         )
+        counted = [(rhythm, index) for rhythm, index in self._light.values() if index is not None]
+        moved = [rhythm for rhythm, index in self._light.values() if index is None]
+        table = SessionRhythm._meta.db_table
+        with connections["default"].cursor() as cursor:
+            if counted:
+                cursor.executemany(
+                    f"UPDATE {table} SET counts[%s] = least(counts[%s] + 1, 32767), "  # noqa: S608
+                    "last_write = %s, recheck_at = %s WHERE session_id = %s",
+                    [(i + 1, i + 1, r.last_write, r.recheck_at, r.session_id) for r, i in counted],
+                )
+            if moved:
+                cursor.executemany(
+                    f"UPDATE {table} SET last_write = %s, recheck_at = %s "  # noqa: S608
+                    "WHERE session_id = %s",
+                    [(r.last_write, r.recheck_at, r.session_id) for r in moved],
+                )
 
 
 def due(now: datetime) -> set[str]:

@@ -1,0 +1,277 @@
+"""Tests for the history detectors (observability.rules.HISTORY_RULES) through the real refresh."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connections
+
+from observability import rules, simulator, snapshot
+from observability.models import SessionChange, SessionRhythm, SessionState, WhatsAppKey
+from observability.rules import SessionFacts, SessionHistory, Status
+from observability.snapshot import detect
+from tests import factories
+
+pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+SID = "company_962302"
+T0 = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a Wednesday, noon UTC
+MIN = timedelta(minutes=1)
+
+
+def _session(now: datetime = T0) -> None:
+    factories.make_company(962302, whatsapp_phone="+7 (900) 123-45-67")
+    factories.make_session(SID, now=now, phone="79001234567")
+    snapshot.refresh(now=now)
+
+
+def _state() -> SessionState:
+    return SessionState.objects.get(session_id=SID)
+
+
+def _rules() -> tuple[str, ...]:
+    return tuple(_state().facts.get("rules") or ())
+
+
+def _execute(sql: str, params: list) -> None:
+    """Write as the bot would at the moment given (the updated_at trigger stamps wall time)."""
+    with simulator.simulated_clock() as cursor:
+        cursor.execute(sql, params)
+
+
+def _rewrite_creds(at: datetime, *, next_pre_key_id: int | None = None) -> None:
+    if next_pre_key_id is None:
+        _execute("UPDATE whatsapp_auth SET updated_at = %s WHERE company_id = %s", [at, SID])
+        return
+    _execute(
+        "UPDATE whatsapp_auth SET updated_at = %s, creds = jsonb_set(creds, '{nextPreKeyId}', "
+        "to_jsonb(%s::int)) WHERE company_id = %s",
+        [at, next_pre_key_id, SID],
+    )
+
+
+def _next_pre_key_id() -> int:
+    with connections["bot"].cursor() as cursor:
+        cursor.execute(
+            "SELECT (creds ->> 'nextPreKeyId')::int FROM whatsapp_auth WHERE company_id = %s",
+            [SID],
+        )
+        return cursor.fetchone()[0]
+
+
+def _create_pre_keys(count: int, at: datetime) -> None:
+    """Baileys' getNextPreKeys: store the pre-keys, then save nextPreKeyId = last id + 1."""
+    first = _next_pre_key_id()
+    factories.make_keys(SID, "pre-key", count, written_at=at, first_id=first)
+    _rewrite_creds(at, next_pre_key_id=first + count)
+
+
+def test_reconnect_loop__creds_rewritten_in_three_minutes_fails_naming_440_then_clears():
+    """Creds rewritten in 3 separate minutes: FAIL naming the 440 conflict; quiet again: OK."""
+    _session()
+    for minute in (1, 2):
+        _rewrite_creds(T0 + minute * MIN - timedelta(seconds=20))
+        snapshot.refresh(now=T0 + minute * MIN)
+        assert _state().status == "OK"
+    _rewrite_creds(T0 + 3 * MIN - timedelta(seconds=20))
+    snapshot.refresh(now=T0 + 3 * MIN)
+    state = _state()
+    assert state.status == "FAIL" and "reconnect_loop" in _rules()
+    assert "440" in state.reasons[0] and "two places" in state.reasons[0]
+    # Nothing written any more: the window passes and the next refresh clears it by itself.
+    snapshot.refresh(now=T0 + 14 * MIN)
+    assert _state().status == "OK"
+    statuses = SessionChange.objects.filter(session_id=SID, kind="status")
+    assert sorted(statuses.values_list("new_status", flat=True)) == ["FAIL", "OK"]
+
+
+def test_reconnect_loop__creds_saved_with_pre_keys_are_not_logins():
+    """Creds rewritten because nextPreKeyId moved (pre-key saves) do not count as logins."""
+    _session()
+    for minute in (1, 2, 3, 4):
+        _create_pre_keys(5, T0 + minute * MIN - timedelta(seconds=20))
+        snapshot.refresh(now=T0 + minute * MIN)
+    assert "reconnect_loop" not in _rules()
+
+
+def test_decryption_failures__pre_keys_one_by_one_warn_then_fail_as_the_rate_grows():
+    """nextPreKeyId rising by 1 three times in minutes WARNs; ten times FAILs."""
+    _session()
+    for minute in range(1, 4):
+        _create_pre_keys(1, T0 + minute * MIN - timedelta(seconds=10))
+        snapshot.refresh(now=T0 + minute * MIN)
+    assert _state().status == "WARN" and _rules() == ("decryption_failures",)
+    assert "3 pre-keys were created one at a time" in _state().reasons[0]
+    for minute in range(4, 8):
+        _create_pre_keys(2, T0 + minute * MIN - timedelta(seconds=10))
+        snapshot.refresh(now=T0 + minute * MIN)
+    assert _state().status == "FAIL" and "decryption_failures" in _rules()
+
+
+def test_decryption_failures__a_top_up_of_five_is_not_a_failure():
+    """An upload of 5 pre-keys (MIN_PREKEY_COUNT) is a top-up, not decryption failures."""
+    _session()
+    _create_pre_keys(5, T0 + 30 * timedelta(seconds=1))
+    snapshot.refresh(now=T0 + MIN)
+    assert _state().status == "OK"
+    kinds = SessionChange.objects.filter(session_id=SID).values_list("kind", flat=True)
+    assert "prekeys_topped_up" in kinds
+
+
+def test_session_rows_lost__a_sharp_fall_within_the_hour_warns():
+    """Most of a session's per-contact 'session' rows deleted: WARN session_rows_lost."""
+    _session()
+    rows = WhatsAppKey.objects.filter(company_id=SID, key_type="session")
+    before = rows.count()
+    keep = list(rows.values_list("key_id", flat=True)[:5])
+    rows.exclude(key_id__in=keep).delete()
+    snapshot.refresh(full=True, now=T0 + 5 * MIN)
+    state = _state()
+    assert state.status == "WARN" and _rules() == ("session_rows_lost",)
+    assert f"{before - 5} of {before} per-contact 'session' rows" in state.reasons[0]
+
+
+def test_paired_again__a_new_device_while_working_warns_and_is_on_the_timeline():
+    """A new device number in me.id while the session was OK: a timeline event and a WARN."""
+    _session()
+    _execute(
+        "UPDATE whatsapp_auth SET updated_at = %s, creds = jsonb_set(creds, '{me,id}', "
+        "'\"79001234567:77@s.whatsapp.net\"') WHERE company_id = %s",
+        [T0 + 30 * timedelta(seconds=1), SID],
+    )
+    snapshot.refresh(now=T0 + MIN)
+    change = SessionChange.objects.get(session_id=SID, kind="paired_again")
+    assert "new device number" in change.detail and change.data["was"] == "OK"
+    assert (
+        _state().status == "WARN" and "paired again while it was working" in (_state().reasons[0])
+    )
+
+
+def test_paired_again__after_a_failure_is_the_expected_repair_and_stays_ok():
+    """A new identity key after the session failed is only a timeline event."""
+    _session()
+    _execute("UPDATE whatsapp_auth SET creds = creds - 'account' WHERE company_id = %s", [SID])
+    snapshot.refresh(full=True, now=T0 + MIN)
+    assert _state().status == "FAIL"
+    _execute(
+        "UPDATE whatsapp_auth SET updated_at = %s, creds = jsonb_set(creds || "
+        "'{\"account\": {}}'::jsonb, '{signedIdentityKey,public}', '\"bmV3\"') "
+        "WHERE company_id = %s",
+        [T0 + 90 * timedelta(seconds=1), SID],
+    )
+    snapshot.refresh(now=T0 + 2 * MIN)
+    assert SessionChange.objects.filter(session_id=SID, kind="paired_again").exists()
+    assert _state().status == "OK"
+
+
+# --- Silence against the session's own rhythm ---------------------------------------------------
+
+
+def _rates(day: float, night: float = 0.0) -> tuple[float, ...]:
+    """Writes per hour: ``day`` from 08:00 to 20:00 UTC every day, ``night`` otherwise."""
+    return tuple(day if 8 <= hour % 24 < 20 else night for hour in range(rules.HOURS_PER_WEEK))
+
+
+def _paired(last_write: datetime) -> SessionFacts:
+    return SessionFacts(
+        SID, has_auth=True, me_id_present=True, has_account=True, last_write=last_write
+    )
+
+
+def test_silence_rhythm__a_busy_salon_silent_at_noon_warns_then_fails_within_half_an_hour():
+    """30 writes an hour at noon: WARN after ~10 min of silence, FAIL within 30 min."""
+    history = SessionHistory(rates=_rates(30))
+    noon = T0
+    assert rules.silence_rhythm(_paired(noon - 5 * MIN), history, noon) is None
+    warn = rules.silence_rhythm(_paired(noon - 12 * MIN), history, noon)
+    assert warn is not None and warn.status is Status.WARN
+    fail = rules.silence_rhythm(_paired(noon - 29 * MIN), history, noon)
+    assert fail is not None and fail.status is Status.FAIL
+    assert "Unusual silence" in fail.sentence
+
+
+def test_silence_rhythm__a_salon_quiet_every_night_is_not_flagged_at_night():
+    """No writes expected at night: silent from 20:00 to 07:30 is not flagged."""
+    history = SessionHistory(rates=_rates(30))
+    evening = datetime(2026, 3, 4, 19, 59, tzinfo=UTC)
+    morning = datetime(2026, 3, 5, 7, 30, tzinfo=UTC)
+    assert rules.silence_rhythm(_paired(evening), history, morning) is None
+
+
+def test_silence_rhythm__replaces_the_flat_rule_once_the_rhythm_is_known():
+    """With a rhythm, 30 h of silence over a quiet weekend is not the flat rule's WARN."""
+    facts = _paired(T0 - timedelta(hours=30))
+    flat = rules.judge(facts, T0)
+    assert "silence" in flat.rules
+    known = rules.judge(facts, T0, SessionHistory(rates=_rates(0.01)))
+    assert "silence" not in known.rules
+    unknown = rules.judge(facts, T0, SessionHistory(rates=None))
+    assert "silence" in unknown.rules
+
+
+def test_rates__learned_per_hour_of_week_only_after_enough_history():
+    """count_write fills the hour's counter; rates need a week of observation and writes."""
+    rhythm = detect.new_rhythm(SID, T0 - timedelta(days=3))
+    for day in range(3):
+        detect.count_write(rhythm, T0 - timedelta(days=day, hours=1), 40)
+    assert detect.rates(rhythm, T0) is None  # three days observed: the flat rule stays
+    rhythm.observed_since = T0 - timedelta(days=21)
+    for day in range(3, 21):
+        detect.count_write(rhythm, T0 - timedelta(days=day, hours=1), 40)
+    learned = detect.rates(rhythm, T0)
+    assert learned is not None
+    eleven = rules.hour_index(T0 - timedelta(hours=1))
+    assert learned[eleven] > 10  # 40 minutes with a write at 11:00 each day, smoothed
+    assert learned[rules.hour_index(T0 - timedelta(hours=8))] == 0
+
+
+def test_refresh__learns_the_rhythm_and_flags_a_busy_salon_that_goes_silent():
+    """The refresh counts writes into the rhythm and rechecks a silent session unprompted."""
+    _session(T0 - 2 * MIN)
+    rhythm = SessionRhythm.objects.get(session_id=SID)
+    rhythm.observed_since = T0 - timedelta(weeks=4)
+    for week in range(1, 4):
+        detect.count_write(rhythm, T0 - timedelta(weeks=week), 50)
+        detect.count_write(rhythm, T0 - timedelta(weeks=week) - timedelta(hours=1), 50)
+        detect.count_write(rhythm, T0 - timedelta(weeks=week) + timedelta(hours=1), 50)
+    rhythm.save()
+    factories.make_keys(SID, "session", 1, written_at=T0 - timedelta(seconds=30), seed=9)
+    snapshot.refresh(now=T0)
+    rhythm.refresh_from_db()
+    assert sum(rhythm.counts) == 451  # the write just seen is counted
+    assert rhythm.recheck_at is not None and rhythm.recheck_at < T0 + timedelta(minutes=30)
+    moment = T0
+    while moment < T0 + timedelta(minutes=30) and _state().status != "FAIL":
+        moment += MIN
+        snapshot.refresh(now=moment)  # nothing written: only the recheck judges it
+    assert _state().status == "FAIL" and "silence_rhythm" in _rules()
+    assert moment - T0 <= timedelta(minutes=30)
+
+
+# --- The simulator's normal traffic ---------------------------------------------------------------
+
+
+def test_simulator__normal_traffic_stays_ok_and_injected_failures_are_caught():
+    """Untouched salons stay OK for an hour; a logout and a reconnect loop are caught fast."""
+    sim = simulator.Simulator(6, T0 - timedelta(hours=1), seed=3)
+    sim.create(tables=False)
+    snapshot.refresh(full=True, now=sim.now)
+    logout, loop = sim.salons[1], sim.salons[4]
+    caught: dict[str, datetime] = {}
+    for minute in range(60):
+        if minute == 20:
+            sim.inject(logout, simulator.LOGOUT)
+            sim.inject(loop, simulator.RECONNECT_LOOP)
+        sim.step()
+        snapshot.refresh(now=sim.now)
+        for salon in (logout, loop):
+            fired = SessionState.objects.get(session_id=salon.session_id).facts.get("rules")
+            if salon.failed_at and fired and salon.session_id not in caught:
+                caught[salon.session_id] = sim.now
+    assert caught[logout.session_id] - logout.failed_at <= 2 * MIN
+    assert caught[loop.session_id] - loop.first_trace <= 3 * MIN
+    untouched = [s.session_id for s in sim.salons if s not in (logout, loop)]
+    statuses = SessionState.objects.filter(session_id__in=untouched)
+    assert set(statuses.values_list("status", flat=True)) == {"OK"}
+    assert not SessionChange.objects.filter(session_id__in=untouched, kind="status").exists()
