@@ -96,7 +96,7 @@ def test_reconnect_loop__creds_saved_with_pre_keys_are_not_logins():
 
 
 def test_decryption_failures__pre_keys_one_by_one_warn_then_fail_as_the_rate_grows():
-    """nextPreKeyId rising by 1 three times in minutes WARNs; ten times FAILs."""
+    """A nextPreKeyId rising by 1 three times in minutes WARNs; ten times FAILs."""
     _session()
     for minute in range(1, 4):
         _create_pre_keys(1, T0 + minute * MIN - timedelta(seconds=10))
@@ -249,7 +249,7 @@ def test_refresh__learns_the_rhythm_and_flags_a_busy_salon_that_goes_silent():
     assert moment - T0 <= timedelta(minutes=30)
 
 
-# --- The simulator's normal traffic ---------------------------------------------------------------
+# --- The simulator's normal traffic ---------------------------------------------------------
 
 
 def test_simulator__normal_traffic_stays_ok_and_injected_failures_are_caught():
