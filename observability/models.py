@@ -528,6 +528,8 @@ class Snapshot(models.Model):
 HOURS_PER_WEEK = 168
 #: Weeks a rhythm remembers (one slot of 168 counters per calendar week, reused in turn).
 RHYTHM_WEEKS = 4
+#: Logins (creds rewrites) a rhythm remembers for the reconnect-loop detector.
+RECENT_LOGINS = 12
 
 
 class SessionRhythm(models.Model):
@@ -549,6 +551,9 @@ class SessionRhythm(models.Model):
         counts: the slots' counters, slot after slot.
         recheck_at: when a history verdict of the session may change without any new write
             (a silence growing unlikely, a window passing): the refresh judges it again then.
+        recent_logins: the refreshes that saw the creds rewritten without a pre-key save (a
+            login), the last ``RECENT_LOGINS`` of them: the reconnect-loop detector reads
+            them (the day's ``creds_rewritten`` change row only counts rewrites).
 
     """
 
@@ -558,6 +563,7 @@ class SessionRhythm(models.Model):
     weeks = ArrayField(models.IntegerField(), size=RHYTHM_WEEKS)
     counts = ArrayField(models.SmallIntegerField(), size=RHYTHM_WEEKS * HOURS_PER_WEEK)
     recheck_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    recent_logins = ArrayField(models.DateTimeField(), default=list, blank=True)
 
     class Meta:
         verbose_name = "session rhythm"

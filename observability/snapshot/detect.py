@@ -20,6 +20,7 @@ from django.db import connections
 from observability import config, rules
 from observability.models import (
     HOURS_PER_WEEK,
+    RECENT_LOGINS,
     RHYTHM_WEEKS,
     SessionChange,
     SessionRhythm,
@@ -120,10 +121,12 @@ def _events(session_ids: Iterable[str], now: datetime) -> dict[str, list[rules.H
     ids = list(session_ids)
     if not ids:
         return events
+    # Creds rewrites are read from the rhythm's recent logins (change rows count them by day).
+    kinds = [kind for kind in rules.HISTORY_KINDS if kind != rules.CREDS_REWRITTEN]
     rows = (
         SessionChange.objects.filter(
             session_id__in=ids,
-            kind__in=rules.HISTORY_KINDS,
+            kind__in=kinds,
             at__gt=now - rules.history_window(),
             at__lte=now,
         )
@@ -176,13 +179,27 @@ class Detector:
         """
         if health.facts is None:
             return health
+        rhythm = self.rhythms.get(health.session_id)
+        if rhythm is None:
+            rhythm = new_rhythm(health.session_id, self.now)
+            self.rhythms[health.session_id] = rhythm
+        found = [change for change in found if change.kind in rules.HISTORY_KINDS]
+        kinds = {change.kind for change in found}
+        pre_keys = kinds & {rules.PREKEY_ONE_BY_ONE, rules.PREKEYS_TOPPED_UP}
+        if rules.CREDS_REWRITTEN in kinds and not pre_keys:
+            rhythm.recent_logins = [*rhythm.recent_logins, self.now][-RECENT_LOGINS:]
         events = list(self.events.get(health.session_id, ()))
         events += [
             _event(self.now, change.kind, {**change.data, "was": was})
             for change in found
-            if change.kind in rules.HISTORY_KINDS
+            if change.kind != rules.CREDS_REWRITTEN
         ]
-        rhythm = self.rhythms.get(health.session_id)
+        events += [
+            rules.HistoryEvent(at, rules.CREDS_REWRITTEN)
+            for at in rhythm.recent_logins
+            if self.now - rules.history_window() < at <= self.now
+        ]
+        events.sort(key=lambda event: event.at)
         history = rules.SessionHistory(tuple(events), rates(rhythm, self.now))
         judgement = rules.judge(health.facts, self.now, history)
         self._learn(health, history)
@@ -196,10 +213,7 @@ class Detector:
 
     def _learn(self, health: SessionHealth, history: rules.SessionHistory) -> None:
         """Count the session's new write and note when to judge it again without one."""
-        rhythm = self.rhythms.get(health.session_id)
-        if rhythm is None:
-            rhythm = new_rhythm(health.session_id, self.now)
-            self.rhythms[health.session_id] = rhythm
+        rhythm = self.rhythms[health.session_id]
         before = (list(rhythm.weeks), rhythm.last_write, rhythm.recheck_at)
         counted = None
         last = health.last_write
@@ -221,7 +235,11 @@ class Detector:
         rhythm.recheck_at = min(later) if later else None
         if rhythm._state.adding or rhythm.weeks != before[0]:
             self._whole[health.session_id] = rhythm
-        elif counted is not None or (rhythm.last_write, rhythm.recheck_at) != before[1:]:
+        elif (
+            counted is not None
+            or (rhythm.last_write, rhythm.recheck_at) != before[1:]
+            or (rhythm.recent_logins and rhythm.recent_logins[-1] == self.now)
+        ):
             self._light[health.session_id] = (rhythm, counted)
 
     def save(self) -> None:
@@ -236,7 +254,7 @@ class Detector:
         SessionRhythm.objects.bulk_create(new, batch_size=500)
         SessionRhythm.objects.bulk_update(
             [row for row in whole if row not in new],
-            ["last_write", "weeks", "counts", "recheck_at"],
+            ["last_write", "weeks", "counts", "recheck_at", "recent_logins"],
             batch_size=100,
         )
         counted = [(rhythm, index) for rhythm, index in self._light.values() if index is not None]
@@ -246,14 +264,17 @@ class Detector:
             if counted:
                 cursor.executemany(
                     f"UPDATE {table} SET counts[%s] = least(counts[%s] + 1, 32767), "  # noqa: S608
-                    "last_write = %s, recheck_at = %s WHERE session_id = %s",
-                    [(i + 1, i + 1, r.last_write, r.recheck_at, r.session_id) for r, i in counted],
+                    "last_write = %s, recheck_at = %s, recent_logins = %s WHERE session_id = %s",
+                    [
+                        (i + 1, i + 1, r.last_write, r.recheck_at, r.recent_logins, r.session_id)
+                        for r, i in counted
+                    ],
                 )
             if moved:
                 cursor.executemany(
-                    f"UPDATE {table} SET last_write = %s, recheck_at = %s "  # noqa: S608
-                    "WHERE session_id = %s",
-                    [(r.last_write, r.recheck_at, r.session_id) for r in moved],
+                    f"UPDATE {table} SET last_write = %s, recheck_at = %s, "  # noqa: S608
+                    "recent_logins = %s WHERE session_id = %s",
+                    [(r.last_write, r.recheck_at, r.recent_logins, r.session_id) for r in moved],
                 )
 
 
