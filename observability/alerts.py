@@ -86,3 +86,156 @@ def check_store_and_alert() -> dict:
         "reported": reported,
         "suppressed": suppressed,
     }
+
+
+# --- The transition stream: each session's turn to FAIL and its recovery, once -----------------
+
+#: Cooldown key of one session's cause (same cache and period as the store alert's causes).
+SESSION_COOLDOWN_KEY = "observability:session-alert:cooldown:{session}:{cause}"
+#: Transitions read per run (a backlog is worked off over the next runs).
+TRANSITIONS_PER_RUN = 500
+
+
+def dispatch_transitions(now=None) -> dict:
+    """
+    Send every session transition to FAIL, and every recovery from FAIL, once.
+
+    Reads the stored snapshot's status changes (``SessionChange``) after the last one handled
+    and records each as an :class:`~observability.models.AlertDelivery` (its ``change_id`` is
+    unique, so a transition goes out once whichever process reads it first; the first run
+    starts from the last few minutes, not the whole history). A turn to FAIL goes out unless
+    the same session and cause went out within ``store_alert_cooldown`` (the store alert's
+    per-cause cooldown); a recovery goes out when its FAIL did. Going out means: a Sentry
+    message for a FAIL (one issue per cause, as the store alert), and the optional webhook
+    (``observability.webhook``), queued on the django-q2 worker.
+
+    Called after every snapshot refresh by ``observability.tasks.take_snapshot_task``.
+
+    Returns:
+        Counts of what was done: ``{"transitions", "sent", "suppressed", "queued"}``.
+
+    """
+    from django.db import IntegrityError, transaction
+    from django.db.models import Max, Q
+
+    from observability.models import AlertDelivery, SessionChange, SessionState
+
+    now = now or timezone.now()
+    Outcome = AlertDelivery.Outcome
+    last = AlertDelivery.objects.aggregate(last=Max("change_id"))["last"]
+    changes = SessionChange.objects.filter(kind=SessionChange.Kind.STATUS).filter(
+        Q(new_status="FAIL") | Q(old_status="FAIL")
+    )
+    if last is None:
+        changes = changes.filter(at__gte=now - config.snapshot_stale_failure())
+    else:
+        changes = changes.filter(id__gt=last)
+    changes = list(changes.order_by("id")[:TRANSITIONS_PER_RUN])
+    states = SessionState.objects.in_bulk({c.session_id for c in changes})
+    cache = caches[config.store_alert_cache_alias()]
+    cooldown = int(config.store_alert_cooldown().total_seconds())
+    counts = {"transitions": len(changes), "sent": 0, "suppressed": 0, "queued": 0}
+    queued: list[int] = []
+    for change in changes:
+        state = states.get(change.session_id)
+        failing = change.new_status == "FAIL"
+        if failing:
+            fired = (change.data or {}).get("rules") or []
+            cause = fired[0] if fired else "unknown"
+            goes_out = cache.add(
+                SESSION_COOLDOWN_KEY.format(session=change.session_id, cause=cause),
+                now.isoformat(),
+                cooldown,
+            )
+        else:
+            failure = (
+                AlertDelivery.objects.filter(session_id=change.session_id, new_status="FAIL")
+                .order_by("-change_id")
+                .first()
+            )
+            cause = failure.cause if failure else "unknown"
+            goes_out = failure is not None and failure.outcome != Outcome.SUPPRESSED
+        if not goes_out:
+            outcome = Outcome.SUPPRESSED
+        elif config.alert_webhook_url():
+            outcome = Outcome.PENDING
+        else:
+            outcome = Outcome.NO_WEBHOOK
+        try:
+            with transaction.atomic():
+                delivery = AlertDelivery.objects.create(
+                    change_id=change.pk,
+                    session_id=change.session_id,
+                    salon_id=state.salon_id if state else None,
+                    old_status=change.old_status,
+                    new_status=change.new_status,
+                    cause=cause,
+                    at=change.at,
+                    payload=_payload(change, state, cause),
+                    outcome=outcome,
+                )
+        except IntegrityError:
+            continue  # another process handled this transition
+        if not goes_out:
+            counts["suppressed"] += 1
+            continue
+        counts["sent"] += 1
+        if failing and sentry_reporting.is_enabled():
+            sentry_reporting.capture_alert(
+                f"WhatsApp session {change.session_id} FAIL: {cause}.",
+                cause=f"session.{cause}",
+                action=(change.reasons or ["See the session page."])[0],
+                level="error",
+                operation="alerts.session",
+                session=change.session_id,
+            )
+            AlertDelivery.objects.filter(pk=delivery.pk).update(sentry=True)
+        if outcome == Outcome.PENDING:
+            queued.append(delivery.pk)
+    queued += [pk for pk in _due_retries(now) if pk not in queued]
+    for pk in queued:
+        _queue_delivery(pk)
+    counts["queued"] = len(queued)
+    return counts
+
+
+def _payload(change, state, cause: str) -> dict:
+    """The webhook body of one transition (no secret; phones only masked, in the reasons)."""
+    from urllib.parse import quote
+
+    from django.urls import reverse
+
+    link = reverse("admin:observability_whatsappauth_change", args=[quote(change.session_id)])
+    return {
+        "event": "session.status",
+        "id": change.pk,
+        "timestamp": change.at.isoformat(),
+        "session": change.session_id,
+        "salon": {
+            "id": state.salon_id if state else None,
+            "title": (state.salon_title or None) if state else None,
+        },
+        "payload": {
+            "status": change.new_status,
+            "previous": change.old_status,
+            "cause": cause,
+            "reasons": list(change.reasons or []),
+            "since": change.at.isoformat(),
+        },
+        "url": config.public_url() + link,
+    }
+
+
+def _due_retries(now) -> list[int]:
+    from observability import webhook
+
+    return webhook.due(now)
+
+
+def _queue_delivery(delivery_id: int) -> None:
+    """Deliver on the django-q2 worker (inline when the cluster runs tasks synchronously)."""
+    from django_q.tasks import async_task
+
+    from observability import tasks
+
+    async_task(tasks.DELIVER_ALERT, delivery_id, task_name=f"alert-webhook-{delivery_id}")

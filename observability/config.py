@@ -356,3 +356,36 @@ def silence_warning_probability() -> float:
 def silence_failure_probability() -> float:
     """FAIL when the session's rhythm gives its silence a probability below this."""
     return _get("SILENCE_FAILURE_PROBABILITY", 1e-6)
+
+
+# --- Alerts: the transition stream and its webhook (observability.alerts, .webhook) ----------
+
+
+def alert_webhook_url() -> str:
+    """Where each transition is POSTed as JSON (empty: no webhook)."""
+    return _get("ALERT_WEBHOOK_URL", "") or ""
+
+
+def alert_webhook_secret() -> str:
+    """The HMAC-SHA256 key that signs each webhook body (never sent, logged or shown)."""
+    return _get("ALERT_WEBHOOK_SECRET", "") or ""
+
+
+def alert_webhook_timeout() -> timedelta:
+    """How long one webhook delivery may take (connect and answer)."""
+    return _get("ALERT_WEBHOOK_TIMEOUT", timedelta(seconds=5))
+
+
+def alert_webhook_max_attempts() -> int:
+    """Deliveries are tried this many times before they are given up as failed."""
+    return _get("ALERT_WEBHOOK_MAX_ATTEMPTS", 6)
+
+
+def alert_webhook_backoff() -> timedelta:
+    """The wait before the first retry; each later retry waits twice as long."""
+    return _get("ALERT_WEBHOOK_BACKOFF", timedelta(minutes=1))
+
+
+def public_url() -> str:
+    """The admin's public address for links in alerts (empty: links are paths only)."""
+    return (_get("PUBLIC_URL", "") or "").rstrip("/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,6 +18,39 @@ logger = logging.getLogger(__name__)
 
 #: The label value that absorbs every label past ``metrics_max_application_labels``.
 OTHER = "other"
+
+
+#: Buckets of the failing-sessions gauge: a fixed set, so the series stay bounded.
+FAILING_BUCKETS = (
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=6),
+    timedelta(days=1),
+    timedelta(days=7),
+)
+
+
+def _bucket_label(bound: timedelta | None) -> str:
+    if bound is None:
+        return "+Inf"
+    seconds = int(bound.total_seconds())
+    if seconds >= 86400:
+        return f"{seconds // 86400}d"
+    return f"{seconds // 3600}h" if seconds >= 3600 else f"{seconds // 60}m"
+
+
+def _failing_by_duration(bounds: tuple[timedelta, ...]) -> list[tuple[timedelta | None, int]]:
+    """Failing sessions of the stored snapshot per bucket of how long they have failed."""
+    from django.utils import timezone
+
+    from observability.models import SessionState
+
+    now = timezone.now()
+    counts = [0] * (len(bounds) + 1)
+    for since in SessionState.objects.filter(status="FAIL").values_list("status_since", flat=True):
+        age = now - since
+        counts[next((i for i, bound in enumerate(bounds) if age < bound), len(bounds))] += 1
+    return [(bound, counts[i]) for i, bound in enumerate((*bounds, None))]
 
 
 def _capped(pairs: Iterable[tuple[str, float]], limit: int) -> list[tuple[str, float]]:
@@ -66,6 +100,25 @@ class ObservabilityCollector(Collector):
         yield errors
 
     def _store(self) -> Iterator[Metric]:
+        # Issue 13's gauges (deploy/prometheus/alerts.yml pages on them): the stored snapshot's
+        # age, and failing sessions by how long they have failed (bounded buckets).
+        from observability import snapshot
+
+        fresh = snapshot.freshness()
+        yield GaugeMetricFamily(
+            "observability_snapshot_age_seconds",
+            "Seconds since the stored session health snapshot was taken.",
+            value=fresh.age.total_seconds() if fresh.age is not None else float("nan"),
+        )
+        failing = GaugeMetricFamily(
+            "observability_whatsapp_failing_sessions",
+            "Failing WhatsApp sessions by how long they have failed (upper bound of the bucket, "
+            "+Inf for longer).",
+            labels=["failing_for"],
+        )
+        for bound, count in _failing_by_duration(FAILING_BUCKETS):
+            failing.add_metric([_bucket_label(bound)], count)
+        yield failing
         store = health_checks.store_health_cached()
         sessions = GaugeMetricFamily(
             "observability_whatsapp_sessions",

@@ -571,3 +571,63 @@ class SessionRhythm(models.Model):
 
     def __str__(self) -> str:
         return f"rhythm of {self.session_id}"
+
+
+class AlertDelivery(models.Model):
+    """
+    One session transition (to FAIL, or a recovery from it) and how it went out.
+
+    The transition stream (``observability.alerts.dispatch_transitions``) writes one row per
+    ``SessionChange`` status row it reads (``change_id`` is unique: a transition goes out
+    once, whichever process reads it first). The webhook delivery
+    (``observability.webhook``) records each attempt's outcome on it.
+
+    Attributes:
+        change_id: the ``SessionChange`` row of the transition.
+        session_id, salon_id: whose transition.
+        old_status, new_status: the transition.
+        cause: the rule behind the FAIL (a recovery carries its FAIL's cause).
+        at: when the snapshot saw it.
+        payload: the JSON body sent (no secret, no full phone number).
+        sentry: reported to Sentry.
+        outcome: see :class:`Outcome`.
+        attempts: webhook attempts made.
+        next_attempt_at: when a pending delivery is tried (again).
+        last_attempt_at, delivered_at: when it was last tried, when it was accepted.
+        response_status: the HTTP status of the last attempt (None: no answer).
+        error: why the last attempt failed.
+
+    """
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "pending"
+        SENDING = "sending", "sending"
+        DELIVERED = "delivered", "delivered"
+        FAILED = "failed", "failed (gave up)"
+        SUPPRESSED = "suppressed", "suppressed (cooldown)"
+        NO_WEBHOOK = "no_webhook", "no webhook configured"
+
+    change_id = models.BigIntegerField(unique=True)
+    session_id = models.TextField()
+    salon_id = models.BigIntegerField(null=True, blank=True)
+    old_status = models.CharField(max_length=4, blank=True, default="")
+    new_status = models.CharField(max_length=4, blank=True, default="")
+    cause = models.CharField(max_length=60, blank=True, default="")
+    at = models.DateTimeField()
+    payload = models.JSONField(default=dict, blank=True)
+    sentry = models.BooleanField(default=False)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices, db_index=True)
+    attempts = models.SmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.SmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        verbose_name = "alert delivery"
+        verbose_name_plural = "alert deliveries"
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} {self.old_status}→{self.new_status} ({self.outcome})"

@@ -16,6 +16,7 @@ from observability.sentry import cron_monitor, report_task_failures
 CLEANUP_EXPIRED_KEYS = "observability.tasks.cleanup_expired_keys_task"
 CHECK_STORE_HEALTH = "observability.tasks.check_store_health"
 TAKE_SNAPSHOT = "observability.tasks.take_snapshot_task"
+DELIVER_ALERT = "observability.tasks.deliver_alert_webhook_task"
 
 #: Sentry cron monitor slugs.
 CLEANUP_MONITOR = "observability-cleanup-expired-keys"
@@ -117,4 +118,28 @@ def take_snapshot_task() -> dict:
         result = snapshot.refresh()
     data = asdict(result)
     data["taken_at"] = result.taken_at.isoformat()
+    data["alerts"] = _dispatch_alerts()
     return data
+
+
+def _dispatch_alerts() -> dict | None:
+    """Send the snapshot's new transitions (a failure is reported, the snapshot still counts)."""
+    import logging
+
+    from observability import alerts
+    from observability.sentry import capture_error
+
+    try:
+        return alerts.dispatch_transitions()
+    except Exception as error:  # noqa: BLE001 - reported; the next run retries
+        capture_error(error, operation="alerts.dispatch")
+        logging.getLogger(__name__).warning("alert dispatch failed: %s", type(error).__name__)
+        return None
+
+
+@report_task_failures()
+def deliver_alert_webhook_task(delivery_id: int) -> str:
+    """Deliver one alert to the webhook (a failed attempt is retried later with backoff)."""
+    from observability import webhook
+
+    return webhook.deliver(delivery_id)

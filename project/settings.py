@@ -297,6 +297,12 @@ if _env_bool("BEHIND_TLS_PROXY", False):
 
 #: Bearer token that shows health check messages and /metrics to monitors (empty: staff only).
 OBSERVABILITY_HEALTH_TOKEN = os.environ.get("HEALTH_TOKEN", "")
+# The optional outgoing alert webhook (observability.webhook): each session's transition to
+# FAIL and its recovery, as JSON signed with HMAC-SHA256 of the body. Empty URL: not sent.
+OBSERVABILITY_ALERT_WEBHOOK_URL = os.environ.get("ALERT_WEBHOOK_URL", "")
+OBSERVABILITY_ALERT_WEBHOOK_SECRET = os.environ.get("ALERT_WEBHOOK_SECRET", "")
+# The admin's public address, for links in alerts (e.g. https://ops.example.com).
+OBSERVABILITY_PUBLIC_URL = os.environ.get("PUBLIC_URL", "")
 
 # --- django-q2 -------------------------------------------------------------------------------
 

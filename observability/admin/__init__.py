@@ -18,4 +18,5 @@ _django_admin.site.index_template = "admin/observability/index.html"
 _django_admin.site.site_url = reverse_lazy("admin:observability_whatsappauth_overview")
 
 # --- Cleanup runs (read-only) and the sessions' queue-cleanup action (issue 6) ----------------
-from observability.admin import cleanup  # noqa: E402, F401
+# --- Alert deliveries (read-only): the transition stream and its webhook (issue 14) ----------
+from observability.admin import alerts, cleanup  # noqa: E402, F401

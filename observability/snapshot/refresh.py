@@ -358,6 +358,7 @@ def _store(
                     state.status,
                     health.status.value,
                     reasons=list(health.reasons),
+                    data={"rules": list(health.rules)},  # the alert's cause
                 )
             )
             state.status_since = now

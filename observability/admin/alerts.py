@@ -1,0 +1,57 @@
+"""Alert deliveries (read-only): every session transition that went out, and how."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin
+from django.utils.html import format_html
+
+from observability.admin.base import ReadOnlyModelAdmin
+from observability.models import AlertDelivery
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(ReadOnlyModelAdmin):
+    """Each transition to FAIL or recovery, its Sentry report and webhook attempts."""
+
+    list_display = (
+        "at",
+        "session_id",
+        "transition",
+        "cause",
+        "outcome",
+        "attempts",
+        "response_status",
+        "sentry",
+    )
+    list_filter = ("outcome", "new_status", "cause", "sentry")
+    search_fields = ("session_id",)
+    date_hierarchy = "at"
+    fields = (
+        "at",
+        "session_id",
+        "salon_id",
+        "transition",
+        "cause",
+        "sentry",
+        "outcome",
+        "attempts",
+        "last_attempt_at",
+        "next_attempt_at",
+        "delivered_at",
+        "response_status",
+        "error",
+        "payload_pretty",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="transition")
+    def transition(self, obj):
+        return f"{obj.old_status or '—'} → {obj.new_status or '—'}"
+
+    @admin.display(description="payload sent")
+    def payload_pretty(self, obj):
+        return format_html(
+            "<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True, default=str)
+        )

@@ -1,0 +1,80 @@
+"""Tests of deploy/prometheus/alerts.yml: promtool unit tests; its metric names are emitted."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from observability import snapshot
+from observability.models import CleanupRun
+from tests import factories
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+RULE_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yml"
+TOKEN = "metrics-token-for-rules"
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: prometheus)")
+def test_alert_rules__promtool_unit_tests_pass():
+    """`promtool check rules` and `promtool test rules` pass on the shipped rules."""
+    check = subprocess.run(
+        [PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    tested = subprocess.run(
+        [PROMTOOL, "test", "rules", RULE_TESTS.name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=RULE_TESTS.parent,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_alert_rules__every_metric_they_use_is_emitted_by_metrics(client, settings):
+    """Each observability_* name in alerts.yml (and its test series) is a family /metrics emits."""
+    settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
+    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
+    factories.make_session("company_962302")
+    snapshot.refresh()
+    CleanupRun.objects.create(
+        operation="expired_keys",
+        started_by="test",
+        dry_run=False,
+        outcome="succeeded",
+        finished_at=timezone.now(),
+    )
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
+    used = set(re.findall(r"\bobservability_[a-z_]+\b", RULES.read_text()))
+    used |= set(re.findall(r"\bobservability_[a-z_]+\b", RULE_TESTS.read_text()))
+    assert used >= {
+        "observability_snapshot_age_seconds",
+        "observability_whatsapp_failing_sessions",
+    }
+    assert used - set(families) == set()
+    # The labels the rules select on are the labels /metrics gives.
+    failing = {
+        s.labels["failing_for"]
+        for s in families["observability_whatsapp_failing_sessions"].samples
+    }
+    assert "15m" in failing and "+Inf" in failing
+    sections = {s.labels["section"] for s in families["observability_scrape_error"].samples}
+    assert "store" in sections
+    operations = {
+        s.labels["operation"]
+        for s in families["observability_cleanup_last_run_timestamp_seconds"].samples
+    }
+    assert "expired_keys" in operations
