@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('observability', '0005_detection_history'),
+        ('observability', '0006_detection_history'),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('observability', '0004_cleanuprun_rows_kept'),
+        ('observability', '0005_health_and_metrics_permissions'),
     ]
 
     operations = [
