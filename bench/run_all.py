@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_admin  # noqa: E402 - the sibling scripts are modules of this folder
 import bench_health  # noqa: E402
 
-PYTHON = ROOT / ".venv" / "bin" / "python"
+#: The interpreter running this script (the virtualenv's), so it also runs from a git worktree.
+PYTHON = Path(sys.executable)
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 DEFAULT_DATA_DIR = "/tmp/observability-bench/pgdata"  # noqa: S108 - a throwaway benchmark server
 SESSIONS = 1_000
