@@ -141,10 +141,14 @@ def bot_alias_as(role: str) -> Iterator[object]:
     try:
         yield wrapper
     finally:
+        from observability import circuit_breaker
+
         wrapper.close()
         if wrapper.pool is not None:
             wrapper.close_pool()
         DatabaseWrapper._connection_pools.pop("bot", None)
+        # A role refused at login opened the breaker of the bot's server: close it again.
+        circuit_breaker.reset_all()
         connections.settings["bot"] = original_settings
         connections["bot"] = original
         if saved_pool is not None:

@@ -381,3 +381,17 @@ def test_reading_commands__work_under_the_roles(readme_roles, committed_bot_rows
         assert json.loads(out)["clean"] is True
     if argv[0] == "whatsapp_sessions":
         assert {s["session_id"] for s in json.loads(out)} >= {str(SALON), f"company_{SALON}"}
+
+
+@committed
+def test_missing_grant__refused_at_login_page_names_the_grant(
+    committed_bot_rows, admin_client, role_without_grants
+):
+    """Through the pool and its breaker, a role without CONNECT still gets the GRANT named."""
+    admin_client.raise_request_exception = False
+    with _connect_revoked() as database, bot_alias_as(role_without_grants):
+        pages = [admin_client.get("/admin/observability/company/") for _ in range(2)]
+    grant = f"GRANT CONNECT ON DATABASE {database} TO observability_nothing;"
+    for page in pages:  # the second one is refused by the open breaker: same answer
+        assert page.status_code == 503
+        assert grant in page.content.decode()
