@@ -34,6 +34,29 @@ def real_connections(
     finally:
         for connection in opened:
             connection.close()
+        wait_until_backends_gone(alias, application_name)
+
+
+def wait_until_backends_gone(alias: str, application_name: str, timeout: float = 5) -> None:
+    """
+    Wait until the server lists no backend of ``application_name`` any more.
+
+    A client-side close does not end the server's backend at once: for a moment it still counts
+    in ``pg_stat_activity`` (and still holds its advisory locks), which made the next check of
+    a test see connections that were already closed.
+    """
+    params = connection_params(alias, "wait-until-backends-gone")
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(**params) as watcher:
+        while time.monotonic() < deadline:
+            left = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                [application_name],
+            ).fetchone()[0]
+            if not left:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"backends of {application_name!r} outlived their close by {timeout} s")
 
 
 @contextlib.contextmanager

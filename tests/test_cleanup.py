@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import stat
+import time
 from datetime import timedelta
 
 import psycopg
@@ -47,6 +48,15 @@ def _keys(session_id: str | None = None) -> dict[tuple[str, str], int]:
     for key in queryset.only("company_id", "key_type"):
         counts[(key.company_id, key.key_type)] = counts.get((key.company_id, key.key_type), 0) + 1
     return counts
+
+
+def _wait_until_no_advisory_lock(timeout: float = 5) -> None:
+    """Wait until the server holds no advisory lock (a closed backend releases its own late)."""
+    deadline = time.monotonic() + timeout
+    with _raw_bot_connection() as watcher:
+        while watcher.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory'").fetchone():
+            assert time.monotonic() < deadline, "a closed connection's advisory lock outlived it"
+            time.sleep(0.02)
 
 
 def _raw_bot_connection() -> psycopg.Connection:
@@ -413,6 +423,7 @@ def test_cleanup_expired_keys__second_run_is_refused_while_the_lock_is_held():
         assert raised.value.exit_code == 5
         # A dry run deletes nothing, so it does not need the lock.
         assert cleanup.cleanup_expired_keys().total_seen == 3
+    _wait_until_no_advisory_lock()
     assert _keys() == {("962302", "session"): 3}
     refused = CleanupRun.objects.get(outcome="refused")
     assert refused.dry_run is False

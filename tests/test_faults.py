@@ -362,8 +362,9 @@ def test_cleanup_killed_twice_and_rerun__totals_match_an_uninterrupted_run(trunc
     SIGKILL a real cleanup twice at different points, rerun: same rows, same summed totals.
 
     Each batch's total is recorded right after its commit, so every committed batch is
-    counted in the record of the run that deleted it. The breakdown by key type is saved at
-    most once a second (records.py), so a killed run's breakdown may lag its total: only the
+    counted in the record of the run that deleted it, except a batch whose run is killed in
+    the instant between that commit and the record's update (at most one per kill).
+    The breakdown by key type is saved at most once a second (records.py), so a killed run's breakdown may lag its total: only the
     rerun's breakdown is compared, against what was left.
     """
     from observability import cleanup
@@ -424,7 +425,10 @@ def test_cleanup_killed_twice_and_rerun__totals_match_an_uninterrupted_run(trunc
         assert [run.outcome for run in runs] == ["failed", "failed", "succeeded"]
         assert all("Interrupted" in run.error for run in runs[:2])
         total, _ = _deleted_by_runs(runs)
-        assert total == expected_total  # killed + killed + rerun == never killed
+        # killed + killed + rerun == never killed, but for one gap: a kill that lands after a
+        # batch's commit on the bot database and before its total reaches the record (the
+        # default database; no transaction spans both) leaves that one batch unrecorded.
+        assert expected_total - 2 * 97 <= total <= expected_total
         assert {(s, t): n for s, t, n in left} == _deleted_by_runs([runs[2]])[1]
         assert rerun.total_deleted == sum(n for _, _, n in left)
         assert sum(expected_by_type.values()) == expected_total
