@@ -364,8 +364,8 @@ def test_cleanup_killed_twice_and_rerun__totals_match_an_uninterrupted_run(trunc
     Each batch's total is recorded right after its commit, so every committed batch is
     counted in the record of the run that deleted it, except a batch whose run is killed in
     the instant between that commit and the record's update (at most one per kill).
-    The breakdown by key type is saved at most once a second (records.py), so a killed run's breakdown may lag its total: only the
-    rerun's breakdown is compared, against what was left.
+    The breakdown by key type is saved at most once a second (records.py), so a killed run's
+    breakdown may lag its total: only the rerun's breakdown is compared, against what was left.
     """
     from observability import cleanup
     from observability.models import CleanupRun
