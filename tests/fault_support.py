@@ -252,8 +252,9 @@ class FaultTimings:
 
     def lines(self, label: str) -> list[str]:
         bot = sorted(seconds for _, seconds in self.bot)
+        first = f"{self.first_bot[0]} in {self.first_bot[1]:.3f} s" if self.first_bot[0] else "-"
         return [
-            f"{label}: first bot page {self.first_bot[0]} in {self.first_bot[1]:.3f} s",
+            f"{label}: first bot page alone {first}",
             f"{label}: {len(bot)} bot pages in flight answered in "
             f"{bot[0]:.3f}..{bot[-1]:.3f} s (median {bot[len(bot) // 2]:.3f} s), statuses "
             f"{sorted({status for status, _ in self.bot})}",
@@ -267,16 +268,23 @@ class FaultTimings:
 
 
 def measure_sick_bot(
-    server: WebServer, cookie: str, *, in_flight: int = 20, bot_page: str = BOT_PAGE
+    server: WebServer,
+    cookie: str,
+    *,
+    in_flight: int = 20,
+    bot_page: str = BOT_PAGE,
+    first_alone: bool = True,
 ) -> FaultTimings:
     """
     One bot page alone, then ``in_flight`` bot pages at once with the own pages and health.
 
-    The own pages and ``/health/db/`` are asked once the bot requests are in flight.
+    The own pages and ``/health/db/`` are asked once the bot requests are in flight. Without
+    ``first_alone`` the bot pages in flight are the first to meet the sick database.
     """
     timings = FaultTimings()
-    status, _, _, seconds = server.get(bot_page, cookie=cookie)
-    timings.first_bot = (status, seconds)
+    if first_alone:
+        status, _, _, seconds = server.get(bot_page, cookie=cookie)
+        timings.first_bot = (status, seconds)
     with concurrent.futures.ThreadPoolExecutor(max_workers=in_flight + len(OWN_PAGES) + 1) as pool:
         bots = [
             pool.submit(server.get, bot_page, cookie=cookie, timeout=60) for _ in range(in_flight)

@@ -441,11 +441,11 @@ def test_cleanup_killed_twice_and_rerun__totals_match_an_uninterrupted_run(trunc
 # --- A sick bot database never stalls the service (issue 15, section 4) -----------------------
 
 
-def _assert_own_pages_unaffected(timings, health_within: float = 2) -> None:
+def _assert_own_pages_unaffected(timings, health_within: float = 2, own_within: float = 2) -> None:
     """The project's own pages and its default database's health answer fast meanwhile."""
     for path, status, seconds in timings.own:
         assert status == 200, (path, status)
-        assert seconds < 2, (path, seconds)  # goal: under 1 s
+        assert seconds < own_within, (path, seconds)  # goal: under 1 s
     # OK, or a latency warning on a loaded machine: never unavailable.
     assert timings.health[1] == "OK" or timings.health[1].startswith("Warning"), timings.health
     assert timings.health[2] < health_within, timings.health
@@ -478,8 +478,17 @@ def test_bot_database_hung__503_within_three_seconds_and_own_pages_unaffected(dj
     with HungServer() as hung:
         env = _project_env(bot_url=tcp_url(hung.port))
         with web_server(env, threads=8) as server:
+            # Five bot pages wait on the hung server with three threads free: waiting, they
+            # held every 'default' connection, and the project's pages and health failed.
+            cold = measure_sick_bot(server, cookie, in_flight=5, first_alone=False)
+        with web_server(env, threads=8) as server:
             timings = measure_sick_bot(server, cookie)
-    print("measured:", *timings.lines("hung"), sep="\n")
+    print("measured:", *cold.lines("hung, 5 first"), *timings.lines("hung"), sep="\n")
+    assert {status for status, _ in cold.bot} == {503}
+    assert cold.worst_in_flight < 4.5  # goal: under 3 s
+    # Under the 2 s the bot pages wait (they held the connections as long); the bot's health
+    # check waits its own 2 s.
+    _assert_own_pages_unaffected(cold, health_within=2 + 2, own_within=1.5)
     assert timings.first_bot[0] == 503
     assert timings.first_bot[1] < 4.5  # goal: under 3 s (BOT_CONNECT_TIMEOUT 2 s)
     assert {status for status, _ in timings.bot} == {503}
