@@ -104,20 +104,20 @@ def main() -> int:
     digits = with_phone.phone_digits
     typed_session = f"8 {digits[1:4]} {digits[4:7]} {digits[7:9]} {digits[9:]}"
 
-    changelist = reverse("admin:observability_whatsappauth_changelist")
+    changelist = reverse("admin:observability_sessionstate_changelist")
 
     def session_page(session_id: str) -> str:
-        return reverse("admin:observability_whatsappauth_change", args=[quote(session_id)])
+        return reverse("admin:observability_sessionstate_change", args=[quote(session_id)])
 
     pages = {
         "sessions changelist": (changelist, {}),
         "sessions changelist ?status=FAIL": (changelist, {"status": "FAIL"}),
         "sessions search by phone": (changelist, {"q": typed_session}),
-        "store overview": (reverse("admin:observability_whatsappauth_overview"), {}),
+        "store overview": (reverse("admin:observability_sessionstate_overview"), {}),
         "session page (largest session)": (session_page(largest.session_id), {}),
         "session page (failing session)": (session_page(failing.session_id), {}),
         "key browser (page 1)": (
-            reverse("admin:observability_whatsappauth_keys", args=[quote(largest.session_id)]),
+            reverse("admin:observability_sessionstate_keys", args=[quote(largest.session_id)]),
             {},
         ),
         "clients search by phone": (
@@ -145,7 +145,7 @@ def main() -> int:
     runs += [
         (name, "reused", url, params)
         for name, (url, params) in pages.items()
-        if url in (changelist, reverse("admin:observability_whatsappauth_overview"))
+        if url in (changelist, reverse("admin:observability_sessionstate_overview"))
     ]
     for name, mode, url, params in runs:
         with override_settings(

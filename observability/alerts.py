@@ -7,7 +7,7 @@ import logging
 from django.core.cache import caches
 from django.utils import timezone
 
-from observability import config, health_checks
+from observability import config, snapshot
 from observability import sentry as sentry_reporting
 
 logger = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ COOLDOWN_KEY = "observability:store-alert:cooldown:{cause}"
 
 def check_store_and_alert() -> dict:
     """
-    Judge the store now and report each cause that has just turned FAIL to Sentry.
+    Read the store's verdict from the stored snapshot; report each cause newly FAIL to Sentry.
 
     A cause is reported when it fails now and did not fail at the previous run (the previous
     status and failing causes are kept in the shared cache), and only when no report of the
@@ -35,16 +35,28 @@ def check_store_and_alert() -> dict:
         ``{"status", "previous_status", "failing_causes", "reported", "suppressed"}``, which
         django-q2 stores as the task's result.
 
+    A snapshot older than ``snapshot_stale_failure`` is a cause of its own
+    (``stale_snapshot``).
+
     Raises:
-        BotDatabaseUnavailable, QueryTimedOut: the store could not be read (the task wrapper
-            reports those to Sentry itself).
+        SnapshotMissing: no snapshot has been taken yet (the task wrapper reports it).
 
     """
-    from observability.sessions import Status
+    from observability.sessions import Status, StoreFinding
 
-    store = health_checks.store_health_fresh()
+    store = snapshot.store_health()
     status = store.status
     failing = {f.cause: f for f in store.findings if f.status is Status.FAIL}
+    fresh = snapshot.freshness()
+    if fresh.status is Status.FAIL:
+        # What pages show is that old: the refresh itself needs an operator.
+        failing["stale_snapshot"] = StoreFinding(
+            "stale_snapshot",
+            Status.FAIL,
+            fresh.message.rstrip("."),
+            "check that the django-q2 worker runs and that the bot database is reachable.",
+        )
+        status = Status.FAIL
 
     cache = caches[config.store_alert_cache_alias()]
     previous_status = cache.get(STATUS_KEY)
@@ -205,7 +217,7 @@ def _payload(change, state, cause: str) -> dict:
 
     from django.urls import reverse
 
-    link = reverse("admin:observability_whatsappauth_change", args=[quote(change.session_id)])
+    link = reverse("admin:observability_sessionstate_change", args=[quote(change.session_id)])
     return {
         "event": "session.status",
         "id": change.pk,

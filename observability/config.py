@@ -172,16 +172,6 @@ def long_query_warning() -> timedelta:
     return _get("LONG_QUERY_WARNING", timedelta(seconds=60))
 
 
-def store_check_timeout() -> timedelta:
-    """Statement timeout of the WhatsApp store check's queries."""
-    return _get("STORE_CHECK_TIMEOUT", timedelta(seconds=5))
-
-
-def store_health_cache_ttl() -> timedelta:
-    """How long a health endpoint or /metrics reuses this process's last store verdict."""
-    return _get("STORE_HEALTH_CACHE_TTL", timedelta(seconds=10))
-
-
 def queue_heartbeat_max_age() -> timedelta:
     """A django-q2 cluster whose last heartbeat is older than this counts as dead."""
     return _get("QUEUE_HEARTBEAT_MAX_AGE", timedelta(seconds=30))
@@ -220,21 +210,6 @@ def store_alert_cooldown() -> timedelta:
 def store_alert_cache_alias() -> str:
     """The cache (shared between processes) that keeps the alert's last status and cooldowns."""
     return _get("STORE_ALERT_CACHE", "default")
-
-
-# --- Admin (observability.admin.sessions) ------------------------------------------------------
-
-
-def admin_health_cache_seconds() -> float:
-    """
-    How long the admin reuses one computation of every session's health (0 = never).
-
-    The sessions changelist and the overview read the whole keys table once per computation
-    (about 0.2 s at a million keys); within this many seconds each web process serves every
-    filter, search and page from the last one. Pages show when it was computed, with a link
-    to compute it again.
-    """
-    return float(_get("ADMIN_HEALTH_CACHE_SECONDS", 30))
 
 
 # --- The stored snapshot of session health (observability.snapshot) ---------------------------

@@ -6,11 +6,10 @@ import contextlib
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from django.db import connections, transaction
+from django.db import connections
 from django.utils import timezone
 from django.utils.connection import ConnectionDoesNotExist
 from health_check.base import HealthCheck
@@ -364,125 +363,104 @@ class JobQueue(HealthCheck):
         return failures, warnings
 
 
-# --- WhatsApp store ---------------------------------------------------------------------------
-
-_store_cache_lock = threading.Lock()
-_store_cache: dict[str, tuple[float, object]] = {}
+# --- The stored snapshot and the WhatsApp store -----------------------------------------------
 
 
-def store_health_fresh():
+@dataclasses.dataclass
+class Process(HealthCheck):
     """
-    Compute the store's health now, under the store check's statement timeout.
+    This process answers: the liveness probe (no database, nothing that a salon can fail).
 
-    Returns:
-        observability.sessions.StoreHealth
-
-    Raises:
-        BotDatabaseUnavailable, QueryTimedOut: the bot database failed or was too slow.
-
+    Restart the process only when this fails; every other check says whether it should get
+    traffic (readiness), not whether it is alive.
     """
-    from observability import sessions
 
-    alias = config.bot_database_alias()
-    timeout_ms = max(1, int(config.store_check_timeout().total_seconds() * 1000))
-    with (
-        _thread_connections_released(alias),
-        translate_database_errors(alias),
-        transaction.atomic(using=alias),
-    ):
-        with connections[alias].cursor() as cursor:
-            cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
-        return sessions.store_health()
+    timeout = timedelta(seconds=1)
+
+    def run(self) -> None:
+        return None
 
 
-def _refresh_store_cache() -> None:
-    """Recompute the cached verdict (in a background thread); drop it when that fails."""
-    try:
-        result = store_health_fresh()
-    except Exception:
-        logger.warning("refreshing the store health verdict failed", exc_info=True)
-        with _store_cache_lock:
-            _store_cache.pop("store", None)  # the next caller computes it and sees the error
-    else:
-        with _store_cache_lock:
-            _store_cache["store"] = (time.monotonic(), result)
-    finally:
-        with _store_cache_lock:
-            _store_cache.pop("refreshing", None)
-
-
-def store_health_cached():
+@dataclasses.dataclass
+class SnapshotFreshness(HealthCheck):
     """
-    The store's health, reused for ``store_health_cache_ttl`` within this process.
+    The stored session health snapshot is recent (the worker's every-minute refresh runs).
 
-    The verdict reads every key (a million in production: about 300 ms), longer than a monitor
-    poll should take, and a verdict a few seconds old is as good for a monitor. Past the TTL
-    the previous verdict is still answered while one background thread recomputes it (stale
-    while revalidate), for at most three TTLs; older than that, or when the refresh failed,
-    the caller computes it and sees any error. A TTL of zero turns the reuse off.
+    WARN past ``snapshot_stale_warning`` (3 min), FAIL past ``snapshot_stale_failure``
+    (10 min) or when none was ever taken. The message names the last failed refresh, if any.
     """
-    ttl = config.store_health_cache_ttl().total_seconds()
-    if ttl <= 0:
-        return store_health_fresh()
-    now = time.monotonic()
-    with _store_cache_lock:
-        cached = _store_cache.get("store")
-        if cached is not None:
-            age = now - cached[0]
-            if age < ttl:
-                return cached[1]
-            if age < 3 * ttl:
-                if "refreshing" not in _store_cache:
-                    _store_cache["refreshing"] = (now, None)
-                    threading.Thread(
-                        target=_refresh_store_cache, name="store-health-refresh", daemon=True
-                    ).start()
-                return cached[1]
-    result = store_health_fresh()
-    with _store_cache_lock:
-        _store_cache["store"] = (time.monotonic(), result)
-    return result
+
+    timeout = timedelta(seconds=3)
+
+    def run(self) -> None:
+        from observability import snapshot
+        from observability.sessions import Status
+
+        with _thread_connections_released("default"), translate_database_errors("default"):
+            try:
+                fresh = snapshot.freshness()
+            except ObservabilityError as error:
+                raise ServiceUnavailable(
+                    f"Cannot read the stored snapshot: {error.message}"
+                ) from error
+        if fresh.status is Status.FAIL:
+            raise ServiceUnavailable(fresh.message)
+        if fresh.status is Status.WARN or fresh.failed_since is not None:
+            raise ServiceWarning(fresh.message)
 
 
 @dataclasses.dataclass
 class WhatsAppStore(HealthCheck):
     """
-    The WhatsApp session store is healthy (``observability.sessions.store_health``).
+    The WhatsApp session store is healthy, as of the stored snapshot (no bot query).
 
     Judged by the store's findings (``StoreHealth.findings``, the verdict the admin's overview
-    and the store alert show too); it may be up to ``store_health_cache_ttl`` old.
+    and the store alert show too), plus the snapshot's own age: a stale snapshot warns, and
+    fails past ``snapshot_stale_failure``. Answers from the last snapshot while the bot
+    database is down.
     """
 
-    timeout = timedelta(seconds=6)
+    timeout = timedelta(seconds=3)
 
     def run(self) -> None:
+        from observability import snapshot
         from observability.sessions import Status
 
-        try:
-            store = store_health_cached()
-        except QueryTimedOut as error:
-            raise ServiceUnavailable(
-                "The store's health could not be computed within "
-                f"{_seconds(config.store_check_timeout())}."
-            ) from error
-        except ObservabilityError as error:
-            raise ServiceUnavailable(error.message) from error
-        _raise_worst(
-            [f.sentence for f in store.findings if f.status is Status.FAIL],
-            [f.sentence for f in store.findings if f.status is Status.WARN],
-        )
+        with _thread_connections_released("default"), translate_database_errors("default"):
+            try:
+                fresh = snapshot.freshness()
+                store = snapshot.store_health(fresh.snapshot) if fresh.snapshot else None
+            except ObservabilityError as error:
+                raise ServiceUnavailable(error.message) from error
+        if store is None:
+            raise ServiceUnavailable(fresh.message)
+        failures = [f.sentence for f in store.findings if f.status is Status.FAIL]
+        warnings = [f.sentence for f in store.findings if f.status is Status.WARN]
+        if fresh.status is Status.FAIL:
+            failures.append(fresh.message)
+        elif fresh.status is Status.WARN:
+            warnings.append(fresh.message)
+        elif failures or warnings:
+            # Every answer says how old the verdict is.
+            (failures or warnings).append(fresh.message)
+        _raise_worst(failures, warnings)
 
 
 #: Every check by group, as ``HealthCheckView`` accepts them (built per request so settings
 #: such as ``OBSERVABILITY_HEALTH_DATABASE_ALIASES`` apply without a restart).
-GROUPS = ("db", "pool", "connections", "whatsapp", "queue")
+GROUPS = ("live", "db", "pool", "connections", "snapshot", "queue", "whatsapp")
+
+#: The groups ``/health/`` runs: the service itself, not the salons' WhatsApp (``whatsapp``).
+SERVICE_GROUPS = ("live", "db", "pool", "connections", "snapshot", "queue")
 
 
 def checks_for(group: str) -> list[HealthCheck]:
     """
-    The checks of one group, or of every group for ``all``.
+    The checks of one group, or of the service's groups for ``all``.
 
-    Groups: ``db``, ``pool``, ``connections``, ``whatsapp``, ``queue``.
+    Groups: ``live`` (this process), ``db``, ``pool``, ``connections``, ``snapshot``,
+    ``queue``, and ``whatsapp`` (the store's verdict, which ``all`` leaves out: a salon
+    failing is not the service failing).
 
     Raises:
         KeyError: the group is unknown.
@@ -490,6 +468,8 @@ def checks_for(group: str) -> list[HealthCheck]:
     """
     aliases = config.health_database_aliases()
     builders = {
+        "live": lambda: [Process()],
+        "snapshot": lambda: [SnapshotFreshness()],
         "db": lambda: [Database(alias=alias) for alias in aliases],
         "pool": lambda: [ConnectionPool(alias=alias) for alias in aliases],
         "connections": lambda: [ConnectionBudget()],
@@ -497,5 +477,5 @@ def checks_for(group: str) -> list[HealthCheck]:
         "queue": lambda: [JobQueue()],
     }
     if group == "all":
-        return [check for name in GROUPS for check in builders[name]()]
+        return [check for name in SERVICE_GROUPS for check in builders[name]()]
     return builders[group]()

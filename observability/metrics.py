@@ -11,14 +11,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from observability import activity, config, health_checks
+from observability import activity, config
 from observability.exceptions import ObservabilityError
 
 logger = logging.getLogger(__name__)
 
 #: The label value that absorbs every label past ``metrics_max_application_labels``.
 OTHER = "other"
-
 
 #: Buckets of the failing-sessions gauge: a fixed set, so the series stay bounded.
 FAILING_BUCKETS = (
@@ -34,23 +33,11 @@ def _bucket_label(bound: timedelta | None) -> str:
     if bound is None:
         return "+Inf"
     seconds = int(bound.total_seconds())
-    if seconds >= 86400:
-        return f"{seconds // 86400}d"
-    return f"{seconds // 3600}h" if seconds >= 3600 else f"{seconds // 60}m"
-
-
-def _failing_by_duration(bounds: tuple[timedelta, ...]) -> list[tuple[timedelta | None, int]]:
-    """Failing sessions of the stored snapshot per bucket of how long they have failed."""
-    from django.utils import timezone
-
-    from observability.models import SessionState
-
-    now = timezone.now()
-    counts = [0] * (len(bounds) + 1)
-    for since in SessionState.objects.filter(status="FAIL").values_list("status_since", flat=True):
-        age = now - since
-        counts[next((i for i, bound in enumerate(bounds) if age < bound), len(bounds))] += 1
-    return [(bound, counts[i]) for i, bound in enumerate((*bounds, None))]
+    return (
+        f"{seconds // 86400}d"
+        if seconds >= 86400
+        else (f"{seconds // 3600}h" if seconds >= 3600 else f"{seconds // 60}m")
+    )
 
 
 def _capped(pairs: Iterable[tuple[str, float]], limit: int) -> list[tuple[str, float]]:
@@ -103,23 +90,27 @@ class ObservabilityCollector(Collector):
         # Issue 13's gauges (deploy/prometheus/alerts.yml pages on them): the stored snapshot's
         # age, and failing sessions by how long they have failed (bounded buckets).
         from observability import snapshot
+        from observability.snapshot import history
 
         fresh = snapshot.freshness()
         yield GaugeMetricFamily(
             "observability_snapshot_age_seconds",
-            "Seconds since the stored session health snapshot was taken.",
+            "Seconds since the stored session health snapshot was taken (every number below "
+            "is that old).",
             value=fresh.age.total_seconds() if fresh.age is not None else float("nan"),
         )
+        store = snapshot.store_health(fresh.snapshot) if fresh.snapshot else None
+        if store is None:
+            return
         failing = GaugeMetricFamily(
             "observability_whatsapp_failing_sessions",
             "Failing WhatsApp sessions by how long they have failed (upper bound of the bucket, "
             "+Inf for longer).",
             labels=["failing_for"],
         )
-        for bound, count in _failing_by_duration(FAILING_BUCKETS):
+        for bound, count in history.failing_by_duration(FAILING_BUCKETS):
             failing.add_metric([_bucket_label(bound)], count)
         yield failing
-        store = health_checks.store_health_cached()
         sessions = GaugeMetricFamily(
             "observability_whatsapp_sessions",
             "WhatsApp sessions by health status.",

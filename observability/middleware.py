@@ -57,7 +57,7 @@ def request_tags(request: HttpRequest, view_kwargs: dict) -> dict[str, str]:
     view_name = (match.view_name if match else "") or ""
     tags = {"operation": f"view:{view_name}"} if view_name else {}
     salon = view_kwargs.get("salon_id") or view_kwargs.get("session_id")
-    if salon is None and view_name.startswith("admin:observability_whatsappauth_"):
+    if salon is None and view_name.startswith("admin:observability_sessionstate_"):
         object_id = view_kwargs.get("object_id")
         salon = unquote(object_id) if object_id else None
     if salon is not None:

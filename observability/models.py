@@ -9,6 +9,7 @@ with a live database. Never add ``managed = True`` to these: production belongs 
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -373,6 +374,7 @@ class SessionState(models.Model):
         reasons: the verdict's sentences, most severe first.
         total_keys: keys stored under the session id.
         newest_key_write: the latest key write (NULL without keys).
+        last_write: the latest write to the creds or the keys (what the silence rule reads).
         facts: every other fact of ``SessionHealth`` as JSON (no phone digits, no secret).
         status_since: when the status last changed (or the session was first seen).
         first_seen: when a snapshot first saw the session.
@@ -396,14 +398,15 @@ class SessionState(models.Model):
     reasons = models.JSONField(default=list, blank=True)
     total_keys = models.IntegerField(default=0)
     newest_key_write = models.DateTimeField(null=True, blank=True)
+    last_write = models.DateTimeField(null=True, blank=True, db_index=True)
     facts = models.JSONField(default=dict, blank=True)
     status_since = models.DateTimeField()
     first_seen = models.DateTimeField()
     facts_changed_at = models.DateTimeField()
 
     class Meta:
-        verbose_name = "WhatsApp session health"
-        verbose_name_plural = "WhatsApp session health"
+        verbose_name = "WhatsApp session"
+        verbose_name_plural = "WhatsApp sessions"
         # Worst first, as observability.sessions ranks them.
         ordering = [
             "-severity",
@@ -435,11 +438,15 @@ class SessionChange(models.Model):
         at: when the snapshot that saw the change was taken.
         kind: what changed (:class:`Kind`).
         old_status, new_status: the status before and after (equal for a fact change).
-        reasons: the verdict's sentences after the change (status changes only).
+        reasons: the verdict's sentences after the change (status changes only; NULL else).
         detail: a short description of a fact change (counts, masked numbers; no secret).
         data: the fact's values before and after (``old``, ``new``: numbers such as
             ``nextPreKeyId`` or the ``session`` row count) and the status the session had
             (``was``), for the history detectors (``observability.rules.HISTORY_RULES``).
+
+    ``creds_rewritten`` rows are one per session and UTC day, counting the rewrites seen
+    (Baileys rewrites creds on every connect: a loop shows as a high count, not as thousands
+    of rows). Time-ordered inserts make a BRIN index enough for ``at``.
 
     """
 
@@ -459,7 +466,7 @@ class SessionChange(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     old_status = models.CharField(max_length=4, blank=True, default="")
     new_status = models.CharField(max_length=4, blank=True, default="")
-    reasons = models.JSONField(default=list, blank=True)
+    reasons = models.JSONField(null=True, blank=True)
     detail = models.TextField(blank=True, default="")
     data = models.JSONField(default=dict, blank=True)
 
@@ -469,7 +476,7 @@ class SessionChange(models.Model):
         ordering = ["-at", "-id"]
         indexes = [
             models.Index(fields=["session_id", "at"], name="obs_sessionchange_session_at"),
-            models.Index(fields=["at"], name="obs_sessionchange_at"),
+            BrinIndex(fields=["at"], name="obs_sessionchange_at_brin"),
         ]
 
     def __str__(self) -> str:

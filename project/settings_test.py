@@ -8,5 +8,3 @@ from project.settings import Q_CLUSTER
 # django-q2 reads Q_CLUSTER once at import, so override_settings cannot switch this on later.
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Tests create rows and look at the admin at once: no reuse of an earlier health computation.
-OBSERVABILITY_ADMIN_HEALTH_CACHE_SECONDS = 0

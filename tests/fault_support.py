@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "faults-health-token-0123456789"  # noqa: S105 (a test value)
 
 #: A page over the bot's tables, and pages over the project's own database only.
-BOT_PAGE = "/admin/observability/whatsappauth/962302/change/"
-KEYS_PAGE = "/admin/observability/whatsappauth/962302/keys/"
+# The key browser reads the bot's keys on every request (the session page's verdict comes from
+# the stored snapshot and answers while the bot is down).
+BOT_PAGE = "/admin/observability/sessionstate/962302/keys/?type=session"
+KEYS_PAGE = "/admin/observability/sessionstate/962302/keys/"
 OWN_PAGES = ("/admin/observability/cleanuprun/", "/admin/auth/user/")
 
 

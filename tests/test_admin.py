@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from observability.models import Client, Company, WhatsAppAuth, WhatsAppKey
+from observability import snapshot
+from observability.models import Client, Company, SessionState, WhatsAppAuth, WhatsAppKey
 from tests import factories
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])
@@ -23,11 +24,11 @@ CLIENT_PHONE = "79001112233"
 
 
 def session_page(session_id: str) -> str:
-    return reverse("admin:observability_whatsappauth_change", args=[quote(session_id)])
+    return reverse("admin:observability_sessionstate_change", args=[quote(session_id)])
 
 
 def keys_page(session_id: str) -> str:
-    return reverse("admin:observability_whatsappauth_keys", args=[quote(session_id)])
+    return reverse("admin:observability_sessionstate_keys", args=[quote(session_id)])
 
 
 @pytest.fixture
@@ -55,6 +56,7 @@ def seeded():
         last_visit_date=timezone.now().date(),
     )
     factories.make_client(SALON, 2, name="Борис Петров", phone="79005556677")
+    snapshot.refresh(full=True)
     return {"company": company, "client": client}
 
 
@@ -99,7 +101,7 @@ def secrets_in_store() -> list[str]:
 
 def admin_pages(seeded) -> list[str]:
     company, client = seeded["company"], seeded["client"]
-    changelist = reverse("admin:observability_whatsappauth_changelist")
+    changelist = reverse("admin:observability_sessionstate_changelist")
     return [
         reverse("admin:index"),
         reverse("admin:app_list", args=["observability"]),
@@ -112,7 +114,7 @@ def admin_pages(seeded) -> list[str]:
         keys_page(str(SALON)),
         keys_page(str(SALON)) + "?type=session",
         keys_page(str(SALON)) + "?expired=yes",
-        reverse("admin:observability_whatsappauth_overview"),
+        reverse("admin:observability_sessionstate_overview"),
         reverse("admin:observability_company_changelist"),
         reverse("admin:observability_company_changelist") + f"?q={SALON}",
         reverse("admin:observability_company_change", args=[company.pk]),
@@ -151,11 +153,11 @@ def test_admin_pages__staff_without_permission_refused(client, django_user_model
         assert client.get(url).status_code == 403
 
 
-@pytest.mark.parametrize("model", ["whatsappauth", "company", "client"])
+@pytest.mark.parametrize("model", ["sessionstate", "company", "client"])
 def test_bot_models__add_change_delete_refused_for_superuser(admin_client, seeded, model):
     """Add, change (POST) and delete answer 403 even for a superuser."""
     pk = {
-        "whatsappauth": quote(str(SALON)),
+        "sessionstate": quote(str(SALON)),
         "company": seeded["company"].pk,
         "client": seeded["client"].pk,
     }[model]
@@ -167,6 +169,7 @@ def test_bot_models__add_change_delete_refused_for_superuser(admin_client, seede
     assert admin_client.get(delete).status_code == 403
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
     assert WhatsAppAuth.objects.count() == 2 and Company.objects.count() == 1
+    assert SessionState.objects.count() == 3
 
 
 def test_keys_model__not_registered(admin_client):
@@ -176,7 +179,7 @@ def test_keys_model__not_registered(admin_client):
 
 def test_changelist__worst_first_with_columns(admin_client, seeded):
     """The failing twin comes first; the row shows badge, salon, masked phone and reasons."""
-    response = admin_client.get(reverse("admin:observability_whatsappauth_changelist"))
+    response = admin_client.get(reverse("admin:observability_sessionstate_changelist"))
     html = response.content.decode()
     assert html.index(f"company_{SALON}</strong>") < html.index(f">{SALON}</strong>")
     assert "7916***4567" in html
@@ -188,27 +191,39 @@ def test_changelist__worst_first_with_columns(admin_client, seeded):
 
 def test_changelist__filters_and_search(admin_client, seeded):
     """Status, spelling and duplicate filters and search by phone/title/id select sessions."""
-    url = reverse("admin:observability_whatsappauth_changelist")
+    url = reverse("admin:observability_sessionstate_changelist")
 
     def ids(query: str) -> set[str]:
         response = admin_client.get(url + query)
-        return {obj.company_id for obj in response.context["cl"].result_list}
+        return {obj.session_id for obj in response.context["cl"].result_list}
 
     assert ids("?status=FAIL") == {str(SALON), f"company_{SALON}"}
     assert ids("?status=OK") == set()
-    assert ids("?spelling=prefixed") == {f"company_{SALON}"}
+    assert ids("?spelling=prefixed") == {f"company_{SALON}", "company_777"}
     assert ids("?duplicate=yes") == {str(SALON), f"company_{SALON}"}
     assert ids("?platform=smba") == {str(SALON)}
     assert ids("?q=8+916+123+45+67") == {str(SALON), f"company_{SALON}"}
     assert ids("?q=лотос") == {str(SALON), f"company_{SALON}"}
     assert ids(f"?q=company_{SALON}") == {f"company_{SALON}"}
     assert ids("?q=nothing-like-this") == set()
+    assert ids(f"?q={SALON}") == {str(SALON), f"company_{SALON}"}
+    assert ids("?auth=no") == {"company_777"}  # keys-only sessions are rows
+    assert ids("?recent=new") == {str(SALON), f"company_{SALON}", "company_777"}
+    assert ids("?o=4") == ids("")  # ordering by a column runs in SQL
+
+
+def test_changelist__no_phone_probing_through_url_lookups(admin_client, seeded):
+    """A lookup on the phone digits in the URL is refused, so no prefix can be probed."""
+    url = reverse("admin:observability_sessionstate_changelist")
+    response = admin_client.get(url + "?phone_digits__startswith=7916")
+    assert response.status_code in (302, 400)
+    assert PHONE not in admin_client.get(url).content.decode()
 
 
 def test_changelist__export_action_masks_phones(admin_client, seeded):
     """The CSV action exports the selected sessions' health with phones masked."""
     response = admin_client.post(
-        reverse("admin:observability_whatsappauth_changelist"),
+        reverse("admin:observability_sessionstate_changelist"),
         {"action": "export_health_csv", "_selected_action": [str(SALON)]},
     )
     body = response.content.decode()
@@ -251,14 +266,14 @@ def test_key_browser__filters_and_sizes(admin_client, seeded):
 
 def test_overview__counts_duplicates_orphans(admin_client, seeded):
     """The overview shows counts per status, the duplicate salon and the orphan keys."""
-    response = admin_client.get(reverse("admin:observability_whatsappauth_overview"))
+    response = admin_client.get(reverse("admin:observability_sessionstate_overview"))
     store = response.context["store"]
     assert store.total_sessions == 3
     assert store.duplicate_salon_ids == (SALON,)
     html = response.content.decode()
     assert session_page("company_777") in html
     index = admin_client.get(reverse("admin:index")).content.decode()
-    assert reverse("admin:observability_whatsappauth_overview") in index
+    assert reverse("admin:observability_sessionstate_overview") in index
 
 
 def test_salon_admin__never_loads_secrets(admin_client, seeded):
@@ -318,6 +333,7 @@ def _seed_sessions(count: int, start: int) -> None:
         sid = str(start + index)
         factories.make_auth(sid, seed=index)
         factories.make_keys(sid, "session", 3, seed=index)
+    snapshot.refresh(full=True)
 
 
 def _count_queries(admin_client, url: str) -> tuple[int, int]:
@@ -332,9 +348,9 @@ def _count_queries(admin_client, url: str) -> tuple[int, int]:
 def test_query_counts__same_for_10_and_200_sessions(admin_client):
     """The changelist, overview and a session page run as many queries at 10 as at 200."""
     urls = [
-        reverse("admin:observability_whatsappauth_changelist"),
-        reverse("admin:observability_whatsappauth_changelist") + "?status=WARN",
-        reverse("admin:observability_whatsappauth_overview"),
+        reverse("admin:observability_sessionstate_changelist"),
+        reverse("admin:observability_sessionstate_changelist") + "?status=WARN",
+        reverse("admin:observability_sessionstate_overview"),
         session_page("100000"),
         keys_page("100000"),
     ]
@@ -345,71 +361,59 @@ def test_query_counts__same_for_10_and_200_sessions(admin_client):
     large = [_count_queries(admin_client, url) for url in urls]
     assert small == large
     assert all(bot <= 8 for _, bot in large)
+    assert [bot for _, bot in large[:3]] == [0, 0, 0]  # the list and overview read no bot row
 
 
 @pytest.mark.slow
-def test_custom_pages__bot_database_down_answer_503(admin_client, bot_database_down):
-    """Session page, key browser, overview and salon page say the bot database is down."""
-    urls = [
+def test_pages__bot_database_down_answer_from_the_snapshot_with_its_age(
+    admin_client, seeded, bot_database_down
+):
+    """With the bot down the list, overview and session page answer from the snapshot."""
+    for url in (
+        reverse("admin:observability_sessionstate_changelist"),
+        reverse("admin:observability_sessionstate_overview"),
         session_page(str(SALON)),
+    ):
+        response = admin_client.get(url)
+        html = response.content.decode()
+        assert response.status_code == 200, url
+        assert 'id="health-freshness"' in html and "s ago" in html, url
+    page = admin_client.get(session_page(str(SALON))).content.decode()
+    assert 'id="detail-unavailable"' in page and "unavailable" in page
+    for url in (
         keys_page(str(SALON)),
-        reverse("admin:observability_whatsappauth_overview"),
-        reverse("admin:observability_company_change", args=[1]),
-        reverse("admin:observability_client_change", args=[1]),
-    ]
-    for url in urls:
+        reverse("admin:observability_company_change", args=[seeded["company"].pk]),
+        reverse("admin:observability_client_change", args=[seeded["client"].pk]),
+    ):
         response = admin_client.get(url)
         assert response.status_code == 503, url
         assert "Bot database unavailable" in response.content.decode(), url
 
 
-@pytest.fixture
-def reused_health(settings):
-    """Let the admin reuse its health computation for a minute (as in production)."""
-    from observability.admin.sessions import forget_cached_health
-
-    settings.OBSERVABILITY_ADMIN_HEALTH_CACHE_SECONDS = 60
-    forget_cached_health()
-    yield
-    forget_cached_health()
-
-
-def test_changelist__reuses_health_until_refreshed(admin_client, reused_health):
-    """Within the reuse window no aggregate runs again; "Compute again" shows new sessions."""
-    url = reverse("admin:observability_whatsappauth_changelist")
-    _seed_sessions(2, 8000)
-    _, first = _count_queries(admin_client, url)
-    _seed_sessions(1, 9000)
-    _, second = _count_queries(admin_client, url)
-    assert second == first - 4  # the four aggregate queries were not repeated
-    response = admin_client.get(url)
-    rows = {obj.company_id: obj.health for obj in response.context["cl"].result_list}
-    assert rows["9000"] is None and rows["8000"] is not None  # new since the computation
-    assert "not computed yet" in response.content.decode()
-    assert 'id="health-freshness"' in response.content.decode()
-    refreshed = admin_client.get(url + "?status=OK&refresh=1")
-    assert refreshed.status_code == 302 and refreshed["Location"] == url + "?status=OK"
-    listed = admin_client.get(url).context["cl"].result_list
-    assert all(obj.health is not None for obj in listed) and len(listed) == 3
-    overview = admin_client.get(reverse("admin:observability_whatsappauth_overview"))
-    assert overview.context["store"].total_sessions == 3
-
-
-def test_sessions_changelist__names_keys_only_sessions_with_links(admin_client, seeded):
-    """Keys-only sessions are not rows of the list, so the list names and links them."""
-    response = admin_client.get(reverse("admin:observability_whatsappauth_changelist"))
-    html = " ".join(response.content.decode().split())
-    assert response.status_code == 200
-    assert "1 session with keys but no auth row is not listed below" in html
-    assert f'<a href="{session_page("company_777")}">company_777</a> (WARN)' in html
+def test_changelist__row_is_short_with_key_breakdown_on_hover(admin_client, seeded):
+    """Each row keeps the per-type breakdown in a tooltip and the first reason as headline."""
+    response = admin_client.get(reverse("admin:observability_sessionstate_changelist"))
+    html = response.content.decode()
+    breakdown = "app-state-sync-key 3, pre-key 5, sender-key 4, session 20"
+    assert f'<span title="{breakdown}">32</span>' in html
+    assert "more</small>" in html
+    assert 'id="health-freshness"' in html
 
 
 def test_admin__view_site_leads_to_the_overview_and_favicon_is_served(admin_client, client):
     """'View site' links to the store overview (not a 404); /favicon.ico answers an icon."""
-    overview = reverse("admin:observability_whatsappauth_overview")
+    overview = reverse("admin:observability_sessionstate_overview")
     html = admin_client.get(reverse("admin:index")).content.decode()
     assert f'href="{overview}">View site' in html
     assert admin_client.get(overview).status_code == 200
     icon = client.get("/favicon.ico")
     assert icon.status_code == 200 and icon["Content-Type"] == "image/svg+xml"
     assert b"<svg" in icon.content and "max-age=86400" in icon["Cache-Control"]
+
+
+def test_session_page__timeline_and_status_since(admin_client, seeded):
+    """The session page shows the 7- and 30-day bands and the changes with their times."""
+    html = admin_client.get(session_page(f"company_{SALON}")).content.decode()
+    assert 'id="timeline-7"' in html and 'id="timeline-30"' in html
+    assert "first seen" in html and 'id="status-since"' in html
+    assert 'class="obs-band-fail"' in html

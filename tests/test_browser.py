@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from observability.models import Client, Company, WhatsAppAuth, WhatsAppKey
+from observability import snapshot
+from observability.models import Client, Company, SessionState, WhatsAppAuth, WhatsAppKey
 from tests import factories
 
 CHROMIUM = "/usr/bin/chromium"
@@ -66,6 +67,7 @@ def _cleanup() -> None:
     WhatsAppAuth.objects.filter(company_id__in=ids).delete()
     Client.objects.filter(company_id__in=SALONS).delete()
     Company.objects.filter(company_id__in=SALONS).delete()
+    SessionState.objects.all().delete()
 
 
 #: Reports every CSP violation to the console, in case the browser did not log one itself.
@@ -95,7 +97,7 @@ def _visit_the_other_pages(page, base: str) -> None:
     """The index, the cleanup confirmation, health, error pages, Sentry test, run records."""
     page.goto(f"{base}/admin/")
     page.wait_for_selector("#observability-overview-link")
-    page.goto(f"{base}/admin/observability/whatsappauth/")
+    page.goto(f"{base}/admin/observability/sessionstate/")
     page.locator("#result_list tbody input.action-select").first.check()
     page.select_option("select[name=action]", "queue_expired_keys_cleanup")
     page.click("button[name=index]")
@@ -133,11 +135,12 @@ def test_browser__login_filter_fail_open_session_and_keys(
     # Database work happens outside Playwright's event loop (Django refuses it inside).
     django_user_model.objects.create_superuser("ops", "ops@example.invalid", "ops-password")
     _seed()
+    snapshot.refresh(full=True)
     shots.mkdir(parents=True, exist_ok=True)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
             violations = _watch_for_csp_violations(page)
             page.goto(f"{live_server.url}/admin/")
             assert (
@@ -153,7 +156,14 @@ def test_browser__login_filter_fail_open_session_and_keys(
             page.click("text=WhatsApp sessions")
             page.wait_for_selector("#result_list")
             page.click("#toggle-nav-sidebar")  # more room for the tables (kept in localStorage)
-            assert page.locator("#result_list tbody tr").count() == 3
+            assert page.locator("#result_list tbody tr").count() == 4  # keys-only included
+            # Readable at 1366 px: no row wraps into more than a few lines.
+            heights = page.eval_on_selector_all(
+                "#result_list tbody tr", "rows => rows.map(r => r.getBoundingClientRect().height)"
+            )
+            assert max(heights) < 80, heights
+            widths = page.evaluate("document.documentElement.scrollWidth")
+            assert widths <= 1366, widths
             page.screenshot(path=shots / "1-sessions-list.png", full_page=True)
 
             page.click("#changelist-filter a[href*='status=FAIL']")
@@ -165,6 +175,7 @@ def test_browser__login_filter_fail_open_session_and_keys(
 
             page.click(f"#result_list a[href*='company_5F{SALONS[1]}']")
             page.wait_for_selector("#reasons")
+            assert page.locator("#timeline-7 svg.obs-band rect").count() >= 1
             reasons = page.locator("#reasons").inner_text()
             assert "No pre-key is stored" in reasons and "No key written for 3 days" in reasons
             assert page.locator("svg.obs-chart").count() == 2
@@ -180,8 +191,9 @@ def test_browser__login_filter_fail_open_session_and_keys(
             assert page.locator("table#keys tbody tr").count() == 25
             page.screenshot(path=shots / "4-key-browser.png", full_page=True)
 
-            page.goto(f"{live_server.url}/admin/observability/whatsappauth/overview/")
+            page.goto(f"{live_server.url}/admin/observability/sessionstate/overview/")
             page.wait_for_selector("#worst")
+            assert page.locator("#incidents").count() == 1
             page.screenshot(path=shots / "5-overview.png", full_page=True)
 
             page.goto(f"{live_server.url}/admin/observability/company/?q={SALONS[0]}")

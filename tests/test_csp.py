@@ -8,6 +8,7 @@ import pytest
 from django.test import RequestFactory
 from django.urls import reverse
 
+from observability import snapshot
 from observability.error_pages import server_error
 from tests import factories
 
@@ -33,6 +34,7 @@ def seeded():
     factories.make_keys(str(SALON), "session", 3)
     factories.make_keys(str(SALON), "pre-key", 3)
     factories.make_client(SALON, 1, last_visit_date="2025-11-01")
+    snapshot.refresh(full=True)  # the sessions pages read the stored snapshot
 
 
 def _policy(response) -> dict[str, str]:
@@ -55,13 +57,13 @@ def test_csp__header_on_every_kind_of_answer(client, url):
 
 
 def _admin_pages() -> list[str]:
-    session = reverse("admin:observability_whatsappauth_change", args=[str(SALON)])
+    session = reverse("admin:observability_sessionstate_change", args=[str(SALON)])
     return [
         reverse("admin:index"),
-        reverse("admin:observability_whatsappauth_changelist"),
+        reverse("admin:observability_sessionstate_changelist"),
         session,
-        reverse("admin:observability_whatsappauth_keys", args=[str(SALON)]) + "?expired=no",
-        reverse("admin:observability_whatsappauth_overview"),
+        reverse("admin:observability_sessionstate_keys", args=[str(SALON)]) + "?expired=no",
+        reverse("admin:observability_sessionstate_overview"),
         reverse("admin:observability_company_changelist"),
         reverse("admin:observability_client_changelist") + "?last_visit_date__year=2025",
         reverse("admin:observability_cleanuprun_changelist"),

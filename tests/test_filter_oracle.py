@@ -19,6 +19,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils.html import escape
 
+from observability import snapshot
 from observability.admin.base import StrictQueryParamsMixin
 from observability.models import WhatsAppAuth, WhatsAppKey
 from tests import factories
@@ -53,6 +54,7 @@ def seeded():
         SALON, 1, phone=CLIENT_PHONE, raw_phone=CLIENT_RAW_PHONE, last_visit_date="2025-11-01"
     )
     key = WhatsAppKey.objects.filter(company_id=str(SALON), key_type="pre-key").first()
+    snapshot.refresh(full=True)  # the sessions pages read the stored snapshot
     return {"company": company, "auth": auth, "client": client, "key": key}
 
 
@@ -87,7 +89,7 @@ def _normalized(response, name: str = "", guess: str = "") -> tuple[int, str, by
         body = body.replace(f'value="{escape(guess)}"'.encode(), b'value="GUESS"')
     body = re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", body)
     # The sessions changelist says when its health was computed (a time, an age).
-    body = re.sub(rb'<p class="help" id="health-freshness">.*?</p>', b"", body, flags=re.S)
+    body = re.sub(rb'<p class="[^"]*" id="health-freshness">.*?</p>', b"", body, flags=re.S)
     return response.status_code, location, body
 
 
@@ -101,21 +103,19 @@ def guesses(seeded) -> list[tuple[str, str, str, str]]:
     secret = creds["advSecretKey"]
     company = seeded["company"]
     key_data = seeded["key"].value["private"]["data"]
-    sessions, salons, clients = (_changelist(m) for m in ("whatsappauth", "company", "client"))
-    keys = reverse("admin:observability_whatsappauth_keys", args=[str(SALON)])
+    sessions, salons, clients = (_changelist(m) for m in ("sessionstate", "company", "client"))
+    keys = reverse("admin:observability_sessionstate_keys", args=[str(SALON)])
     wrong = "Z" if secret[0] != "Z" else "Y"
     rows = [
-        # creds of a session: regex, startswith, comparison, contains
-        (sessions, "creds__advSecretKey__regex", f"^{re.escape(secret[:3])}", f"^{wrong}"),
-        (sessions, "creds__advSecretKey__startswith", secret[:3], wrong),
-        (sessions, "creds__advSecretKey__gt", "", "~"),
-        (sessions, "creds__advSecretKey__lt", "~", ""),
-        (sessions, "creds__advSecretKey__icontains", secret[2:6], "#none#"),
-        (sessions, "creds__me__id__startswith", OWNER_PHONE[:6], "799999"),
-        (sessions, "creds__me__id__regex", f"^{OWNER_PHONE}", "^7999"),
-        (sessions, "creds__pairingCode__iexact", creds["pairingCode"], "NOPE0000"),
-        (sessions, "creds__noiseKey__private__data__startswith", "", "#none#"),
-        (sessions, "creds__icontains", secret[:4], "#none#"),
+        # the stored session state: its phone digits (never rendered) and its facts
+        (sessions, "phone_digits__regex", f"^{OWNER_PHONE[:6]}", f"^{wrong}"),
+        (sessions, "phone_digits__startswith", OWNER_PHONE[:6], "799999"),
+        (sessions, "phone_digits__gt", "7", "8"),
+        (sessions, "phone_digits__lt", "8", "7"),
+        (sessions, "phone_digits__contains", OWNER_PHONE[4:8], "#none#"),
+        (sessions, "phone_digits", OWNER_PHONE, "79999999999"),
+        (sessions, "facts__has_auth", "true", "false"),
+        (sessions, "facts__icontains", "pre-key", "#none#"),
         # key values (the key browser is the only page over whatsapp_keys)
         (keys, "value__private__data__startswith", key_data[:4], "#none#"),
         (keys, "value__regex", re.escape(key_data[:4]), "#none#"),
@@ -268,7 +268,7 @@ def test_offered_parameters__still_filter(viewer, seeded):
     ):
         assert viewer.get(_changelist("company"), params).status_code == 200, params
     for params in ({"status": "OK"}, {"spelling": "bare"}, {"duplicate": "no"}, {"platform": "x"}):
-        assert viewer.get(_changelist("whatsappauth"), params).status_code == 200, params
+        assert viewer.get(_changelist("sessionstate"), params).status_code == 200, params
     runs = _changelist("cleanuprun")
     for params in (
         {"started_at__year": "2025"},
@@ -282,10 +282,10 @@ def test_offered_parameters__still_filter(viewer, seeded):
     ("page", "params"),
     [
         # An invalid regular expression (PostgreSQL refused it: a 500).
-        ("whatsappauth", {"creds__advSecretKey__regex": "("}),
+        ("sessionstate", {"phone_digits__regex": "("}),
         ("client", {"phone__regex": "[a-"}),
         # A NUL inside a JSON lookup.
-        ("whatsappauth", {"creds__me__id": "\x00"}),
+        ("sessionstate", {"facts__phone_masked": "\x00"}),
         ("company", {"whatsapp_config__token": "a\x00b"}),
         # Overflowing years on the clients' and cleanup runs' date drill-down.
         ("client", {"last_visit_date__year": "99999999"}),
@@ -333,9 +333,9 @@ def test_date_drill_down__refusal_names_the_problem(viewer, seeded):
 def test_custom_pages__refuse_parameters_they_do_not_offer(viewer, seeded, page, params):
     """The key browser, the overview and the session page accept only their own parameters."""
     url = {
-        "keys": reverse("admin:observability_whatsappauth_keys", args=[str(SALON)]),
-        "overview": reverse("admin:observability_whatsappauth_overview"),
-        "session": reverse("admin:observability_whatsappauth_change", args=[str(SALON)]),
+        "keys": reverse("admin:observability_sessionstate_keys", args=[str(SALON)]),
+        "overview": reverse("admin:observability_sessionstate_overview"),
+        "session": reverse("admin:observability_sessionstate_change", args=[str(SALON)]),
     }[page]
     assert viewer.get(url).status_code == 200
     response = viewer.get(url, params)
@@ -343,11 +343,11 @@ def test_custom_pages__refuse_parameters_they_do_not_offer(viewer, seeded, page,
 
 
 def test_custom_pages__offered_parameters_work(viewer, seeded):
-    """The key browser's type, expired and page, and the overview's refresh, still work."""
-    keys = reverse("admin:observability_whatsappauth_keys", args=[str(SALON)])
+    """The key browser's type, expired and page still work; the overview takes none."""
+    keys = reverse("admin:observability_sessionstate_keys", args=[str(SALON)])
     response = viewer.get(keys, {"type": "pre-key", "expired": "no", "p": "1"})
     assert response.status_code == 200
     assert b"Keys 1\xe2\x80\x932 of 2" in response.content
-    overview = reverse("admin:observability_whatsappauth_overview")
-    assert viewer.get(overview, {"refresh": "1"}).status_code == 302
+    overview = reverse("admin:observability_sessionstate_overview")
+    assert viewer.get(overview).status_code == 200
     assert WhatsAppAuth.objects.filter(company_id=str(SALON)).exists()

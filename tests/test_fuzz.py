@@ -302,7 +302,7 @@ def test_check_bot_schema__unknown_schema_reports_drift_not_a_crash(seeded, caps
 # --- URLs -------------------------------------------------------------------------------------
 
 CHANGELISTS = (
-    "/admin/observability/whatsappauth/",
+    "/admin/observability/sessionstate/",
     "/admin/observability/company/",
     "/admin/observability/client/",
     "/admin/observability/cleanuprun/",
@@ -375,7 +375,7 @@ def test_session_pages__junk_session_ids_and_params_never_500(
 ):
     """Session page, key browser: junk ids, key types, pages give 400/404, never a 500."""
     suffix = {"change": "change/", "keys": "keys/", "history": "history/", "delete": "delete/"}
-    url = f"/admin/observability/whatsappauth/{quote(session)}/{suffix[page]}"
+    url = f"/admin/observability/sessionstate/{quote(session)}/{suffix[page]}"
     before = _row_counts()
     response = staff_client.get(url, params)
     _assert_answered_cleanly(response, url)
@@ -423,7 +423,7 @@ def test_health__junk_format_and_accept_never_500_from_the_view(client, group, p
 def test_admin_pages__every_nasty_value_in_every_parameter(seeded, staff_client):
     """Each nasty value in every parameter of every changelist and of the key browser at once."""
     before = _row_counts()
-    keys_url = "/admin/observability/whatsappauth/962302/keys/"
+    keys_url = "/admin/observability/sessionstate/962302/keys/"
     for value in NASTY_IDS:
         for url in CHANGELISTS:
             params = dict.fromkeys(CHANGELIST_PARAMS, value)

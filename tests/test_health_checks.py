@@ -7,25 +7,26 @@ import time
 import uuid
 from datetime import timedelta
 
-import psycopg
 import psycopg_pool
 import pytest
 from django.db import connections
 from django.utils import timezone
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
-from observability import health_checks
+from observability import health_checks, snapshot
 from observability.health_checks import (
     ConnectionBudget,
     ConnectionPool,
     Database,
     JobQueue,
+    Process,
+    SnapshotFreshness,
     WhatsAppStore,
 )
+from observability.models import Snapshot
 from tests import factories
 from tests.health_support import (
     closed_port,
-    connection_params,
     extra_alias,
     idle_transaction,
     real_connections,
@@ -37,10 +38,10 @@ pytestmark = pytest.mark.django_db(databases=["default", "bot"])
 CLEANUP_FUNC = "observability.tasks.cleanup_expired_keys_task"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_store(settings):
-    """Every store check reads the database, not this process's short-lived cache."""
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
+def _judged() -> None:
+    """Take a snapshot of the rows as they are, then run the store check over it."""
+    snapshot.refresh(full=True)
+    WhatsAppStore().run()
 
 
 def _options_without_pool() -> dict:
@@ -251,7 +252,7 @@ def test_whatsapp_store__ok_with_healthy_sessions():
     """Fresh QR-paired sessions with pre-keys are OK."""
     _session("962302")
     _session("company_962303")
-    WhatsAppStore().run()
+    _judged()
 
 
 def test_whatsapp_store__warns_when_a_session_goes_quiet():
@@ -259,7 +260,7 @@ def test_whatsapp_store__warns_when_a_session_goes_quiet():
     _session("962302")
     _session("962304", written_hours_ago=30)
     with pytest.raises(ServiceWarning, match=r"1 of 2 session\(s\) warning"):
-        WhatsAppStore().run()
+        _judged()
 
 
 def test_whatsapp_store__fails_and_counts_failing_sessions():
@@ -268,7 +269,7 @@ def test_whatsapp_store__fails_and_counts_failing_sessions():
     _session("962305", written_hours_ago=72)
     _session("company_962306", written_hours_ago=72)
     with pytest.raises(ServiceUnavailable, match=r"2 of 3 session\(s\) failing") as raised:
-        WhatsAppStore().run()
+        _judged()
     assert "962305" in str(raised.value)
     # The sessions' phones never show.
     assert factories.default_phone("962305") not in str(raised.value)
@@ -281,7 +282,7 @@ def test_whatsapp_store__keys_past_expires_at_never_warn():
     factories.make_keys(
         "962302", "pre-key", 600, expires_at=timezone.now() - timedelta(days=1), first_id=100
     )
-    WhatsAppStore().run()
+    _judged()
 
 
 def test_whatsapp_store__fails_on_one_number_under_both_spellings():
@@ -291,50 +292,71 @@ def test_whatsapp_store__fails_on_one_number_under_both_spellings():
     with pytest.raises(
         ServiceUnavailable, match=r"1 login\(s\) or number\(s\) .*962302 \+ company_962302"
     ):
+        _judged()
+
+
+def test_whatsapp_store__answers_from_the_snapshot_without_the_bot(bot_database_down):
+    """With the bot database down the verdict still comes from the last snapshot."""
+    Snapshot.objects.create(
+        taken_at=timezone.now() - timedelta(seconds=30),
+        kind="full",
+        outcome="succeeded",
+        store={"findings": [], "status": "OK", "sessions_by_status": {"OK": 0}},
+    )
+    WhatsAppStore().run()
+
+
+def test_whatsapp_store__a_stale_snapshot_warns_then_fails(settings):
+    """Past 3 minutes the store check warns about the snapshot's age, past 10 it fails."""
+    _session("962302")
+    now = timezone.now()
+    snapshot.refresh(full=True, now=now - timedelta(minutes=4))
+    with pytest.raises(ServiceWarning, match=r"4 min ago.*worker"):
+        WhatsAppStore().run()
+    Snapshot.objects.update(taken_at=now - timedelta(minutes=11))
+    with pytest.raises(ServiceUnavailable, match=r"11 min ago"):
         WhatsAppStore().run()
 
 
-def test_whatsapp_store__fails_within_its_timeout_when_a_lock_is_held(settings):
-    """A real lock on whatsapp_keys makes the store check fail after its own timeout."""
-    settings.OBSERVABILITY_STORE_CHECK_TIMEOUT = timedelta(milliseconds=300)
-    params = connection_params("bot", "svc-store-locker")
-    params["autocommit"] = False
-    with psycopg.connect(**params) as locker:
-        locker.execute("LOCK TABLE whatsapp_keys IN ACCESS EXCLUSIVE MODE")
-        started = time.monotonic()
-        with pytest.raises(ServiceUnavailable, match=r"could not be computed within 0.3 s"):
-            WhatsAppStore().run()
-        locker.rollback()
-    assert time.monotonic() - started < 2
+def test_whatsapp_store__no_snapshot_fails_saying_how_to_take_one():
+    """Before the first snapshot the check fails and names the command that takes one."""
+    with pytest.raises(ServiceUnavailable, match=r"take_snapshot"):
+        WhatsAppStore().run()
 
 
-def test_store_health_cached__answers_the_stale_verdict_while_refreshing(settings):
-    """Past the TTL the previous verdict answers at once and a background refresh replaces it."""
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(milliseconds=300)
-    health_checks._store_cache.clear()
-    first = health_checks.store_health_cached()
-    time.sleep(0.35)
-    started = time.monotonic()
-    assert health_checks.store_health_cached() is first  # stale, answered without a query
-    assert time.monotonic() - started < 0.05
-    for _ in range(100):
-        if "refreshing" not in health_checks._store_cache:
-            break
-        time.sleep(0.02)
-    assert health_checks.store_health_cached() is not first
-    health_checks._store_cache.clear()
+# --- Snapshot freshness and the process -----------------------------------------------------
 
 
-def test_store_health_cached__reuses_a_recent_verdict(settings):
-    """Within the TTL the cached verdict is reused; a TTL of zero reads again."""
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(seconds=60)
-    health_checks._store_cache.clear()
-    first = health_checks.store_health_cached()
-    _session("962399")
-    assert health_checks.store_health_cached() is first
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
-    assert health_checks.store_health_cached().total_sessions == first.total_sessions + 1
-    health_checks._store_cache.clear()
+def test_snapshot_freshness__ok_warn_fail_by_age():
+    """A recent snapshot is OK, 4 minutes old warns, 11 minutes old (or none) fails."""
+    with pytest.raises(ServiceUnavailable, match="No session health snapshot yet"):
+        SnapshotFreshness().run()
+    snapshot.refresh(full=True)
+    SnapshotFreshness().run()
+    Snapshot.objects.update(taken_at=timezone.now() - timedelta(minutes=4))
+    with pytest.raises(ServiceWarning, match="4 min ago"):
+        SnapshotFreshness().run()
+    Snapshot.objects.update(taken_at=timezone.now() - timedelta(minutes=11))
+    with pytest.raises(ServiceUnavailable, match="11 min ago"):
+        SnapshotFreshness().run()
+
+
+def test_snapshot_freshness__a_failed_refresh_warns_with_its_reason(bot_database_down):
+    """A recent snapshot followed by a failed refresh warns and says why it failed."""
+    from observability.exceptions import BotDatabaseUnavailable
+
+    Snapshot.objects.create(
+        taken_at=timezone.now() - timedelta(seconds=50), kind="full", outcome="succeeded"
+    )
+    with pytest.raises(BotDatabaseUnavailable):
+        snapshot.refresh()
+    with pytest.raises(ServiceWarning, match="failed: .*unavailable"):
+        SnapshotFreshness().run()
+
+
+def test_process__always_ok():
+    """The liveness check needs nothing but this process."""
+    Process().run()
 
 
 # --- Job queue --------------------------------------------------------------------------------
@@ -448,20 +470,22 @@ def test_job_queue__warns_when_no_cleanup_is_scheduled(settings):
 
 
 def test_checks_for__every_group_and_all():
-    """Each group has its checks and ``all`` has every one of them."""
+    """Each group has its checks; ``all`` is the service's, without the salons' verdict."""
     assert [repr(c) for c in health_checks.checks_for("db")] == [
         "Database(alias='default')",
         "Database(alias='bot')",
     ]
     everything = health_checks.checks_for("all")
-    assert len(everything) == 7
+    assert len(everything) == 8
     assert {type(c).__name__ for c in everything} == {
+        "Process",
         "Database",
         "ConnectionPool",
         "ConnectionBudget",
-        "WhatsAppStore",
+        "SnapshotFreshness",
         "JobQueue",
     }
+    assert [type(c).__name__ for c in health_checks.checks_for("whatsapp")] == ["WhatsAppStore"]
 
 
 def test_job_queue__cron_schedules_use_their_own_period():

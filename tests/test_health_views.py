@@ -5,13 +5,12 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.db import connections
 
-from observability import health_views
+from observability import health_views, snapshot
 from tests.health_support import (
     closed_port,
     committed_bot_sql,
@@ -27,7 +26,6 @@ TOKEN = "s3cr3t-health-token-for-tests"
 @pytest.fixture(autouse=True)
 def _health_settings(settings):
     settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
 
 
 def _get(client, url: str, **headers):
@@ -68,15 +66,16 @@ def test_health__html_by_default(client):
 
 
 def test_health__all_runs_every_group(client):
-    """/health/ lists the checks of every group."""
+    """/health/ lists the service's checks: not the salons' verdict (/health/whatsapp/)."""
     response = _get(client, "/health/", **_bearer())
     assert set(response.json()) == {
+        "Process()",
+        "SnapshotFreshness()",
         "Database(alias='default')",
         "Database(alias='bot')",
         "ConnectionPool(alias='default')",
         "ConnectionPool(alias='bot')",
         "ConnectionBudget()",
-        "WhatsAppStore()",
         "JobQueue()",
     }
 
@@ -190,8 +189,9 @@ def test_health_db__database_down_answers_500_json_within_the_timeout(client, se
         assert _get(client, "/health/pool/").status_code == 200
 
 
-def test_health_whatsapp__fails_on_committed_failing_sessions(client):
-    """Sessions the bot stopped writing 3 days ago: /health/whatsapp/ answers 500, counted."""
+@pytest.mark.django_db(databases=["default", "bot"], transaction=True)
+def test_health_whatsapp__fails_on_committed_failing_sessions(client, request):
+    """A failing session in the snapshot: /health/whatsapp/ answers 500, bot down or not."""
     committed_bot_sql(
         """
         INSERT INTO whatsapp_auth (company_id, creds, updated_at)
@@ -204,18 +204,43 @@ def test_health_whatsapp__fails_on_committed_failing_sessions(client):
         """
     )
     try:
-        anonymous = _get(client, "/health/whatsapp/")
-        with_token = _get(client, "/health/whatsapp/", **_bearer())
+        snapshot.refresh(full=True)
     finally:
         committed_bot_sql(
             "DELETE FROM whatsapp_keys WHERE company_id = '962777';"
             "DELETE FROM whatsapp_auth WHERE company_id = '962777';"
         )
+    request.getfixturevalue("bot_database_down")  # the snapshot is all the answer needs
+    anonymous = _get(client, "/health/whatsapp/")
+    with_token = _get(client, "/health/whatsapp/", **_bearer())
+    live = _get(client, "/health/live/")
     assert anonymous.status_code == 500
     assert anonymous.json() == {"WhatsAppStore()": "Unavailable"}
     message = with_token.json()["WhatsAppStore()"]
     assert "1 of 1 session(s) failing (worst: 962777)" in message
     assert "79001234567" not in json.dumps(with_token.json())
+    assert "s ago" in message  # the snapshot's age
+    assert live.status_code == 200 and live.json() == {"Process()": "OK"}
+
+
+@pytest.mark.django_db(databases=["default", "bot"], transaction=True)
+def test_health__salons_failing_do_not_fail_the_service(client):
+    """/health/ answers 200 while the service works, though a salon fails in the snapshot."""
+    committed_bot_sql(
+        """
+        INSERT INTO whatsapp_auth (company_id, creds, updated_at)
+        VALUES ('962778', '{"registered": false}', now() - interval '3 days');
+        """
+    )
+    try:
+        snapshot.refresh(full=True)
+        whatsapp = _get(client, "/health/whatsapp/")
+        snapshot_group = _get(client, "/health/snapshot/", **_bearer())
+    finally:
+        committed_bot_sql("DELETE FROM whatsapp_auth WHERE company_id = '962778';")
+    assert whatsapp.status_code == 500
+    assert snapshot_group.status_code == 200
+    assert snapshot_group.json()["SnapshotFreshness()"] == "OK"
 
 
 def test_health_command__runs_the_same_checks_in_process(capsys):

@@ -9,6 +9,7 @@ from django.db import connections
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from observability import snapshot
 from observability.models import CleanupRun
 from tests import factories
 from tests.health_support import closed_port, extra_alias, real_connections
@@ -21,7 +22,6 @@ TOKEN = "metrics-token-for-tests"
 @pytest.fixture(autouse=True)
 def _metrics_settings(settings):
     settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
 
 
 def _scrape(client) -> dict[tuple[str, tuple], float]:
@@ -67,7 +67,16 @@ def test_metrics__store_gauges_reflect_the_rows(client):
     factories.make_keys("962302", "pre-key", 30, expires_at=now - timedelta(days=1))
     factories.make_auth("962303", written_at=now - timedelta(days=3))
     factories.make_keys("962303", "session", 20, written_at=now - timedelta(days=3))
+    snapshot.refresh(full=True, now=now - timedelta(hours=2))
+    snapshot.refresh(full=True, now=now - timedelta(seconds=30))
     samples = _scrape(client)
+    assert 30 <= samples[("observability_snapshot_age_seconds", ())] < 60
+    failing = {
+        labels[0][1]: value
+        for (name, labels), value in samples.items()
+        if name == "observability_whatsapp_failing_sessions"
+    }
+    assert failing == {"15m": 0, "1h": 0, "6h": 1, "1d": 0, "7d": 0, "+Inf": 0}
     assert samples[("observability_whatsapp_sessions", (("status", "OK"),))] == 1
     assert samples[("observability_whatsapp_sessions", (("status", "FAIL"),))] == 1
     assert samples[("observability_whatsapp_sessions", (("status", "WARN"),))] == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -45,7 +44,6 @@ def test_alert_rules__promtool_unit_tests_pass():
 def test_alert_rules__every_metric_they_use_is_emitted_by_metrics(client, settings):
     """Each observability_* name in alerts.yml (and its test series) is a family /metrics emits."""
     settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
     factories.make_session("company_962302")
     snapshot.refresh()
     CleanupRun.objects.create(

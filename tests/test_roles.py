@@ -213,10 +213,13 @@ def test_read_only_role__every_page_answers_as_for_the_owner(
     readme_roles, committed_bot_rows, admin_client, settings
 ):
     """Every URL (admin pages, health checks, metrics) answers the same as for the owner."""
+    from observability import snapshot
     from tests.test_security import every_url
 
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
     _seed_everything()
+    with bot_alias_as(READ_ONLY):  # the snapshot needs SELECT only, full or incremental
+        snapshot.refresh(full=True)
+        snapshot.refresh(full=False)
     admin_client.raise_request_exception = False
     urls = every_url()
     as_owner = _answers(admin_client, urls)
@@ -224,9 +227,10 @@ def test_read_only_role__every_page_answers_as_for_the_owner(
     with bot_alias_as(READ_ONLY):
         as_read_only = _answers(admin_client, urls)
         health = admin_client.get("/health/", {"format": "json"}).json()
+        store = admin_client.get("/health/whatsapp/", {"format": "json"}).json()
     assert as_read_only == as_owner
     assert not [m for m in health.values() if "privilege" in m or "permission" in m], health
-    assert health["WhatsAppStore()"] != "OK"  # the store was read: the twin salon is found
+    assert store["WhatsAppStore()"] != "OK"  # the store was read: the twin salon is found
 
 
 @pytest.mark.django_db(databases=["default", "bot"])
@@ -291,20 +295,23 @@ def role_without_grants():
 def test_missing_grant__pages_and_checks_answer_503_naming_the_grant(
     committed_bot_rows, admin_client, role_without_grants, settings
 ):
-    """A role lacking SELECT: the page is a 503 naming the GRANT, the check says it too."""
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
+    """A role lacking SELECT: the page is a 503 naming the GRANT; the failed snapshot says it."""
+    from observability import snapshot
+
     admin_client.raise_request_exception = False
     grant = "GRANT SELECT ON companies TO observability_nothing;"
     with bot_alias_as(role_without_grants):
         page = admin_client.get("/admin/observability/company/")
         as_json = admin_client.get("/admin/observability/company/", HTTP_ACCEPT="application/json")
-        check = admin_client.get("/health/whatsapp/", {"format": "json"}).json()
+        with pytest.raises(MissingPrivilege):
+            snapshot.refresh(full=True)
+        check = admin_client.get("/health/snapshot/", {"format": "json"}).json()
     assert page.status_code == 503
     assert grant in page.content.decode()
     assert "Database privilege missing" in page.content.decode()
     assert as_json.status_code == 503
     assert as_json.json()["error"]["code"] == "missing_privilege"
-    assert "GRANT SELECT ON whatsapp_" in check["WhatsAppStore()"]
+    assert "GRANT SELECT ON whatsapp_" in check["SnapshotFreshness()"]
 
 
 @contextlib.contextmanager

@@ -10,8 +10,8 @@ from django.contrib.admin.utils import quote
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.exceptions import Resolver404
 
-from observability import health_views
-from observability.models import Client, Company, WhatsAppAuth, WhatsAppKey
+from observability import health_views, snapshot
+from observability.models import Client, Company, SessionState, WhatsAppAuth, WhatsAppKey
 from tests import factories
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])
@@ -71,6 +71,7 @@ def seeded():
     factories.make_auth(str(SALON))
     factories.make_keys(str(SALON), "session", 2)
     factories.make_client(SALON, 1)
+    snapshot.refresh(full=True)
 
 
 def test_every_url__anonymous_reaches_only_login_and_health_status(client, seeded, settings):
@@ -78,7 +79,7 @@ def test_every_url__anonymous_reaches_only_login_and_health_status(client, seede
     settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
     client.raise_request_exception = False
     urls = every_url()
-    assert "/admin/observability/whatsappauth/962302/keys/" in urls
+    assert "/admin/observability/sessionstate/962302/keys/" in urls
     assert "/metrics" in urls
     answered = {}
     for url in urls:
@@ -96,7 +97,7 @@ def test_every_url__anonymous_reaches_only_login_and_health_status(client, seede
         assert b"962302" not in response.content, url
     assert answered["/admin/login/"] == 200
     health = [url for url in answered if url.startswith("/health/")]
-    assert len(health) == 6
+    assert len(health) == 8
     for url in health:
         assert answered[url] in (200, 500), url
         body = client.get(url, {"format": "json"}).json()
@@ -119,7 +120,7 @@ def test_every_url__non_staff_user_is_sent_to_login(client, seeded, django_user_
 
 # --- Bot tables are read-only in the admin, for superusers too --------------------------------
 
-BOT_ADMINS = {"whatsappauth": WhatsAppAuth, "company": Company, "client": Client}
+BOT_ADMINS = {"sessionstate": SessionState, "company": Company, "client": Client}
 
 
 def _bot_rows() -> dict[str, list]:
@@ -128,6 +129,7 @@ def _bot_rows() -> dict[str, list]:
         "keys": sorted(WhatsAppKey.objects.values_list("company_id", "key_type", "key_id")),
         "companies": list(Company.objects.values_list("company_id", "title")),
         "clients": list(Client.objects.values_list("pk", "name", "phone")),
+        "states": list(SessionState.objects.values_list("session_id", "status")),
     }
 
 
@@ -166,7 +168,7 @@ def test_admin_permissions__no_add_change_delete_on_any_bot_model(admin_client, 
 
     request = RequestFactory().get("/admin/")
     request.user = _superuser()
-    for cls in (WhatsAppAuth, Company, Client):
+    for cls in (SessionState, Company, Client):
         model_admin = django_admin.site._registry[cls]
         assert not model_admin.has_add_permission(request)
         assert not model_admin.has_change_permission(request)

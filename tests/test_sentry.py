@@ -288,20 +288,26 @@ def test_sentry__django_q_cluster_failure_log_becomes_an_event(sentry_server):
 @pytest.mark.slow
 @bot_tables
 def test_sentry__session_admin_page_with_bot_down_is_tagged_from_the_url(
-    admin_client, sentry_server, bot_database_down
+    admin_client, sentry_server, request
 ):
-    """The session admin's page for company_962302, bot database down: salon, view and alias."""
+    """The key browser of company_962302, bot database down: salon, view and alias tagged."""
     from django.contrib.admin.utils import quote
     from django.urls import reverse
 
-    url = reverse("admin:observability_whatsappauth_change", args=[quote("company_962302")])
+    from observability import snapshot
+    from tests import factories
+
+    factories.make_auth("company_962302")
+    snapshot.refresh(full=True)  # the page's verdict comes from the snapshot; its keys do not
+    request.getfixturevalue("bot_database_down")
+    url = reverse("admin:observability_sessionstate_keys", args=[quote("company_962302")])
     response = admin_client.get(url)
     assert response.status_code == 503
     assert sentry_server.wait_for(lambda s: len(s.events()) >= 1)
     (event,) = sentry_server.events()
     assert event["exception"]["values"][-1]["type"] == "BotDatabaseUnavailable"
     assert event["tags"]["salon"] == "962302"
-    assert event["tags"]["operation"] == "view:admin:observability_whatsappauth_change"
+    assert event["tags"]["operation"] == "view:admin:observability_sessionstate_keys"
     assert event["tags"]["alias"] == "bot"
     assert event["event_id"] in response.content.decode()
 
@@ -521,7 +527,7 @@ def test_scrub_text__removes_secrets_and_masks_phones(text, expected):
     "text",
     [
         "session company_962302 failed for salon 962302",
-        "/admin/observability/whatsappauth/company_962302/change/",
+        "/admin/observability/sessionstate/company_962302/change/",
         "2026-11-25 16:57:53.123456+00:00",
         "canceling statement due to statement timeout",
         "SELECT company_id FROM whatsapp_auth WHERE company_id = %s",

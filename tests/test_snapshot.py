@@ -294,3 +294,99 @@ def test_take_snapshot__command_takes_one(capsys):
     out = capsys.readouterr().out
     assert "Full snapshot taken" in out and "1 stored" in out
     assert connections["default"].in_atomic_block  # the test's own transaction, untouched
+
+
+# --- History: timeline, incidents, recovery, flapping ---------------------------------------
+
+
+def _rewrite_keys(session_id: str, written_at) -> None:
+    """Replace the session's creds and keys by the same ones written at ``written_at``."""
+    WhatsAppKey.objects.filter(company_id=session_id).delete()
+    WhatsAppAuth.objects.filter(company_id=session_id).delete()
+    healthy(session_id, written_at=written_at, phone=f"7900{session_id}000")
+
+
+def _fail(session_id: str) -> None:
+    """The session's keys were last written three days ago (FAIL)."""
+    _rewrite_keys(session_id, timezone.now() - timedelta(days=3))
+
+
+def _recover(session_id: str) -> None:
+    """The bot writes the session again."""
+    _rewrite_keys(session_id, timezone.now())
+
+
+def test_incidents__fail_then_recover_is_one_incident_with_its_duration():
+    """A session failing at t1 and recovering at t2 gives one incident t1..t2, and the MTTR."""
+    from observability.snapshot import history
+
+    t0 = timezone.now()
+    healthy("2901", phone="79002901000")
+    healthy("2902", phone="79002902000")
+    snapshot.refresh(full=True, now=t0)
+    _fail("2901")
+    t1 = t0 + timedelta(minutes=5)
+    snapshot.refresh(full=True, now=t1)
+    snapshot.refresh(full=True, now=t1 + timedelta(minutes=1))  # still failing: no new row
+    _recover("2901")
+    t2 = t0 + timedelta(minutes=50)
+    snapshot.refresh(full=True, now=t2)
+
+    (incident,) = history.incidents(since=t0 - timedelta(days=1), now=t2)
+    assert (incident.session_id, incident.start, incident.end) == ("2901", t1, t2)
+    assert incident.duration == timedelta(minutes=45) and incident.ended_by == "OK"
+    assert history.median_time_to_recovery(now=t2) == timedelta(minutes=45)
+    line = history.timeline("2901", days=7, now=t2 + timedelta(minutes=10))
+    assert [s.status for s in line.segments] == ["", "OK", "FAIL", "OK"]
+    assert line.segments[2].start == t1 and line.segments[2].end == t2
+    assert abs(sum(s.share for s in line.segments) - 1) < 1e-9
+    assert [c.kind for c in line.changes if c.kind != "creds_rewritten"] == [
+        "status",
+        "status",
+        "appeared",
+    ]
+
+
+def test_incidents__an_ongoing_failure_counts_until_now():
+    """A session still failing is an open incident from its status_since."""
+    from observability.snapshot import history
+
+    t0 = timezone.now()
+    healthy("2903", written_at=t0 - timedelta(days=3))
+    snapshot.refresh(now=t0)
+    (incident,) = history.incidents(since=t0 - timedelta(days=30), now=t0 + timedelta(hours=2))
+    assert incident.ongoing and incident.start == t0
+    assert incident.duration == timedelta(hours=2)
+    assert history.median_time_to_recovery(now=t0 + timedelta(hours=2)) is None
+    assert history.failing_by_duration(
+        (timedelta(hours=1), timedelta(hours=6)), now=t0 + timedelta(hours=2)
+    ) == [(timedelta(hours=1), 0), (timedelta(hours=6), 1), (None, 0)]
+
+
+def test_flapping__a_session_changing_status_often_is_named(settings):
+    """Four status changes within the window make a session flap; fewer do not."""
+    from observability.snapshot import history
+
+    settings.OBSERVABILITY_FLAPPING_MIN_CHANGES = 4
+    t0 = timezone.now()
+    healthy("2904", phone="79002904000")
+    snapshot.refresh(full=True, now=t0)
+    for step in range(1, 5):
+        (_fail if step % 2 else _recover)("2904")
+        snapshot.refresh(full=True, now=t0 + timedelta(minutes=step))
+    assert history.flapping(now=t0 + timedelta(minutes=5)) == [("2904", 4)]
+    assert history.flapping(now=t0 + timedelta(days=2)) == []
+
+
+def test_refresh__creds_rewrites_are_one_row_per_session_and_day():
+    """Creds rewritten at two refreshes of one day make one row counting two rewrites."""
+    t0 = timezone.now().replace(hour=1, minute=0)
+    healthy("3001", written_at=t0 - timedelta(hours=1))
+    snapshot.refresh(now=t0)
+    for step in (1, 2):
+        WhatsAppAuth.objects.filter(company_id="3001").delete()
+        factories.make_auth("3001", written_at=t0 + timedelta(minutes=step))
+        snapshot.refresh(full=True, now=t0 + timedelta(minutes=step, seconds=30))
+    (row,) = SessionChange.objects.filter(session_id="3001", kind="creds_rewritten")
+    assert row.detail == f"2 rewrites, last at {t0 + timedelta(minutes=2):%H:%M} UTC"
+    assert row.reasons is None

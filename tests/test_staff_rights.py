@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.contrib.auth.models import Permission
 
@@ -17,7 +15,6 @@ TOKEN = "staff-rights-token-0123456789abcdef"  # noqa: S105 (a test value)
 @pytest.fixture(autouse=True)
 def _health_settings(settings):
     settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
-    settings.OBSERVABILITY_STORE_HEALTH_CACHE_TTL = timedelta(0)
 
 
 def _staff(django_user_model, *codenames: str):

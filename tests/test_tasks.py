@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule, Task
 
-from observability import tasks
+from observability import snapshot, tasks
 from observability.cleanup import LOCK_KEY
 from observability.exceptions import BadInput, CleanupAlreadyRunning
 from observability.models import CleanupRun, WhatsAppKey
@@ -143,7 +143,8 @@ def test_queue_cleanup_action__confirms_with_dry_run_counts_then_queues(admin_cl
     factories.make_auth("company_111", seed=2)
     _expired("962302", 5)
     _expired("company_111", 2, seed=2)
-    url = reverse("admin:observability_whatsappauth_changelist")
+    snapshot.refresh(full=True)
+    url = reverse("admin:observability_sessionstate_changelist")
     form = {"action": "queue_expired_keys_cleanup", "_selected_action": ["962302"]}
 
     page = admin_client.post(url, form)
@@ -172,10 +173,11 @@ def test_queue_cleanup_action__needs_the_cleanup_permission(client):
     """A staff user who may only view sessions cannot queue a cleanup."""
     factories.make_auth("962302")
     _expired("962302", 2)
+    snapshot.refresh(full=True)
     user = User.objects.create_user("viewer", password="pw", is_staff=True)  # noqa: S106
-    user.user_permissions.add(Permission.objects.get(codename="view_whatsappauth"))
+    user.user_permissions.add(Permission.objects.get(codename="view_sessionstate"))
     client.force_login(user)
-    url = reverse("admin:observability_whatsappauth_changelist")
+    url = reverse("admin:observability_sessionstate_changelist")
     response = client.post(
         url,
         {"action": "queue_expired_keys_cleanup", "_selected_action": ["962302"], "post": "yes"},

@@ -90,3 +90,15 @@ def test_whatsapp_sessions__database_down_exits_3_with_the_message(bot_database_
     assert raised.value.returncode == 3
     assert "BOT_DATABASE_URL" in str(raised.value)
     assert json.loads(out.getvalue())["error"]["code"] == "bot_database_unavailable"
+
+
+def test_whatsapp_sessions__json_since_comes_from_the_snapshot(three_sessions):
+    """--json gives 'since' (the stored status_since) once a snapshot saw the same status."""
+    from observability import snapshot
+
+    assert all(item["since"] is None for item in json.loads(_run("--json")))
+    taken = three_sessions - timedelta(minutes=5)
+    snapshot.refresh(full=True, now=taken)
+    listed = {item["session_id"]: item for item in json.loads(_run("--json"))}
+    assert listed["962304"]["since"] == taken.isoformat()
+    assert listed["company_962302"]["since"] == taken.isoformat()

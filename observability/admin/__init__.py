@@ -15,7 +15,7 @@ from observability.admin import clients, salons, sessions  # noqa: E402, F401
 _django_admin.site.index_template = "admin/observability/index.html"
 # The admin's "View site" link: there is no public site, so it leads to the store overview
 # (Django's default "/" answers 404).
-_django_admin.site.site_url = reverse_lazy("admin:observability_whatsappauth_overview")
+_django_admin.site.site_url = reverse_lazy("admin:observability_sessionstate_overview")
 
 # --- Cleanup runs (read-only) and the sessions' queue-cleanup action (issue 6) ----------------
 # --- Alert deliveries (read-only): the transition stream and its webhook (issue 14) ----------

@@ -46,7 +46,7 @@ def queue_expired_keys_cleanup(modeladmin, request, queryset):
             messages.ERROR,
         )
         return None
-    session_ids = sorted(queryset.values_list("company_id", flat=True))
+    session_ids = sorted(queryset.values_list("pk", flat=True))
     if request.POST.get("post") == "yes":
         task_id = async_task(
             tasks.CLEANUP_EXPIRED_KEYS,

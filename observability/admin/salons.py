@@ -7,12 +7,12 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from observability import session_ids, sessions
+from observability import session_ids
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin
 from observability.admin.sessions import clients_url, session_url
 from observability.exceptions import MalformedSessionId
-from observability.models import Company
+from observability.models import Company, SessionState
 
 #: Columns never read from ``companies``: secrets, and jsonb blobs that may hold tokens.
 WITHHELD_FIELDS = frozenset(
@@ -133,7 +133,7 @@ class SalonAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="links")
     def links(self, obj):
-        search = reverse("admin:observability_whatsappauth_changelist") + f"?q={obj.company_id}"
+        search = reverse("admin:observability_sessionstate_changelist") + f"?q={obj.company_id}"
         return format_html(
             '<a href="{}">sessions</a> · <a href="{}">clients</a>',
             search,
@@ -142,7 +142,9 @@ class SalonAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="stored sessions")
     def sessions_state(self, obj):
-        found = sessions.list_sessions(session_ids=session_ids.spellings(obj.company_id))
+        found = SessionState.objects.filter(
+            session_id__in=session_ids.spellings(obj.company_id)
+        ).defer("facts")
         if not found:
             return "No WhatsApp session stored for this salon."
         return format_html_join(

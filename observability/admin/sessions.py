@@ -1,41 +1,40 @@
-"""The sessions admin: the changelist worst first, each session's page, its key browser."""
+"""The sessions admin, read from the stored snapshot: list, session page, keys, overview."""
 
 from __future__ import annotations
 
 import csv
-import logging
-import threading
-import time
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models.expressions import RawSQL
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.db.models import F, Q
+from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
-from observability import config, phones, sessions
+from observability import phones, session_ids, sessions, snapshot
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin, refuse_unoffered_params
-from observability.exceptions import BadInput
-from observability.models import WhatsAppAuth
+from observability.exceptions import (
+    BadInput,
+    ObservabilityError,
+    SessionNotFound,
+    SnapshotMissing,
+)
+from observability.models import SessionState
 from observability.session_ids import Spelling
 from observability.sessions import SessionHealth, Status
-
-logger = logging.getLogger(__name__)
+from observability.snapshot import history
 
 #: Rows per page of the key browser.
 KEYS_PER_PAGE = 100
 
-
-#: Query parameter that makes the changelist and the overview compute the health again.
-REFRESH_PARAM = "refresh"
+#: "New" means first seen by a snapshot within this long.
+NEW_WITHIN = timedelta(hours=24)
 
 #: The key browser's parameters: key type, expired ("yes"/"no"/""), page number.
 KEYS_PARAMS = ("type", "expired", "p")
@@ -45,115 +44,27 @@ EXPIRED_CHOICES = {"": None, "yes": True, "no": False}
 SESSION_PAGE_PARAMS = ("_changelist_filters",)
 
 
-@dataclass(frozen=True)
-class _Computed:
-    at: datetime
-    monotonic: float
-    by_id: dict[str, SessionHealth]
-
-
-_shared: dict[str, _Computed] = {}
-_shared_lock = threading.Lock()
-
-
-def _computed(*, refresh: bool = False) -> _Computed:
-    """
-    Every session's health, reused for ``admin_health_cache_seconds`` within this process.
-
-    The whole-store computation reads every key once; clicking through filters, searches and
-    pages within a few seconds need not repeat it. Nothing leaves the process (no phone is
-    written to a shared cache), and ``refresh`` forces a new computation.
-    """
-    ttl = config.admin_health_cache_seconds()
-    with _shared_lock:
-        entry = _shared.get("entry")
-    if not refresh and ttl > 0 and entry and time.monotonic() - entry.monotonic < ttl:
-        return entry
-    listed = sessions.list_sessions()
-    entry = _Computed(
-        at=timezone.now(),
-        monotonic=time.monotonic(),
-        by_id={health.session_id: health for health in listed},
-    )
-    if ttl > 0:
-        with _shared_lock:
-            _shared["entry"] = entry
-    return entry
-
-
-def forget_cached_health() -> None:
-    """Drop this process's reused health computation (after a change such as a cleanup)."""
-    with _shared_lock:
-        _shared.pop("entry", None)
-
-
-def _request_computed(request: HttpRequest) -> _Computed:
-    cached = getattr(request, "_observability_health", None)
-    if cached is None:
-        cached = _computed()
-        request._observability_health = cached
-    return cached
-
-
-def health_by_id(request: HttpRequest) -> dict[str, SessionHealth]:
-    """
-    Every session's health, computed at most once per request (three aggregate queries).
-
-    The changelist's filters, search, ordering and columns all read this one result, so the
-    number of queries does not depend on the number of sessions.
-    """
-    return _request_computed(request).by_id
-
-
-def _freshness(request: HttpRequest) -> dict:
-    """Template context saying when the health shown was computed, with a refresh link."""
-    computed = _request_computed(request)
-    query = request.GET.copy()
-    query[REFRESH_PARAM] = "1"
-    return {
-        "health_computed_at": computed.at,
-        "health_age": display.duration(timezone.now() - computed.at),
-        "health_refresh_url": f"{request.path}?{query.urlencode()}",
-    }
-
-
-def _keys_only_sessions(request: HttpRequest) -> list[dict]:
-    """
-    Sessions that have keys but no auth row, worst first, with their pages' URLs.
-
-    The changelist lists ``whatsapp_auth`` rows, so these would otherwise be missing from it;
-    the page names them above the list instead.
-    """
-    orphans = [h for h in health_by_id(request).values() if not h.has_auth]
-    orphans.sort(key=lambda h: (-h.status.severity, h.session_id))
-    return [{"health": h, "url": session_url(h.session_id)} for h in orphans]
-
-
-def _without_refresh(request: HttpRequest) -> HttpResponseRedirect | None:
-    """Compute again and redirect to the same page without the refresh parameter."""
-    if REFRESH_PARAM not in request.GET:
-        return None
-    forget_cached_health()
-    query = request.GET.copy()
-    del query[REFRESH_PARAM]
-    return HttpResponseRedirect(f"{request.path}?{query.urlencode()}" if query else request.path)
-
-
 def session_url(session_id: str) -> str:
-    """The admin page of one session (works for keys-only sessions too)."""
-    return reverse("admin:observability_whatsappauth_change", args=[quote(session_id)])
+    """The admin page of one session (keys-only sessions too)."""
+    return reverse("admin:observability_sessionstate_change", args=[quote(session_id)])
 
 
 def keys_url(session_id: str, **params) -> str:
     """The key browser of one session, with optional filters."""
-    url = reverse("admin:observability_whatsappauth_keys", args=[quote(session_id)])
+    url = reverse("admin:observability_sessionstate_keys", args=[quote(session_id)])
     query = {name: value for name, value in params.items() if value not in (None, "")}
     return f"{url}?{urlencode(query)}" if query else url
 
 
 def overview_url() -> str:
     """The store overview page."""
-    return reverse("admin:observability_whatsappauth_overview")
+    return reverse("admin:observability_sessionstate_overview")
+
+
+def changelist_url(**params) -> str:
+    """The sessions changelist, with optional filters."""
+    url = reverse("admin:observability_sessionstate_changelist")
+    return f"{url}?{urlencode(params)}" if params else url
 
 
 def salon_url(health: SessionHealth) -> str | None:
@@ -170,24 +81,32 @@ def clients_url(salon_id: int | None) -> str | None:
     return reverse("admin:observability_client_changelist") + f"?salon={salon_id}"
 
 
-# --- Filters (all answered from the one health computation) ---------------------------------
+def freshness_context(now=None) -> dict:
+    """What every page says about the snapshot it shows: its age and whether that is a problem."""
+    fresh = snapshot.freshness(now)
+    return {
+        "freshness": fresh,
+        "freshness_badge": display.badge(fresh.status),
+    }
 
 
-class _HealthFilter(admin.SimpleListFilter):
-    """A filter that selects session ids from the request's health computation."""
+# --- Filters (SQL over the stored state) ------------------------------------------------------
 
-    def matches(self, health: SessionHealth, value: str) -> bool:  # pragma: no cover
+
+class _ValueFilter(admin.SimpleListFilter):
+    """A filter whose value maps to one ``Q`` over the stored state."""
+
+    def condition(self, value: str) -> Q:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
     def queryset(self, request, queryset):
         value = self.value()
         if value is None:
             return queryset
-        ids = [sid for sid, health in health_by_id(request).items() if self.matches(health, value)]
-        return queryset.filter(company_id__in=ids)
+        return queryset.filter(self.condition(value))
 
 
-class StatusFilter(_HealthFilter):
+class StatusFilter(_ValueFilter):
     """OK / WARN / FAIL."""
 
     title = "status"
@@ -196,11 +115,25 @@ class StatusFilter(_HealthFilter):
     def lookups(self, request, model_admin):
         return [(status.value, status.value) for status in Status]
 
-    def matches(self, health, value):
-        return health.status.value == value
+    def condition(self, value):
+        return Q(status=value)
 
 
-class SpellingFilter(_HealthFilter):
+class SinceFilter(_ValueFilter):
+    """Sessions new, or whose status changed, within the last 24 hours."""
+
+    title = "last 24 hours"
+    parameter_name = "recent"
+
+    def lookups(self, request, model_admin):
+        return [("new", "new sessions"), ("changed", "status changed")]
+
+    def condition(self, value):
+        since = timezone.now() - NEW_WITHIN
+        return Q(first_seen__gte=since) if value == "new" else Q(status_since__gte=since)
+
+
+class SpellingFilter(_ValueFilter):
     """Bare ``962302`` or prefixed ``company_962302``."""
 
     title = "spelling"
@@ -213,11 +146,11 @@ class SpellingFilter(_HealthFilter):
             ("none", "neither"),
         ]
 
-    def matches(self, health, value):
-        return (health.spelling.value if health.spelling else "none") == value
+    def condition(self, value):
+        return Q(spelling="" if value == "none" else value)
 
 
-class DuplicateFilter(_HealthFilter):
+class DuplicateFilter(_ValueFilter):
     """Salons stored under both spellings."""
 
     title = "stored under both spellings"
@@ -226,22 +159,40 @@ class DuplicateFilter(_HealthFilter):
     def lookups(self, request, model_admin):
         return [("yes", "Yes"), ("no", "No")]
 
-    def matches(self, health, value):
-        return health.is_duplicate == (value == "yes")
+    def condition(self, value):
+        return Q(is_duplicate=value == "yes")
 
 
-class PlatformFilter(_HealthFilter):
+class AuthFilter(_ValueFilter):
+    """Sessions with an auth row, or keys only."""
+
+    title = "auth row"
+    parameter_name = "auth"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "has creds"), ("no", "keys only")]
+
+    def condition(self, value):
+        return Q(has_auth=value == "yes")
+
+
+class PlatformFilter(_ValueFilter):
     """``creds.platform`` (android, smba, iphone, ...)."""
 
     title = "platform"
     parameter_name = "platform"
 
     def lookups(self, request, model_admin):
-        found = sorted({h.platform for h in health_by_id(request).values() if h.platform})
+        found = (
+            SessionState.objects.exclude(platform="")
+            .order_by("platform")
+            .values_list("platform", flat=True)
+            .distinct()
+        )
         return [(platform, platform) for platform in found]
 
-    def matches(self, health, value):
-        return health.platform == value
+    def condition(self, value):
+        return Q(platform=value)
 
 
 # --- Actions -----------------------------------------------------------------------------------
@@ -249,28 +200,24 @@ class PlatformFilter(_HealthFilter):
 
 @admin.action(description="Download the health of the selected sessions (CSV, phones masked)")
 def export_health_csv(modeladmin, request, queryset):
-    """A CSV of the selected sessions' health, for a ticket or a spreadsheet."""
-    health = health_by_id(request)
+    """A CSV of the selected sessions' stored health, for a ticket or a spreadsheet."""
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="session-health.csv"'
     writer = csv.writer(response)
     writer.writerow(
-        ["session_id", "salon_id", "salon", "status", "phone", "keys", "expired", "reasons"]
+        ["session_id", "salon_id", "salon", "status", "since", "phone", "keys", "reasons"]
     )
-    for session_id in queryset.values_list("company_id", flat=True):
-        h = health.get(session_id)
-        if h is None:
-            continue
+    for state in queryset.order_by("session_id"):
         writer.writerow(
             [
-                h.session_id,
-                h.salon_id or "",
-                h.salon_title or "",
-                h.status.value,
-                h.phone_masked or "",
-                h.total_keys,
-                h.expired_keys,
-                " ".join(h.reasons),
+                state.session_id,
+                state.salon_id or "",
+                state.salon_title,
+                state.status,
+                state.status_since.isoformat(),
+                state.phone_masked,
+                state.total_keys,
+                " ".join(state.reasons),
             ]
         )
     return response
@@ -279,15 +226,13 @@ def export_health_csv(modeladmin, request, queryset):
 # --- The admin -------------------------------------------------------------------------------
 
 
-@admin.register(WhatsAppAuth)
+@admin.register(SessionState)
 class SessionAdmin(ReadOnlyModelAdmin):
     """
-    WhatsApp sessions, worst first.
+    WhatsApp sessions as of the stored snapshot, worst first: an ordinary changelist.
 
-    The changelist lists the sessions that have an auth row (the bot's ``whatsapp_auth``);
-    sessions that exist only as keys are listed on the overview page, and every session,
-    keys-only included, has its page at ``<session id>/change/``. ``actions`` is a plain list
-    so other modules (cleanup) can append theirs.
+    Filters, search and ordering run in SQL over ``SessionState``; keys-only sessions are rows
+    like the others. ``actions`` is a plain list so other modules (cleanup) can append theirs.
     """
 
     change_list_template = "admin/observability/session_change_list.html"
@@ -296,213 +241,204 @@ class SessionAdmin(ReadOnlyModelAdmin):
         "session",
         "salon",
         "phone",
-        "key_counts",
-        "expired",
+        "keys",
         "last_write",
-        "reasons",
+        "reasons_short",
     )
     list_display_links = None
-    list_filter = (StatusFilter, SpellingFilter, DuplicateFilter, PlatformFilter)
-    search_fields = ("company_id",)
+    list_filter = (
+        StatusFilter,
+        SinceFilter,
+        AuthFilter,
+        SpellingFilter,
+        DuplicateFilter,
+        PlatformFilter,
+    )
+    search_fields = ("=session_id",)
     search_help_text = "Salon id (either spelling), salon title, or phone number in any spelling."
-    sortable_by = ()
     list_per_page = 100
     actions = [export_health_csv]
 
-    # -- queryset, ordering, search --------------------------------------------------------
-
     def get_queryset(self, request):
-        """Never load ``creds``: the columns come from the health computation."""
-        return super().get_queryset(request).only("company_id", "updated_at")
-
-    def get_ordering(self, request):
-        """Worst first, in the order the health service ranked the sessions."""
-        ranked = list(health_by_id(request))
-        return [RawSQL("array_position(%s::text[], whatsapp_auth.company_id)", (ranked,)).asc()]
+        """Load only the key counts of the facts: every other column shown is a column."""
+        return (
+            super()
+            .get_queryset(request)
+            .defer("facts")
+            .annotate(key_counts=F("facts__key_counts"))
+        )
 
     def get_search_results(self, request, queryset, search_term):
-        """Match salon id (either spelling), title, or phone (any spelling) via the health."""
+        """Salon id (either spelling), exact session id, title, or phone in any spelling."""
         term = (search_term or "").strip()
         if not term:
             return queryset, False
-        digits = phones.normalize(term) if phones.looks_like_phone(term) else None
-        lowered = term.casefold()
-        ids = []
-        for sid, health in health_by_id(request).items():
-            if (
-                sid.casefold() == lowered
-                or (health.salon_id is not None and str(health.salon_id) == term)
-                or (health.salon_title and lowered in health.salon_title.casefold())
-                or (
-                    digits
-                    and health.phone_digits
-                    and phones.normalize(health.phone_digits) == digits
-                )
-            ):
-                ids.append(sid)
-        return queryset.filter(company_id__in=ids), False
+        condition = Q(session_id__iexact=term) | Q(salon_title__icontains=term)
+        parsed = session_ids.describe(term)
+        if term.isdigit() and parsed.salon_id is not None:  # a salon number: both spellings
+            condition |= Q(salon_id=parsed.salon_id)
+        if phones.looks_like_phone(term):
+            condition |= Q(phone_digits=phones.normalize(term))
+        return queryset.filter(condition), False
 
     # -- columns -----------------------------------------------------------------------------
 
-    @admin.display(description="status")
+    @admin.display(description="status", ordering="-severity")
     def status_badge(self, obj):
-        health = getattr(obj, "health", None)
-        if health is None:
-            # Stored after the reused health computation: "Compute again" judges it.
-            return format_html("<small>{}</small>", "not computed yet")
-        return display.badge(health.status)
-
-    @admin.display(description="session")
-    def session(self, obj):
-        health = getattr(obj, "health", None)
-        spelling = health.spelling.value if health and health.spelling else "unparsed"
-        twin = " ⚠ twin" if health and health.is_duplicate else ""
+        if obj.status == Status.OK:
+            return display.badge(obj.status)
         return format_html(
-            '<a href="{}"><strong>{}</strong></a><br><small>{}{}</small>',
-            session_url(obj.company_id),
-            obj.company_id,
-            spelling,
-            twin,
+            '{}<br><small title="{}">since {}</small>',
+            display.badge(obj.status),
+            f"{obj.status_since:%Y-%m-%d %H:%M} UTC",
+            display.duration(timezone.now() - obj.status_since),
         )
 
-    @admin.display(description="salon")
+    @admin.display(description="session", ordering="session_id")
+    def session(self, obj):
+        notes = [obj.spelling or "unparsed"]
+        if obj.is_duplicate:
+            notes.append("⚠ twin")
+        if not obj.has_auth:
+            notes.append("keys only")
+        if obj.first_seen >= timezone.now() - NEW_WITHIN:
+            notes.append("new")
+        return format_html(
+            '<a href="{}"><strong>{}</strong></a><br><small>{}</small>',
+            session_url(obj.session_id),
+            obj.session_id,
+            " · ".join(notes),
+        )
+
+    @admin.display(description="salon", ordering="salon_id")
     def salon(self, obj):
-        health = getattr(obj, "health", None)
-        if not health or health.salon_id is None:
+        if obj.salon_id is None:
             return "—"
         return format_html(
-            "{}<br><small>{}</small>", health.salon_id, health.salon_title or "no companies row"
+            "{}<br><small>{}</small>", obj.salon_id, obj.salon_title or "no companies row"
         )
 
     @admin.display(description="phone")
     def phone(self, obj):
-        health = getattr(obj, "health", None)
-        return (health and health.phone_masked) or "—"
+        return obj.phone_masked or "—"
 
-    @admin.display(description="keys")
-    def key_counts(self, obj):
-        health = getattr(obj, "health", None)
-        if not health or not health.key_counts:
-            return "none"
-        return format_html(
-            "<strong>{}</strong> ({} session)<br><small>{}</small>",
-            health.total_keys,
-            health.session_keys,
-            ", ".join(f"{kind} {count}" for kind, count in health.key_counts.items()),
-        )
+    @admin.display(description="keys", ordering="total_keys")
+    def keys(self, obj):
+        counts = getattr(obj, "key_counts", None) or {}
+        breakdown = ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items()))
+        return format_html('<span title="{}">{}</span>', breakdown or "no keys", obj.total_keys)
 
-    @admin.display(description="past expires_at")
-    def expired(self, obj):
-        health = getattr(obj, "health", None)
-        if not health:
-            return "—"
-        return f"{display.percent(health.expired_share)} ({health.expired_keys})"
-
-    @admin.display(description="last key write")
+    @admin.display(description="last key write", ordering="newest_key_write")
     def last_write(self, obj):
-        health = getattr(obj, "health", None)
-        return display.age(health.newest_key_write) if health else "—"
+        return display.age(obj.newest_key_write)
 
     @admin.display(description="reasons")
-    def reasons(self, obj):
-        health = getattr(obj, "health", None)
-        if not health or not health.reasons:
+    def reasons_short(self, obj):
+        if not obj.reasons:
             return "—"
-        # The headline of each reason (before its colon); the whole sentence on hover and on
+        # The headline of the first reason (before its colon); every sentence on hover and on
         # the session page.
+        more = len(obj.reasons) - 1
         return format_html(
-            '<ul class="obs-list">{}</ul>',
-            format_html_join(
-                "",
-                '<li title="{}">{}</li>',
-                ((reason, reason.split(":", 1)[0]) for reason in health.reasons),
-            ),
+            '<span title="{}">{}</span>{}',
+            "\n".join(obj.reasons),
+            obj.reasons[0].split(":", 1)[0],
+            format_html(" <small>+{} more</small>", more) if more else "",
         )
 
     # -- views -------------------------------------------------------------------------------
 
     def get_urls(self):
-        """Add the overview, the key browser and the session page to the admin's URLs."""
+        """Add the overview and the key browser to the admin's URLs."""
         wrap = self.admin_site.admin_view
         custom = [
             path(
-                "overview/", wrap(self.overview_view), name="observability_whatsappauth_overview"
+                "overview/", wrap(self.overview_view), name="observability_sessionstate_overview"
             ),
             path(
                 "<path:object_id>/keys/",
                 wrap(self.keys_view),
-                name="observability_whatsappauth_keys",
+                name="observability_sessionstate_keys",
             ),
         ]
         return custom + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
-        """The changelist, rendered inside the error translation (querysets run lazily)."""
-        redirect = _without_refresh(request)
-        if redirect is not None:
-            return redirect
+        """The changelist, with the snapshot's age above it."""
         extra_context = {
             **(extra_context or {}),
             "overview_url": overview_url(),
-            "keys_only_sessions": _keys_only_sessions(request),
-            **_freshness(request),
+            **freshness_context(),
         }
         return super().changelist_view(request, extra_context)
 
-    def prepare_changelist(self, request, response) -> None:
-        """Attach each listed session's health (one computation for the whole page)."""
-        cl = response.context_data.get("cl") if response.context_data else None
-        if cl is not None:
-            health = health_by_id(request)
-            for obj in cl.result_list:
-                obj.health = health.get(obj.company_id)
-
     def history_view(self, request, object_id, extra_context=None):
-        """No history: nothing is ever changed here. Go to the session page."""
+        """No history page of the admin's own: the session page shows the timeline."""
         return HttpResponseRedirect(session_url(unquote(object_id)))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        """The session's page: health, creds summary (secrets masked), keys, charts, links."""
+        """The session's page: verdict and timeline from the snapshot, keys and creds live."""
         if request.method not in ("GET", "HEAD"):
             raise PermissionDenied
         if not self.has_view_permission(request):
             raise PermissionDenied
         refuse_unoffered_params(request, SESSION_PAGE_PARAMS)
         session_id = unquote(object_id)
-        detail = sessions.session_detail(session_id)
-        health = detail.health
+        health = snapshot.session_health(session_id)
+        state = SessionState.objects.get(session_id=session_id)
         now = timezone.now()
+        detail, detail_error = None, None
+        try:
+            detail = sessions.session_detail(session_id, now=now)
+        except SessionNotFound:
+            detail_error = "The bot's tables no longer hold this session."
+        except ObservabilityError as error:
+            detail_error = error.message
         context = {
             **self.admin_site.each_context(request),
+            **freshness_context(now),
             "opts": self.opts,
             "title": f"Session {session_id}",
             "subtitle": health.salon_title,
             "health": health,
+            "state": state,
+            "status_for": display.duration(now - state.status_since),
             "detail": detail,
+            "detail_error": detail_error,
             "badge": display.badge(health.status),
             "last_write": display.age(health.newest_key_write, now),
             "auth_write": display.age(health.auth_updated_at, now),
             "expired_share": display.percent(health.expired_share),
-            "writes_chart": display.bars(detail.writes_per_day),
-            "expiries_chart": display.bars(detail.expiries_per_day),
-            "key_types": [
-                {
-                    "stats": stats,
-                    "oldest": display.age(stats.oldest_write, now),
-                    "newest": display.age(stats.newest_write, now),
-                    "next_expiry": stats.next_expiry,
-                    "url": keys_url(session_id, type=stats.key_type),
-                    "expired_url": keys_url(session_id, type=stats.key_type, expired="yes"),
-                }
-                for stats in detail.key_types
+            "timelines": [
+                _timeline_context(history.timeline(session_id, days=days, now=now))
+                for days in (7, 30)
             ],
+            "incidents": history.incidents(
+                since=now - timedelta(days=30), now=now, session_id=session_id
+            ),
             "keys_url": keys_url(session_id),
             "twin_url": session_url(health.twin_session_id) if health.twin_session_id else None,
             "salon_url": salon_url(health),
             "clients_url": clients_url(health.salon_id),
             "overview_url": overview_url(),
-            "changelist_url": reverse("admin:observability_whatsappauth_changelist"),
+            "changelist_url": changelist_url(),
         }
+        if detail is not None:
+            context.update(
+                writes_chart=display.bars(detail.writes_per_day),
+                expiries_chart=display.bars(detail.expiries_per_day),
+                key_types=[
+                    {
+                        "stats": stats,
+                        "oldest": display.age(stats.oldest_write, now),
+                        "newest": display.age(stats.newest_write, now),
+                        "next_expiry": stats.next_expiry,
+                        "url": keys_url(session_id, type=stats.key_type),
+                        "expired_url": keys_url(session_id, type=stats.key_type, expired="yes"),
+                    }
+                    for stats in detail.key_types
+                ],
+            )
         return TemplateResponse(request, "admin/observability/session.html", context)
 
     def keys_view(self, request, object_id):
@@ -522,7 +458,10 @@ class SessionAdmin(ReadOnlyModelAdmin):
             raise BadInput("The page number must be a whole number.") from error
         if page_number < 1:
             raise BadInput("The page number must be 1 or more.")
-        health = sessions.get_session(session_id)
+        try:
+            health = snapshot.session_health(session_id)
+        except SessionNotFound:  # stored since the last snapshot: the key browser is live anyway
+            health = sessions.get_session(session_id)
         page = sessions.browse_keys(
             session_id,
             key_type=key_type,
@@ -545,6 +484,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
             "expired": expired_param,
             "key_types": list(health.key_counts),
             "session_url": session_url(session_id),
+            "changelist_url": changelist_url(),
             "type_links": [
                 ("All types", keys_url(session_id, expired=expired_param), key_type is None)
             ]
@@ -564,27 +504,32 @@ class SessionAdmin(ReadOnlyModelAdmin):
         return TemplateResponse(request, "admin/observability/keys.html", context)
 
     def overview_view(self, request):
-        """The whole store: counts per status, shared logins, duplicates, orphans, worst ten."""
+        """The whole store as of the snapshot: counts, findings, worst ten, incidents, flapping."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        refuse_unoffered_params(request, (REFRESH_PARAM,))
-        redirect = _without_refresh(request)
-        if redirect is not None:
-            return redirect
-        store = sessions.summarize(list(health_by_id(request).values()))
+        refuse_unoffered_params(request, ())
+        now = timezone.now()
+        try:
+            store = snapshot.store_health()
+        except SnapshotMissing:  # the banner says how to take the first one
+            store = sessions.summarize([])
+        states = SessionState.objects.defer("facts")
+        since_30d = now - timedelta(days=30)
+        incidents = history.incidents(since=since_30d, now=now)
+        mttr = history.median_time_to_recovery(days=30, now=now)
         context = {
-            **_freshness(request),
+            **freshness_context(now),
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "WhatsApp session store overview",
             "store": store,
             "badge": display.badge(store.status),
             "by_status": [
-                (display.badge(status), count, self._changelist_link(status=status.value))
+                (display.badge(status), count, changelist_url(status=status.value))
                 for status, count in store.sessions_by_status.items()
             ],
             "duplicates": [
-                (salon_id, self._changelist_link(q=str(salon_id)))
+                (salon_id, changelist_url(q=str(salon_id)))
                 for salon_id in store.duplicate_salon_ids
             ],
             "orphans": [(sid, session_url(sid)) for sid in store.orphan_session_ids],
@@ -597,10 +542,54 @@ class SessionAdmin(ReadOnlyModelAdmin):
                 }
                 for health in store.worst
             ],
-            "changelist_url": reverse("admin:observability_whatsappauth_changelist"),
+            "failing": [
+                {
+                    "state": state,
+                    "url": session_url(state.session_id),
+                    "for": display.duration(now - state.status_since),
+                }
+                for state in states.filter(status=Status.FAIL).order_by("status_since")[:20]
+            ],
+            "new_sessions": [
+                {"state": state, "url": session_url(state.session_id), "badge": state.status}
+                for state in states.filter(first_seen__gte=now - NEW_WITHIN).order_by(
+                    "-first_seen"
+                )[:20]
+            ],
+            "new_url": changelist_url(recent="new"),
+            "incidents": [
+                {
+                    "incident": incident,
+                    "url": session_url(incident.session_id),
+                    "duration": display.duration(incident.duration),
+                }
+                for incident in incidents[:30]
+            ],
+            "incident_count": len(incidents),
+            "mttr": display.duration(mttr) if mttr is not None else None,
+            "flapping": [
+                (sid, changes, session_url(sid)) for sid, changes in history.flapping(now=now)
+            ],
+            "changelist_url": changelist_url(),
         }
         return TemplateResponse(request, "admin/observability/overview.html", context)
 
-    @staticmethod
-    def _changelist_link(**params) -> str:
-        return reverse("admin:observability_whatsappauth_changelist") + "?" + urlencode(params)
+
+def _timeline_context(line: history.Timeline) -> dict:
+    """A timeline as the session page draws it: band segments in percent, changes listed."""
+    return {
+        "days": round((line.until - line.since).total_seconds() / 86400),
+        "segments": [
+            {
+                "segment": segment,
+                "x": f"{(segment.start - line.since) / (line.until - line.since) * 1000:.2f}",
+                "width": f"{segment.share * 1000:.2f}",
+                "label": (
+                    f"{segment.status or 'not stored'} from {segment.start:%Y-%m-%d %H:%M} "
+                    f"for {display.duration(segment.duration)}"
+                ),
+            }
+            for segment in line.segments
+        ],
+        "changes": line.changes,
+    }

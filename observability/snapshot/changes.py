@@ -31,6 +31,17 @@ class Change:
     data: dict = field(default_factory=dict)
 
 
+def creds_detail(count: int, last: str) -> str:
+    """The detail of a day's ``creds_rewritten`` row: how many rewrites, the last one's HH:MM."""
+    return f"{count} rewrite{'s' if count != 1 else ''}, last at {last} UTC"
+
+
+def creds_count(detail: str) -> int:
+    """The count of a ``creds_rewritten`` row's detail (1 when it cannot be read)."""
+    head = detail.split(" ", 1)[0]
+    return int(head) if head.isdigit() else 1
+
+
 def _rule_facts(facts: dict) -> dict:
     """The rules' facts (``SessionHealth.facts``, ``observability.rules.SessionFacts``)."""
     return facts.get("facts") or {}
@@ -85,7 +96,7 @@ def fact_changes(
         changes.append(Change(Kind.PREKEY_ONE_BY_ONE, what, numbers))
     old_creds, new_creds = old_facts.get("auth_updated_at"), new_facts.get("auth_updated_at")
     if old_creds and new_creds and old_creds != new_creds:
-        changes.append(Change(Kind.CREDS_REWRITTEN, f"creds written at {new_creds[:19]}"))
+        changes.append(Change(Kind.CREDS_REWRITTEN, creds_detail(1, new_creds[11:16])))
     old_sessions, new_sessions = _count(old_facts, "session"), _count(new_facts, "session")
     if new_sessions < old_sessions:
         changes.append(

@@ -18,11 +18,11 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from observability import config, key_types, session_ids, sessions
+from observability import config, key_types, phones, session_ids, sessions
 from observability.exceptions import ObservabilityError, translate_database_errors
 from observability.models import CleanupRun, SessionChange, SessionState, Snapshot
 from observability.snapshot import codec, detect
-from observability.snapshot.changes import fact_changes
+from observability.snapshot.changes import creds_count, creds_detail, fact_changes
 from observability.snapshot.read import state_health
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def _crossed_thresholds(since: datetime, now: datetime) -> set[str]:
     """Sessions whose last write became older than a silence threshold since ``since``."""
     query = Q(pk__in=[])
     for threshold in _silence_thresholds():
-        query |= Q(newest_key_write__gt=since - threshold, newest_key_write__lte=now - threshold)
+        query |= Q(last_write__gt=since - threshold, last_write__lte=now - threshold)
     return set(SessionState.objects.filter(query).values_list("session_id", flat=True))
 
 
@@ -267,13 +267,14 @@ def _columns(health: sessions.SessionHealth, facts: dict) -> dict:
         "has_auth": health.has_auth,
         "is_duplicate": health.is_duplicate,
         "phone_masked": health.phone_masked or "",
-        "phone_digits": health.phone_digits or "",
+        "phone_digits": phones.normalize(health.phone_digits) if health.phone_digits else "",
         "status": health.status.value,
         "severity": health.status.severity,
         "reason_count": len(health.reasons),
         "reasons": list(health.reasons),
         "total_keys": health.total_keys,
         "newest_key_write": health.newest_key_write,
+        "last_write": health.last_write,
         "facts": facts,
     }
 
@@ -294,6 +295,7 @@ _UPDATED_FIELDS = [
     "reasons",
     "total_keys",
     "newest_key_write",
+    "last_write",
     "facts",
     "status_since",
     "facts_changed_at",
@@ -309,9 +311,22 @@ def _store(
     started: float,
 ) -> RefreshResult:
     """Write the fresh states, their changes, the store's summary and the refresh record."""
-    existing = {state.session_id: state for state in SessionState.objects.all()}
+    # Every state without its facts (one narrow read); the facts only where needed below.
+    existing = {state.session_id: state for state in SessionState.objects.defer("facts")}
     fresh_by_id = {health.session_id: health for health in fresh}
     gone = (set(existing) if scope is None else scope & set(existing)) - set(fresh_by_id)
+    unchanged = {
+        sid: state for sid, state in existing.items() if sid not in fresh_by_id and sid not in gone
+    }
+    wanted = [sid for sid in fresh_by_id if sid in existing] + [
+        sid
+        for sid, state in unchanged.items()
+        if _DECODED.get(sid, (None,))[0] != state.facts_changed_at
+    ]
+    for sid, facts in SessionState.objects.filter(session_id__in=wanted).values_list(
+        "session_id", "facts"
+    ):
+        existing[sid].facts = facts
 
     created: list[SessionState] = []
     updated: list[SessionState] = []
@@ -384,6 +399,7 @@ def _store(
             _change(session_id, now, SessionChange.Kind.GONE, existing[session_id].status, "")
         )
 
+    changes = _coalesce_creds_rewrites(changes, now)
     SessionState.objects.bulk_create(created, batch_size=500)
     SessionState.objects.bulk_update(updated, _UPDATED_FIELDS, batch_size=200)
     SessionState.objects.filter(session_id__in=gone).delete()
@@ -391,11 +407,9 @@ def _store(
     detector.save()
     detect.forget(gone)
 
-    every = judged + [
-        state_health(state)
-        for session_id, state in existing.items()
-        if session_id not in fresh_by_id and session_id not in gone
-    ]
+    every = judged + [_decoded(state) for state in unchanged.values()]
+    for sid in set(_DECODED) - set(unchanged):
+        del _DECODED[sid]
     store = codec.encode(sessions.summarize(every))
     store.pop("worst", None)  # read from the states, worst first, when shown
     snapshot = Snapshot.objects.create(
@@ -425,6 +439,55 @@ def _store(
     )
 
 
+#: Decoded states of this process, by session id, with the ``facts_changed_at`` they were
+#: decoded at. Not a cache of answers (readers never see it): a state whose facts have not
+#: changed decodes to the same ``SessionHealth``, so the refresh decodes only the states that
+#: changed since its previous run in this process (the worker's), not all of them every minute.
+_DECODED: dict[str, tuple[datetime, sessions.SessionHealth]] = {}
+
+
+def _decoded(state: SessionState) -> sessions.SessionHealth:
+    """The state's health, decoded once per version of its facts."""
+    known = _DECODED.get(state.session_id)
+    if known is not None and known[0] == state.facts_changed_at:
+        return known[1]
+    health = state_health(state)
+    _DECODED[state.session_id] = (state.facts_changed_at, health)
+    return health
+
+
+def _coalesce_creds_rewrites(changes: list[SessionChange], now: datetime) -> list[SessionChange]:
+    """
+    Fold each session's creds rewrite into its row of the same UTC day, if there is one.
+
+    Baileys rewrites creds on every connect, so a reconnect loop would otherwise write a row
+    a minute; one row per session and day with the count keeps the signal and the storage
+    small. Returns the changes still to insert.
+    """
+    rewrites = {c.session_id: c for c in changes if c.kind == SessionChange.Kind.CREDS_REWRITTEN}
+    if not rewrites:
+        return changes
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    existing = SessionChange.objects.filter(
+        kind=SessionChange.Kind.CREDS_REWRITTEN,
+        session_id__in=list(rewrites),
+        at__gte=day,
+        at__lte=now,
+    ).order_by("session_id", "-at")
+    folded = []
+    seen = set()
+    for row in existing:
+        if row.session_id in seen:
+            continue
+        seen.add(row.session_id)
+        new = rewrites[row.session_id]
+        last = new.detail.rsplit("last at ", 1)[-1][:5]
+        row.detail = creds_detail(creds_count(row.detail) + 1, last)
+        folded.append(row)
+    SessionChange.objects.bulk_update(folded, ["detail"])
+    return [c for c in changes if not (c in rewrites.values() and c.session_id in seen)]
+
+
 def _change(
     session_id: str,
     at: datetime,
@@ -442,7 +505,7 @@ def _change(
         kind=kind,
         old_status=old_status,
         new_status=new_status,
-        reasons=list(reasons),
+        reasons=list(reasons) or None,
         detail=detail,
         data=data or {},
     )

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 
-from observability import config, demo_data, schema
+from observability import config, demo_data, schema, snapshot
 from observability.exceptions import BadInput
 from observability.management.base import ObservabilityCommand
 
@@ -94,8 +94,11 @@ class Command(ObservabilityCommand):
 
         self._ensure_admin()
         if "setup_schedules" in get_commands():
-            self._step("Creating the scheduled jobs")
+            self._step("Creating the scheduled jobs (the snapshot is refreshed every minute)")
             call_command("setup_schedules", verbosity=0)
+        self._step("Taking the first session health snapshot (pages read it)")
+        result = snapshot.refresh(full=True)
+        self._step(f"Snapshot: {result.sessions_total} sessions in {result.duration:.1f} s")
 
     def _ensure_admin(self) -> None:
         """Create the ``admin`` superuser once and print its random password that one time."""

@@ -33,7 +33,10 @@ class Command(ObservabilityCommand):
             "--json",
             action="store_true",
             dest="as_json",
-            help="Print a JSON list of objects (session_id, status, reasons, facts) instead.",
+            help=(
+                "Print a JSON list of objects (session_id, status, since, reasons, facts) "
+                "instead; since is when the status last changed, from the stored snapshot."
+            ),
         )
 
     def handle(self, *args, status=None, as_json=False, **options):
@@ -42,7 +45,10 @@ class Command(ObservabilityCommand):
         if status is not None:
             listed = [health for health in listed if health.status == status]
         if as_json:
-            payload = [health.as_dict() for health in listed]
+            since = _status_since(listed)
+            payload = [
+                {**health.as_dict(), "since": since.get(health.session_id)} for health in listed
+            ]
             self.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2))
             return
         self._table(listed)
@@ -98,3 +104,27 @@ class Command(ObservabilityCommand):
             counts[health.status] += 1
         summary = ", ".join(f"{counts[s]} {s}" for s in (Status.FAIL, Status.WARN, Status.OK))
         self.stdout.write(f"{len(listed)} session(s): {summary}.")
+
+
+def _status_since(listed: list[sessions.SessionHealth]) -> dict[str, str]:
+    """
+    When each session's status last changed, from the stored snapshot (ISO 8601, UTC).
+
+    Only when the snapshot holds the same status as this live judgement; a session whose
+    status changed since the last snapshot, or that no snapshot saw yet, has no ``since``.
+    The project's database being unreachable leaves every ``since`` out rather than failing.
+    """
+    from django.db import DatabaseError
+
+    from observability.models import SessionState
+
+    wanted = {health.session_id: str(health.status) for health in listed}
+    try:
+        stored = SessionState.objects.filter(session_id__in=list(wanted)).values_list(
+            "session_id", "status", "status_since"
+        )
+        return {
+            sid: since.isoformat() for sid, status, since in stored if wanted.get(sid) == status
+        }
+    except DatabaseError:
+        return {}

@@ -1,0 +1,292 @@
+"""
+The stored snapshot's costs (issue 13), measured by ``bench/run_all.py`` on its seeded server.
+
+- ``measure_refresh``: a full recount, an incremental refresh after 1 % of the keys were
+  rewritten, and the floor: the aggregate SQL of a full recount replayed bare;
+- ``measure_storage``: the bytes of the snapshot tables for 1,000 sessions over 90 days of
+  simulated changes (the retention period), against the 100 MB budget.
+
+Both run inside ``run_all``'s Django set-up (``django.setup()`` done, the bot tables seeded).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from datetime import timedelta
+
+#: Budget for the snapshot tables of 1,000 sessions over 90 days.
+STORAGE_BUDGET_MB = 100
+#: An incremental refresh after 1 % of the keys changed must take less than this.
+INCREMENTAL_GOAL_S = 1.0
+
+#: Simulated change rows per session and day, from what Baileys writes (baileys-facts.md):
+#: creds on every reconnect (stored as one row per session and day with the count, however
+#: many), a pre-key for each message it failed to decrypt twice, a top-up when the server runs
+#: low, per-contact session rows lost to cleanup, and a status change now and then. Generous on
+#: purpose: the budget must hold for a troubled fleet, not a quiet one.
+CHANGES_PER_DAY = {
+    "creds_rewritten": 1.0,
+    "prekey_one_by_one": 1.0,
+    "prekeys_topped_up": 0.3,
+    "session_rows_lost": 0.5,
+    "status": 0.4,
+}
+
+
+#: A typical detail of each kind, as the refresh writes it.
+DETAILS = {
+    "creds_rewritten": "14 rewrites, last at 22:41 UTC",
+    "prekey_one_by_one": "nextPreKeyId 1204 → 1205",
+    "prekeys_topped_up": "nextPreKeyId 1205 → 1210",
+    "session_rows_lost": "'session' rows 84 → 61",
+    "status": "",
+}
+
+
+#: The data each kind carries for the history detectors and the alerts, as the refresh writes it.
+DATA = {
+    "creds_rewritten": {"was": "OK"},
+    "prekey_one_by_one": {"old": 1204, "new": 1205, "was": "OK"},
+    "prekeys_topped_up": {"old": 1205, "new": 1210, "was": "OK"},
+    "session_rows_lost": {"was": "OK"},
+    "status": {"rules": ["silence"]},
+}
+
+
+def _rewrite_share(share: float) -> tuple[int, int]:
+    """
+    Rewrite ``share`` of the keys as the bot does (``expires_at`` = now + life): counted rows.
+
+    A ``TABLESAMPLE SYSTEM`` sample takes whole pages, so the changed keys cluster in the
+    sessions whose rows sit together, as a minute of real traffic does (the salons that had
+    messages); the number of sessions touched is returned with the rows.
+    """
+    from django.db import connections
+
+    from observability import key_types
+
+    short = [kind for kind in key_types.KEY_TYPES if kind in key_types.SHORT_LIVED_KEY_TYPES]
+    with connections["bot"].cursor() as cursor:
+        cursor.execute(
+            """
+            WITH picked AS (
+                SELECT company_id, key_type, key_id
+                  FROM whatsapp_keys TABLESAMPLE SYSTEM (%(percent)s)
+            )
+            UPDATE whatsapp_keys AS k
+               SET expires_at = now() + CASE
+                       WHEN k.key_type = ANY(%(short)s) OR k.key_type LIKE '%%lid-mapping%%'
+                       THEN interval '7 days' ELSE interval '14 days' END
+              FROM picked
+             WHERE (k.company_id, k.key_type, k.key_id)
+                 = (picked.company_id, picked.key_type, picked.key_id)
+         RETURNING k.company_id
+            """,
+            {"percent": share * 100, "short": short},
+        )
+        touched = [row[0] for row in cursor.fetchall()]
+    return len(touched), len(set(touched))
+
+
+def measure_refresh(floor, *, runs: int = 3, share: float = 0.01) -> dict:
+    """Full recount, incremental after ``share`` of the keys changed, and the bare aggregate."""
+    from observability import sessions, snapshot
+
+    snapshot.refresh(full=True)  # warm, and the baseline the incremental runs start from
+    full = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = snapshot.refresh(full=True)
+        full.append(time.perf_counter() - started)
+    captured = floor.capture(lambda: sessions.list_sessions())
+    bare = floor.time(captured, runs)
+    incremental = []
+    changed = []
+    for _ in range(runs):
+        changed.append(_rewrite_share(share))
+        started = time.perf_counter()
+        step = snapshot.refresh(full=False)
+        incremental.append((time.perf_counter() - started, step.sessions_refreshed))
+    measured = {
+        "sessions": result.sessions_total,
+        "full_s": statistics.median(full),
+        "full_runs": full,
+        "bare_aggregate_ms": bare["median"],
+        "bare_queries": bare["queries"],
+        "incremental_s": statistics.median(seconds for seconds, _ in incremental),
+        "incremental_runs": incremental,
+        "changed_keys": statistics.median(rows for rows, _ in changed),
+        "changed_sessions": statistics.median(touched for _, touched in changed),
+        "share": share,
+    }
+    print(
+        f"  snapshot: full {measured['full_s']:.2f} s, bare aggregate "
+        f"{measured['bare_aggregate_ms']:.0f} ms, incremental {measured['incremental_s']:.3f} s "
+        f"after {measured['changed_keys']:,} keys changed in {measured['changed_sessions']:,} "
+        f"sessions ({[n for _, n in incremental]} recomputed)",
+        flush=True,
+    )
+    return measured
+
+
+def measure_storage(*, sessions: int = 1_000, days: int = 90, seed: int = 13) -> dict:
+    """
+    Fill the snapshot tables with ``days`` of simulated history for ``sessions`` sessions.
+
+    The states are copies of a real stored state (so their facts are full size); the changes
+    follow :data:`CHANGES_PER_DAY`; the refresh log holds its two days of one-a-minute rows.
+    Everything is written in a transaction that is rolled back after the sizes are read.
+    """
+    from django.db import connections, transaction
+    from django.utils import timezone
+
+    from observability import config
+    from observability.models import SessionChange, SessionState, Snapshot
+
+    rng = random.Random(seed)  # noqa: S311 - simulated data, not a secret
+    now = timezone.now()
+    template = SessionState.objects.order_by("-total_keys").first()
+    tables = (
+        "observability_sessionstate",
+        "observability_sessionchange",
+        "observability_snapshot",
+    )
+    reasons = list(template.reasons) or ["No key written for 30 hours: check the salon."]
+
+    class _Rollback(Exception):
+        pass
+
+    sizes: dict[str, int] = {}
+    rows = 0
+    try:
+        with transaction.atomic():
+            SessionState.objects.all().delete()
+            SessionChange.objects.all().delete()
+            Snapshot.objects.all().delete()
+            states = []
+            for n in range(sessions):
+                state = SessionState(
+                    **{
+                        field.attname: getattr(template, field.attname)
+                        for field in SessionState._meta.concrete_fields
+                    }
+                )
+                state.session_id = f"company_{900000 + n}"
+                state.salon_id = 900000 + n
+                states.append(state)
+            SessionState.objects.bulk_create(states, batch_size=500)
+            batch: list[SessionChange] = []
+            for n in range(sessions):
+                sid = f"company_{900000 + n}"
+                for day in range(days):
+                    for kind, rate in CHANGES_PER_DAY.items():
+                        count = int(rate) + (1 if rng.random() < rate - int(rate) else 0)
+                        for _ in range(count):
+                            at = now - timedelta(days=day, seconds=rng.randrange(86400))
+                            status = kind == "status"
+                            batch.append(
+                                SessionChange(
+                                    session_id=sid,
+                                    at=at,
+                                    kind=kind,
+                                    old_status="OK",
+                                    new_status="WARN" if status else "OK",
+                                    reasons=reasons if status else None,
+                                    detail=DETAILS[kind],
+                                    data=DATA[kind],
+                                )
+                            )
+                if len(batch) > 20_000:
+                    SessionChange.objects.bulk_create(batch)
+                    rows += len(batch)
+                    batch = []
+            SessionChange.objects.bulk_create(batch)
+            rows += len(batch)
+            log_minutes = int(config.snapshot_log_retention().total_seconds() // 60)
+            Snapshot.objects.bulk_create(
+                Snapshot(
+                    taken_at=now - timedelta(minutes=minute),
+                    kind="incremental",
+                    duration=0.2,
+                    sessions_refreshed=12,
+                    sessions_total=sessions,
+                    changes=8,
+                    outcome="succeeded",
+                )
+                for minute in range(log_minutes)
+            )
+            with connections["default"].cursor() as cursor:
+                cursor.execute(f"ANALYZE {', '.join(tables)}")
+                for table in tables:
+                    cursor.execute("SELECT pg_total_relation_size(%s)", [table])
+                    sizes[table] = cursor.fetchone()[0]
+            raise _Rollback
+    except _Rollback:
+        pass
+    total = sum(sizes.values())
+    measured = {
+        "sessions": sessions,
+        "days": days,
+        "change_rows": rows,
+        "changes_per_day": CHANGES_PER_DAY,
+        "bytes": sizes,
+        "total_mb": total / 1024 / 1024,
+        "budget_mb": STORAGE_BUDGET_MB,
+    }
+    print(
+        f"  storage: {rows:,} change rows for {sessions} sessions over {days} days: "
+        f"{measured['total_mb']:.1f} MB (budget {STORAGE_BUDGET_MB} MB)",
+        flush=True,
+    )
+    return measured
+
+
+def report_lines(scales: dict, storage: dict | None) -> list[str]:
+    """The RESULTS.md section of the snapshot's figures."""
+    lines = [
+        "## The stored snapshot (issue 13)",
+        "",
+        "Every page, `/health/whatsapp/`, `/metrics` and the alert read the stored snapshot; a "
+        "django-q2 schedule refreshes it every minute. Full = every session recounted "
+        "(`take_snapshot --full`, hourly); incremental = only the sessions whose rows changed, "
+        "found through the expiry index, after 1 % of the keys were rewritten as the bot "
+        "writes them (whole pages sampled, so the changes cluster in some sessions as a "
+        "minute of traffic does); floor = the full recount's aggregate SQL replayed bare. "
+        "Median of 3 runs.",
+        "",
+        "| keys | sessions | full recount s | bare aggregate ms | keys changed | sessions "
+        "touched | sessions recomputed | incremental s | goal | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scale, data in scales.items():
+        snap = data.get("snapshot")
+        if not snap:
+            continue
+        recomputed = sorted(n for _, n in snap["incremental_runs"])
+        ok = snap["incremental_s"] < INCREMENTAL_GOAL_S
+        lines.append(
+            f"| {int(scale):,} | {snap['sessions']:,} | {snap['full_s']:.2f} | "
+            f"{snap['bare_aggregate_ms']:.0f} ({snap['bare_queries']} q) | "
+            f"{int(snap['changed_keys']):,} | {int(snap['changed_sessions']):,} | "
+            f"{recomputed[len(recomputed) // 2]:,} | {snap['incremental_s']:.3f} | < 1 s | "
+            f"{'met' if ok else '**missed**'} |"
+        )
+    if storage:
+        table_mb = ", ".join(
+            f"`{name.removeprefix('observability_')}` {size / 1024 / 1024:.1f} MB"
+            for name, size in storage["bytes"].items()
+        )
+        rates = ", ".join(f"{kind} {rate:g}" for kind, rate in storage["changes_per_day"].items())
+        ok = storage["total_mb"] < storage["budget_mb"]
+        lines += [
+            "",
+            f"**Storage**: {storage['sessions']:,} sessions over {storage['days']} days "
+            f"(the retention): {storage['change_rows']:,} change rows simulated at {rates} per "
+            f"session and day, plus the states and two days of one-a-minute refresh records: "
+            f"**{storage['total_mb']:.1f} MB** ({table_mb}, indexes included) against a "
+            f"budget of {storage['budget_mb']} MB: {'met' if ok else '**missed**'}.",
+        ]
+    lines.append("")
+    return lines
