@@ -98,7 +98,7 @@ def test_webhook__fail_and_recovery_are_delivered_signed_to_a_local_server(recei
     assert fail["payload"]["since"] == (T0 + MIN).isoformat()
     assert (
         fail["url"]
-        == "https://ops.example.com/admin/observability/whatsappauth/company_962302/change/"
+        == "https://ops.example.com/admin/observability/sessionstate/company_962302/change/"
     )
     recovery = json.loads(receiver.requests[1][1])
     assert (recovery["payload"]["previous"], recovery["payload"]["status"]) == ("FAIL", "OK")
