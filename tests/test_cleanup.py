@@ -412,12 +412,24 @@ def test_cleanup_expired_keys__bad_input_is_refused_before_anything_runs(kwargs,
     assert not CleanupRun.objects.exists()
 
 
+def _cleanup_lock_held(conn) -> bool:
+    """Whether any server process holds the cleanup's advisory lock (a 64-bit key)."""
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1",
+            [(LOCK_KEY >> 32) & 0xFFFFFFFF, LOCK_KEY & 0xFFFFFFFF],
+        ).fetchone()
+    )
+
+
 @bot_tables
 def test_cleanup_expired_keys__second_run_is_refused_while_the_lock_is_held():
     """A run holding the advisory lock (a real second connection) makes an applied run refuse."""
     _aged("962302", "session", 3)
     with _raw_bot_connection() as other:
         assert other.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]
+        assert _cleanup_lock_held(other)
         with pytest.raises(CleanupAlreadyRunning) as raised:
             cleanup.cleanup_expired_keys(apply=True)
         assert raised.value.exit_code == 5
@@ -428,7 +440,10 @@ def test_cleanup_expired_keys__second_run_is_refused_while_the_lock_is_held():
     refused = CleanupRun.objects.get(outcome="refused")
     assert refused.dry_run is False
     assert "in progress" in refused.error
-    # The other connection is gone, and with it the lock.
+    # The other connection is gone, and with it the lock (once its server process has ended:
+    # closing the client side does not wait for that).
+    with _raw_bot_connection() as observer:
+        assert _wait_until(lambda: not _cleanup_lock_held(observer))
     assert cleanup.cleanup_expired_keys(apply=True).total_deleted == 3
 
 
