@@ -324,12 +324,18 @@ def rhythm_min_writes() -> int:
 
 
 def silence_warning_probability() -> float:
-    """WARN when the session's rhythm gives its silence a probability below this."""
-    return _get("SILENCE_WARNING_PROBABILITY", 0.01)
+    """
+    WARN when the session's rhythm gives its silence a probability below this.
+
+    Each write starts a new silence, and a busy salon has a couple of hundred a day, so the
+    chance of one of them looking this unlikely is that many times larger: 1e-4 keeps false
+    warnings near two a month for a busy salon (``bench/DETECTION.md``).
+    """
+    return _get("SILENCE_WARNING_PROBABILITY", 1e-4)
 
 
 def silence_failure_probability() -> float:
-    """FAIL when the session's rhythm gives its silence a probability below this."""
+    """FAIL when the session's rhythm gives its silence a probability below this (it alerts)."""
     return _get("SILENCE_FAILURE_PROBABILITY", 1e-6)
 
 

@@ -180,11 +180,11 @@ def _paired(last_write: datetime) -> SessionFacts:
 
 
 def test_silence_rhythm__a_busy_salon_silent_at_noon_warns_then_fails_within_half_an_hour():
-    """30 writes an hour at noon: WARN after ~10 min of silence, FAIL within 30 min."""
+    """30 writes an hour at noon: WARN after ~20 min of silence, FAIL within 30 min."""
     history = SessionHistory(rates=_rates(30))
     noon = T0
-    assert rules.silence_rhythm(_paired(noon - 5 * MIN), history, noon) is None
-    warn = rules.silence_rhythm(_paired(noon - 12 * MIN), history, noon)
+    assert rules.silence_rhythm(_paired(noon - 15 * MIN), history, noon) is None
+    warn = rules.silence_rhythm(_paired(noon - 20 * MIN), history, noon)
     assert warn is not None and warn.status is Status.WARN
     fail = rules.silence_rhythm(_paired(noon - 29 * MIN), history, noon)
     assert fail is not None and fail.status is Status.FAIL
@@ -231,15 +231,15 @@ def test_refresh__learns_the_rhythm_and_flags_a_busy_salon_that_goes_silent():
     _session(T0 - 2 * MIN)
     rhythm = SessionRhythm.objects.get(session_id=SID)
     rhythm.observed_since = T0 - timedelta(weeks=4)
-    for week in range(1, 4):
-        detect.count_write(rhythm, T0 - timedelta(weeks=week), 50)
-        detect.count_write(rhythm, T0 - timedelta(weeks=week) - timedelta(hours=1), 50)
-        detect.count_write(rhythm, T0 - timedelta(weeks=week) + timedelta(hours=1), 50)
+    for week in range(0, 4):  # busy around noon every week, this morning included
+        for hour in (-2, -1, 0, 1):
+            if week or hour < 0:
+                detect.count_write(rhythm, T0 - timedelta(weeks=week, hours=-hour), 50)
     rhythm.save()
     factories.make_keys(SID, "session", 1, written_at=T0 - timedelta(seconds=30), seed=9)
     snapshot.refresh(now=T0)
     rhythm.refresh_from_db()
-    assert sum(rhythm.counts) == 451  # the write just seen is counted
+    assert sum(rhythm.counts) == 701  # the write just seen is counted
     assert rhythm.recheck_at is not None and rhythm.recheck_at < T0 + timedelta(minutes=30)
     moment = T0
     while moment < T0 + timedelta(minutes=30) and _state().status != "FAIL":

@@ -115,6 +115,36 @@ def rates(rhythm: SessionRhythm | None, now: datetime) -> tuple[float, ...] | No
     return tuple(smoothed)
 
 
+#: The hours before the last write that tell the day's pace (busier or calmer than usual).
+PACE_SPAN = timedelta(hours=3)
+#: Minutes with a write added to both sides of the pace, so a few minutes decide nothing.
+PACE_PRIOR = 3.0
+#: The pace is kept within these bounds.
+PACE_BOUNDS = (0.2, 1.5)
+
+
+def pace(rhythm: SessionRhythm, learned: tuple[float, ...], last_write: datetime) -> float:
+    """
+    How busy the session was before its last write, relative to its rhythm (1.0: as usual).
+
+    Minutes with a write counted in the hours up to the last write, against what the rhythm
+    expects for them, both shrunk towards each other by :data:`PACE_PRIOR`. On a calm day a
+    silence is less surprising, on a busy day more: the silence rule scales the rhythm by it.
+    """
+    start = (last_write - PACE_SPAN).replace(minute=0, second=0, microsecond=0)
+    observed = 0
+    moment = start
+    while moment <= last_write:
+        week = week_number(moment)
+        slot = week % RHYTHM_WEEKS
+        if rhythm.weeks[slot] == week:
+            observed += rhythm.counts[slot * HOURS_PER_WEEK + rules.hour_index(moment)]
+        moment += HOUR
+    expected = rules.expected_writes(learned, start, last_write)
+    ratio = (observed + PACE_PRIOR) / (expected + PACE_PRIOR)
+    return min(max(ratio, PACE_BOUNDS[0]), PACE_BOUNDS[1])
+
+
 def _events(session_ids: Iterable[str], now: datetime) -> dict[str, list[rules.HistoryEvent]]:
     """The recorded changes the detectors read, per session, oldest first."""
     events: dict[str, list[rules.HistoryEvent]] = defaultdict(list)
@@ -200,7 +230,11 @@ class Detector:
             if self.now - rules.history_window() < at <= self.now
         ]
         events.sort(key=lambda event: event.at)
-        history = rules.SessionHistory(tuple(events), rates(rhythm, self.now))
+        learned = rates(rhythm, self.now)
+        if learned is not None and health.last_write is not None:
+            today = pace(rhythm, learned, health.last_write)
+            learned = tuple(rate * today for rate in learned)
+        history = rules.SessionHistory(tuple(events), learned)
         judgement = rules.judge(health.facts, self.now, history)
         self._learn(health, history)
         return dataclasses.replace(
