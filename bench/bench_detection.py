@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -41,7 +42,12 @@ EXPECTED = {
 
 
 def _setup(data_dir: str) -> None:
-    os.environ.setdefault("OBSERVABILITY_DATA_DIR", data_dir)
+    """A fresh embedded PostgreSQL in ``data_dir`` (wiped first), migrated, Django set up."""
+    from observability import embedded
+
+    embedded.stop(Path(data_dir))
+    shutil.rmtree(data_dir, ignore_errors=True)
+    os.environ["OBSERVABILITY_DATA_DIR"] = data_dir
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django

@@ -91,6 +91,7 @@ class Command(ObservabilityCommand):
                 f"Demo data written: {summary.companies} salons, {summary.clients:,} clients, "
                 f"{summary.sessions} WhatsApp sessions, {summary.keys:,} keys"
             )
+            self._seed_history()
 
         self._ensure_admin()
         if "setup_schedules" in get_commands():
@@ -99,6 +100,18 @@ class Command(ObservabilityCommand):
         self._step("Taking the first session health snapshot (pages read it)")
         result = snapshot.refresh(full=True)
         self._step(f"Snapshot: {result.sessions_total} sessions in {result.duration:.1f} s")
+
+    def _seed_history(self) -> None:
+        """The history the detectors read, so the first snapshot catches one session each."""
+        from django.utils import timezone
+
+        from observability import demo_history, sessions
+
+        chosen = demo_history.pick(sessions.list_sessions())
+        if chosen:
+            given = demo_history.seed_demo_history(chosen, timezone.now())
+            shown = ", ".join(f"{detector} ({sid})" for sid, detector in given.items())
+            self._step(f"Demo history written: the first snapshot catches {shown}")
 
     def _ensure_admin(self) -> None:
         """Create the ``admin`` superuser once and print its random password that one time."""

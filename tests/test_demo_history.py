@@ -1,0 +1,40 @@
+"""Tests of the demo history: the demo's first snapshot catches one session per detector."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from observability import demo_history, sessions, snapshot
+from observability.models import SessionState
+from tests import factories
+
+pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+
+def test_demo_history__the_first_snapshot_catches_one_session_per_history_detector():
+    """Five healthy sessions, the demo history written: each history detector fires once."""
+    now = timezone.now()
+    for n in range(6):
+        factories.make_session(f"company_{5100 + n}", now=now, connected_hours_ago=1 + n)
+    chosen = demo_history.pick(sessions.list_sessions(now=now))
+    assert len(chosen) == 5
+    given = demo_history.seed_demo_history(chosen, now)
+    snapshot.refresh(now=now + timedelta(seconds=30))
+    fired = {
+        state.session_id: tuple(state.facts.get("rules") or ())
+        for state in SessionState.objects.filter(session_id__in=chosen)
+    }
+    for session_id, detector in given.items():
+        assert detector in fired[session_id], (session_id, detector, fired[session_id])
+    assert sorted(given.values()) == sorted(demo_history.DETECTORS)
+    untouched = SessionState.objects.exclude(session_id__in=chosen).get()
+    assert untouched.status == "OK"
+
+
+def test_demo_history__too_few_healthy_sessions_writes_nothing():
+    """With fewer healthy sessions than detectors, no history is picked."""
+    factories.make_session("company_5200")
+    assert demo_history.pick(sessions.list_sessions()) == []
