@@ -125,6 +125,10 @@ def run(salons: int, days: float, seed: int, per_type: int) -> dict:
         for salon, failure in plan.pop(sim.now, ()):
             sim.inject(salon, failure)
         sim.step()
+        if sim.now.minute == 0 and sim.now.hour % 6 == 0:
+            print(
+                f"  simulated {sim.now:%a %H:%M}, {time.perf_counter() - wall:.0f} s", flush=True
+            )
         started = time.perf_counter()
         snapshot.refresh(now=sim.now)
         refresh_seconds.append(time.perf_counter() - started)

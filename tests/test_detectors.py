@@ -226,6 +226,26 @@ def test_rates__learned_per_hour_of_week_only_after_enough_history():
     assert learned[rules.hour_index(T0 - timedelta(hours=8))] == 0
 
 
+def test_pace__a_calm_morning_makes_a_silence_less_surprising():
+    """Today's writes before the silence, against the rhythm, scale what the silence expects."""
+    rhythm = detect.new_rhythm(SID, T0 - timedelta(weeks=4))
+    for week in range(1, 4):
+        for hour in range(24):
+            detect.count_write(rhythm, T0 - timedelta(weeks=week, hours=hour), 40)
+    learned = detect.rates(rhythm, T0)
+    assert detect.pace(rhythm, learned, T0) == 0.2  # nothing counted today: the lowest pace
+    for hour in range(1, 5):
+        detect.count_write(rhythm, T0 - timedelta(hours=hour), 40)
+    # 40 minutes an hour today against a usual 30 (three busy weeks out of four observed).
+    assert detect.pace(rhythm, learned, T0) == pytest.approx(1.3, abs=0.05)
+    calm = detect.new_rhythm(SID, rhythm.observed_since)
+    calm.weeks, calm.counts = list(rhythm.weeks), list(rhythm.counts)
+    for hour in range(1, 5):
+        slot = detect.week_number(T0) % 4
+        calm.counts[slot * 168 + rules.hour_index(T0 - timedelta(hours=hour))] = 15
+    assert detect.pace(calm, learned, T0) == pytest.approx(0.52, abs=0.05)  # 15 an hour: calm
+
+
 def test_refresh__learns_the_rhythm_and_flags_a_busy_salon_that_goes_silent():
     """The refresh counts writes into the rhythm and rechecks a silent session unprompted."""
     _session(T0 - 2 * MIN)

@@ -314,6 +314,7 @@ def test_demo__set_up_in_process_creates_data_and_one_admin():
     out = io.StringIO()
     call_command("demo", "--no-serve", stdout=out)
     assert "40 WhatsApp sessions, 40,000 keys" in out.getvalue()
+    assert "Demo history written: the first snapshot catches reconnect_loop" in out.getvalue()
     password = _PASSWORD.search(out.getvalue()).group(1)
     admin = User.objects.get(username="admin")
     assert admin.is_superuser and admin.check_password(password)
