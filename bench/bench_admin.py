@@ -67,8 +67,9 @@ def main() -> int:
     from django.test.utils import override_settings
     from django.urls import reverse
 
-    from observability import config, demo_data, schema, sessions
+    from observability import config, schema, sessions
     from observability.models import Client as BotClient
+    from observability_demo import demo_data
 
     alias = config.bot_database_alias()
     call_command("migrate", verbosity=0)

@@ -54,7 +54,8 @@ def main() -> int:
     import django
 
     django.setup()  # starts the embedded server (initdb on this fresh folder)
-    from observability import demo_data, schema
+    from observability import schema
+    from observability_demo import demo_data
 
     try:
         schema.create_bot_tables("bot")

@@ -6,7 +6,7 @@ One command, from the project root::
     .venv/bin/python bench/bench_detection.py            # writes bench/DETECTION.md
 
 It starts an embedded PostgreSQL of its own (``/tmp/observability-detection/pgdata``, wiped
-first), and runs ``observability.simulator``: salons writing to the bot's tables as the bot
+first), and runs ``observability_demo.simulator``: salons writing to the bot's tables as the bot
 does, on a simulated clock. Every simulated minute it runs the real snapshot refresh
 (``observability.snapshot.refresh`` with ``now`` = the simulated clock), which runs every rule
 and history detector. Failures are injected on some salons at random moments; the others are
@@ -74,9 +74,9 @@ def math_ceil(x: float) -> int:
 
 def run(salons: int, days: float, seed: int, per_type: int) -> dict:
     """Simulate, inject, refresh once a simulated minute; return the measurements."""
-    from observability import simulator as sim_module
     from observability import snapshot
     from observability.models import SessionChange, SessionRhythm, SessionState, Snapshot
+    from observability_demo import simulator as sim_module
 
     for model in (SessionChange, SessionState, Snapshot, SessionRhythm):
         model.objects.all().delete()

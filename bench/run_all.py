@@ -466,7 +466,7 @@ def _measure_cleanup(env: dict, keys: int) -> dict:
 
 def _sessions_for(keys: int) -> int:
     """1,000 sessions, or the most the demo data's fixed cast allows with ``keys`` keys."""
-    from observability import demo_data
+    from observability_demo import demo_data
 
     sessions = SESSIONS_WANTED[0]
     while sessions > 1 and demo_data.minimum_keys(sessions) > keys:

@@ -96,12 +96,21 @@ def _database(config: dict, application_name: str, extra_options: dict | None = 
 _INSPECTING_EMBEDDED = sys.argv[1:2] == ["embedded_db"]
 
 if EMBEDDED_DATABASE:
-    from observability import embedded
+    try:
+        # The demo package and pgserver come with the demo extra (pip install -e '.[demo]');
+        # a production install has neither.
+        from observability_demo import embedded
 
-    # pgserver puts the server's socket in its data folder.
-    _socket_dir = (
-        str(EMBEDDED_DATA_DIR) if _INSPECTING_EMBEDDED else embedded.start(EMBEDDED_DATA_DIR)
-    )
+        # pgserver puts the server's socket in its data folder.
+        _socket_dir = (
+            str(EMBEDDED_DATA_DIR) if _INSPECTING_EMBEDDED else embedded.start(EMBEDDED_DATA_DIR)
+        )
+    except ModuleNotFoundError as _missing:
+        raise ImproperlyConfigured(
+            f"No database URLs are set and the embedded PostgreSQL is not installed "
+            f"({_missing}): set DATABASE_URL and BOT_DATABASE_URL, or install the demo with "
+            "pip install -e '.[demo]'."
+        ) from None
     _default_config = {
         "ENGINE": "django.db.backends.postgresql",
         "HOST": _socket_dir,
@@ -176,6 +185,12 @@ INSTALLED_APPS = [
     "csp",  # Content-Security-Policy header (README "Staff access"); its system checks
     "observability",
 ]
+#: The demo app (observability_demo: the ``demo``, ``seed_demo_data``, ``create_bot_schema`` and
+#: ``embedded_db`` commands) is on with the embedded database; ``DEMO_APP=1`` turns it on with
+#: configured URLs too (seeding a staging copy), ``DEMO_APP=0`` off. Production leaves it off.
+DEMO_APP = _env_bool("DEMO_APP", EMBEDDED_DATABASE)
+if DEMO_APP:
+    INSTALLED_APPS.append("observability_demo")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

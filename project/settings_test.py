@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from project.settings import *  # noqa: F403
-from project.settings import Q_CLUSTER
+from project.settings import INSTALLED_APPS, Q_CLUSTER
+
+# The tests seed demo data and create the bot tables with the demo app's commands.
+if "observability_demo" not in INSTALLED_APPS:
+    INSTALLED_APPS = [*INSTALLED_APPS, "observability_demo"]
 
 # django-q2 reads Q_CLUSTER once at import, so override_settings cannot switch this on later.
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}

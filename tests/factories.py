@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from observability import fakes
 from observability.models import Client, Company, WhatsAppAuth, WhatsAppKey
+from observability_demo import fakes
 
 
 def default_phone(session_id: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from observability import cleanup, fakes, key_types
+from observability import cleanup, key_types
 from observability.cleanup import LOCK_KEY
 from observability.exceptions import (
     BadInput,
@@ -24,6 +24,7 @@ from observability.exceptions import (
     SessionNotFound,
 )
 from observability.models import CleanupRun, WhatsAppAuth, WhatsAppKey
+from observability_demo import fakes
 from tests import factories
 
 bot_tables = pytest.mark.django_db(databases=["default", "bot"])

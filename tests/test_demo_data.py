@@ -11,9 +11,10 @@ from django.core.management.base import CommandError
 from django.db import connections
 from django.utils import timezone
 
-from observability import demo_data, fakes, sessions
-from observability.demo_data import SIZES, DemoSize, SessionState
+from observability import sessions
 from observability.exceptions import BadInput
+from observability_demo import demo_data, fakes
+from observability_demo.demo_data import SIZES, DemoSize, SessionState
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])
 

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connections
 
-from observability import rules, simulator, snapshot
+from observability import rules, snapshot
 from observability.models import SessionChange, SessionRhythm, SessionState, WhatsAppKey
 from observability.rules import SessionFacts, SessionHistory, Status
 from observability.snapshot import detect
+from observability_demo import simulator
 from tests import factories
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])

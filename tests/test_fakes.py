@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from observability import fakes
+from observability_demo import fakes
 
 #: Made by npm baileys 7.0.0-rc14 with random secrets (copied from shared/samples).
 SAMPLE = json.loads((Path(__file__).parent / "fixtures" / "baileys-session.json").read_text())

@@ -79,7 +79,7 @@ def _stop_embedded_server(data_dir: Path) -> None:
 )
 def test_commands__unreachable_database_is_a_clear_message(command):
     """A closed port gives 'unavailable', exit code 3 and no traceback."""
-    result = _run(*command, env=_production_env())
+    result = _run(*command, env=_production_env(DEMO_APP="1"))
     assert result.returncode == 3, result.stderr
     assert "The 'bot' database is unavailable" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -87,7 +87,7 @@ def test_commands__unreachable_database_is_a_clear_message(command):
 
 def test_seed_demo_data__refuses_a_configured_database():
     """Without --allow-external-database demo data never goes into a configured database."""
-    result = _run("seed_demo_data", env=_production_env())
+    result = _run("seed_demo_data", env=_production_env(DEMO_APP="1"))
     assert result.returncode == 2
     assert "Refusing to write demo data into a configured database" in result.stderr
     assert "Traceback" not in result.stderr
@@ -95,7 +95,7 @@ def test_seed_demo_data__refuses_a_configured_database():
 
 def test_demo__refuses_a_configured_database():
     """The demo runs only on the embedded database."""
-    result = _run("demo", "--no-serve", env=_production_env())
+    result = _run("demo", "--no-serve", env=_production_env(DEMO_APP="1"))
     assert result.returncode == 2
     assert "The demo runs only on the embedded PostgreSQL" in result.stderr
     assert "Traceback" not in result.stderr
@@ -265,7 +265,7 @@ def test_embedded_db__status_and_stop_the_server_the_demo_left_running(demo_data
 
 def test_embedded_db__refused_with_configured_databases():
     """With database URLs configured there is no embedded server to stop: exit 1, a message."""
-    result = _run("embedded_db", "stop", env=_production_env())
+    result = _run("embedded_db", "stop", env=_production_env(DEMO_APP="1"))
     assert result.returncode == 1
     assert "No embedded PostgreSQL" in result.stderr and "Traceback" not in result.stderr
 

@@ -8,9 +8,10 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from observability import fakes, rules, sessions
+from observability import rules, sessions
 from observability.models import Company, WhatsAppAuth, WhatsAppKey
 from observability.rules import SessionFacts, Status
+from observability_demo import fakes
 from tests import factories
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])

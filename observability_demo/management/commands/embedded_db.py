@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from observability import embedded
+from observability_demo import embedded
 
 
 class Command(BaseCommand):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from observability import config, demo_data
+from observability import config
 from observability.exceptions import BadInput
 from observability.management.base import ObservabilityCommand
+from observability_demo import demo_data
 
 
 class Command(ObservabilityCommand):

@@ -26,8 +26,9 @@ from enum import StrEnum
 from django.db import connections, transaction
 from django.utils import timezone
 
-from observability import config, fakes, schema, session_ids
+from observability import config, schema, session_ids
 from observability.exceptions import BadInput, translate_database_errors
+from observability_demo import fakes
 
 logger = logging.getLogger(__name__)
 

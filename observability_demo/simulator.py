@@ -29,9 +29,10 @@ from datetime import datetime, timedelta
 
 from django.db import connections
 
-from observability import fakes, schema
+from observability import schema
 from observability.models import SessionRhythm
 from observability.snapshot import detect
+from observability_demo import fakes
 
 #: Failure types the simulator can inject.
 LOGOUT = "logout"

@@ -13,9 +13,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 
-from observability import config, demo_data, schema, snapshot
+from observability import config, schema, snapshot
 from observability.exceptions import BadInput
 from observability.management.base import ObservabilityCommand
+from observability_demo import demo_data
 
 ADMIN_USERNAME = "admin"
 _WORKER_STOP_SECONDS = 15
