@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from observability import demo_history, sessions, snapshot
+from observability import sessions, snapshot
 from observability.models import SessionState
+from observability_demo import demo_history
 from tests import factories
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])

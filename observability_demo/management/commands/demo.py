@@ -106,7 +106,8 @@ class Command(ObservabilityCommand):
         """The history the detectors read, so the first snapshot catches one session each."""
         from django.utils import timezone
 
-        from observability import demo_history, sessions
+        from observability import sessions
+        from observability_demo import demo_history
 
         chosen = demo_history.pick(sessions.list_sessions())
         if chosen:

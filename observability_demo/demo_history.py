@@ -1,7 +1,7 @@
 """
 Demo history: what the every-minute refresh would have recorded, so the demo shows each detector.
 
-The demo's bot rows (``observability.demo_data``) are one moment; the history detectors
+The demo's bot rows (``observability_demo.demo_data``) are one moment; the history detectors
 (``observability.rules.HISTORY_RULES``) need the refreshes before it. For five healthy demo
 sessions this writes, in the project's own database, the history that the refresh records
 when the failure happens (change rows with their numbers, a learned rhythm, recent logins),
