@@ -83,8 +83,8 @@ def rates(rhythm: SessionRhythm | None, now: datetime) -> tuple[float, ...] | No
 
     Over the last ``RHYTHM_WEEKS`` calendar weeks (the current one included, as far as it
     went) and only since the session was first observed: each hour's count divided by how
-    many hours of that kind were observed, smoothed with the hours beside it (a salon that
-    opens a little later one day is not a surprise).
+    many hours of that kind were observed, then the lowest of it and the hours beside it (a
+    salon that opens an hour later one day is not a surprise).
     """
     if rhythm is None or now - rhythm.observed_since < config.rhythm_min_history():
         return None
@@ -107,11 +107,15 @@ def rates(rhythm: SessionRhythm | None, now: datetime) -> tuple[float, ...] | No
             overlap = min(begin + 1, now_h) - max(begin, start_h)
             if overlap > 0:
                 observed[hour] += overlap
-    smoothed = []
-    for hour in range(HOURS_PER_WEEK):
-        near = ((hour - 1) % HOURS_PER_WEEK, hour, hour, (hour + 1) % HOURS_PER_WEEK)
-        hours = sum(observed[h] for h in near)
-        smoothed.append(sum(counts[h] for h in near) / hours if hours else 0.0)
+    # Each hour's own rate, then the lowest of it and its neighbours': a salon that opens or
+    # closes an hour off its usual time is not a surprise, a silence at its busiest hours is.
+    own = [
+        counts[hour] / observed[hour] if observed[hour] else 0.0 for hour in range(HOURS_PER_WEEK)
+    ]
+    smoothed = [
+        min(own[(hour - 1) % HOURS_PER_WEEK], own[hour], own[(hour + 1) % HOURS_PER_WEEK])
+        for hour in range(HOURS_PER_WEEK)
+    ]
     return tuple(smoothed)
 
 
