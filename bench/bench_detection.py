@@ -43,7 +43,7 @@ EXPECTED = {
 
 def _setup(data_dir: str) -> None:
     """A fresh embedded PostgreSQL in ``data_dir`` (wiped first), migrated, Django set up."""
-    from observability import embedded
+    from observability_demo import embedded
 
     embedded.stop(Path(data_dir))
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -206,7 +206,7 @@ def run(salons: int, days: float, seed: int, per_type: int) -> dict:
 NOTES = (
     "## How it was measured",
     "",
-    "- `observability/simulator.py` writes to the bot's tables as the bot does: per salon a "
+    "- `observability_demo/simulator.py` writes to the bot's tables as the bot does: per salon a "
     "busy, slow or quiet profile (peak 0.45, 0.08, 0.006 messages a minute), opening hours in "
     "its own time zone, quiet nights, some closed on Sundays, each day busier or calmer "
     "(log-normal, sigma 0.35) and opening up to 45 min late or 30 min early. A message rewrites "
