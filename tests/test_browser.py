@@ -130,7 +130,7 @@ def test_browser__login_filter_fail_open_session_and_keys(
     """Log in, filter FAIL, open the failing session (reasons, chart), open its key browser."""
     from playwright.sync_api import sync_playwright
 
-    shots = _screenshot_dir(tmp_path)
+    shots = tmp_path  # the README's pictures come from the demo data (test_browser_demo.py)
 
     # Database work happens outside Playwright's event loop (Django refuses it inside).
     django_user_model.objects.create_superuser("ops", "ops@example.invalid", "ops-password")
@@ -155,7 +155,6 @@ def test_browser__login_filter_fail_open_session_and_keys(
 
             page.click("text=WhatsApp sessions")
             page.wait_for_selector("#result_list")
-            page.click("#toggle-nav-sidebar")  # more room for the tables (kept in localStorage)
             assert page.locator("#result_list tbody tr").count() == 4  # keys-only included
             # Readable at 1366 px: no row wraps into more than a few lines.
             heights = page.eval_on_selector_all(

@@ -242,7 +242,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
         "salon",
         "phone",
         "keys",
-        "last_write",
+        "last_key_write",
         "reasons_short",
     )
     list_display_links = None
@@ -328,9 +328,16 @@ class SessionAdmin(ReadOnlyModelAdmin):
         breakdown = ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items()))
         return format_html('<span title="{}">{}</span>', breakdown or "no keys", obj.total_keys)
 
+    # Not named last_write: the model's field of that name would shadow it (a long date).
     @admin.display(description="last key write", ordering="newest_key_write")
-    def last_write(self, obj):
-        return display.age(obj.newest_key_write)
+    def last_key_write(self, obj):
+        if obj.newest_key_write is None:
+            return "never"
+        return format_html(
+            '<span title="{}">{}</span>',
+            f"{obj.newest_key_write:%Y-%m-%d %H:%M} UTC",
+            display.age(obj.newest_key_write),
+        )
 
     @admin.display(description="reasons")
     def reasons_short(self, obj):
@@ -413,9 +420,13 @@ class SessionAdmin(ReadOnlyModelAdmin):
                 _timeline_context(history.timeline(session_id, days=days, now=now))
                 for days in (7, 30)
             ],
-            "incidents": history.incidents(
-                since=now - timedelta(days=30), now=now, session_id=session_id
-            ),
+            "incidents": [
+                # The duration as ops read it (``2 h``), not a timedelta with microseconds.
+                {"start": i.start, "end": i.end, "duration": display.duration(i.duration)}
+                for i in history.incidents(
+                    since=now - timedelta(days=30), now=now, session_id=session_id
+                )
+            ],
             "keys_url": keys_url(session_id),
             "twin_url": session_url(health.twin_session_id) if health.twin_session_id else None,
             "salon_url": salon_url(health),
