@@ -152,10 +152,11 @@ def _visit(page, base: str, seeded: dict, shots: Path | None) -> dict[str, dict]
     assert page.locator("#result_list tbody tr").count() == 2
     look("cleanup runs", "9-cleanup-runs.png")
 
-    insights = page.locator("#insights-link a, a#insights-link")
-    if insights.count():  # the insights page (issue 16), once the admin has it
-        page.goto(f"{base}/admin/")
-        page.locator("#insights-link a, a#insights-link").first.click()
+    page.goto(f"{base}/admin/")
+    insights = page.locator("a#insights-link")
+    if insights.count():  # the insights page (issue 16), linked from the index once it exists
+        insights.click()
+        page.wait_for_selector("#sizes")
         look("insights")
     return measured
 
