@@ -91,6 +91,27 @@ def partial(value: str | None) -> PartialPhone | None:
     return None
 
 
+def shown(value: str | None) -> PartialPhone | None:
+    """
+    The digits of a typed number that its mask shows: the only ones a search may match.
+
+    A whole number (``+7 (900) 123-45-67``) gives the four digits its mask starts with and the
+    four it ends with, exactly as :func:`mask` shows them (``7900***4567``); anything shorter
+    is :func:`partial`. Matching a whole number exactly would answer, one request per guess,
+    whether ``7900 000 4567``, ``7900 001 4567``, ... is the number behind a mask the page
+    shows: a thousand searches would unmask it. So a whole number finds every number that
+    looks the same masked, and a true and a false guess of the hidden digits get one answer.
+
+    Returns:
+        The shown digits, or None when the text is not a phone number, whole or partial.
+
+    """
+    if looks_like_phone(value):
+        digits = normalize(value)
+        return PartialPhone(suffix=digits[-MASK_SHOWN_DIGITS:], prefix=digits[:MASK_SHOWN_DIGITS])
+    return partial(value)
+
+
 def mask(value: str | None) -> str | None:
     """
     Show a phone number without revealing it: ``79001234567`` becomes ``7900***4567``.

@@ -351,3 +351,30 @@ def test_custom_pages__offered_parameters_work(viewer, seeded):
     overview = reverse("admin:observability_sessionstate_overview")
     assert viewer.get(overview).status_code == 200
     assert WhatsAppAuth.objects.filter(company_id=str(SALON)).exists()
+
+
+@pytest.mark.parametrize(
+    ("page", "true_guess", "false_guess", "mask"),
+    [
+        # A whole number that differs from the stored one only in the digits its mask hides.
+        ("client", CLIENT_PHONE, CLIENT_PHONE[:4] + "999" + CLIENT_PHONE[-4:], "7900***2233"),
+        ("client", "+7 (900) 111-22-33", "+7 (900) 999-22-33", "7900***2233"),
+        (
+            "sessionstate",
+            OWNER_PHONE,
+            OWNER_PHONE[:4] + "000" + OWNER_PHONE[-4:],
+            "7916***4567",
+        ),
+        ("sessionstate", "8 916 123 45 67", "8 916 000 45 67", "7916***4567"),
+    ],
+)
+def test_search__a_whole_number_cannot_test_the_hidden_digits(
+    viewer, seeded, page, true_guess, false_guess, mask
+):
+    """A whole-number search answers a true and a false guess of the masked digits alike."""
+    url = _changelist(page)
+    true_answer = _normalized(viewer.get(url, {"q": true_guess}), "q", true_guess)
+    false_answer = _normalized(viewer.get(url, {"q": false_guess}), "q", false_guess)
+    assert true_answer[0] == 200
+    assert true_answer == false_answer
+    assert mask.encode() in true_answer[2]  # the number is still found by the digits shown

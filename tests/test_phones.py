@@ -67,3 +67,24 @@ def test_partial__last_digits_or_a_pasted_mask(typed, suffix, prefix):
 def test_partial__not_a_partial_number(typed):
     """Fewer than four digits, a whole number, or text with letters is not a partial phone."""
     assert phones.partial(typed) is None
+
+
+@pytest.mark.parametrize(
+    ("typed", "suffix", "prefix"),
+    [
+        ("79001234567", "4567", "7900"),
+        ("8 900 123 45 67", "4567", "7900"),
+        ("+7 (900) 999-45-67", "4567", "7900"),  # the hidden digits play no part
+        ("7900***4567", "4567", "7900"),
+        ("123 45 67", "4567", ""),
+    ],
+)
+def test_shown__a_whole_number_gives_only_what_its_mask_shows(typed, suffix, prefix):
+    """A whole number gives its mask's first and last four digits; shorter text is partial."""
+    assert phones.shown(typed) == phones.PartialPhone(suffix=suffix, prefix=prefix)
+
+
+@pytest.mark.parametrize("typed", ["123", "Анна 79001234567", "", None])
+def test_shown__not_a_phone(typed):
+    """Too few digits, or letters, is no phone at all."""
+    assert phones.shown(typed) is None

@@ -255,7 +255,10 @@ class SessionAdmin(ReadOnlyModelAdmin):
         PlatformFilter,
     )
     search_fields = ("=session_id",)
-    search_help_text = "Salon id (either spelling), salon title, or phone number in any spelling."
+    search_help_text = (
+        "Salon id (either spelling), salon title, or phone number in any spelling or its mask "
+        "(7900***4567): a phone finds every number its mask matches."
+    )
     list_per_page = 100
     actions = [export_health_csv]
 
@@ -269,7 +272,12 @@ class SessionAdmin(ReadOnlyModelAdmin):
         )
 
     def get_search_results(self, request, queryset, search_term):
-        """Salon id (either spelling), exact session id, title, or phone in any spelling."""
+        """
+        Salon id (either spelling), exact session id, title, or phone in any spelling.
+
+        A phone is matched on the digits its mask shows (``phones.shown``), so the search
+        finds a number without being able to test the digits the page hides.
+        """
         term = (search_term or "").strip()
         if not term:
             return queryset, False
@@ -277,8 +285,13 @@ class SessionAdmin(ReadOnlyModelAdmin):
         parsed = session_ids.describe(term)
         if term.isdigit() and parsed.salon_id is not None:  # a salon number: both spellings
             condition |= Q(salon_id=parsed.salon_id)
-        if phones.looks_like_phone(term):
-            condition |= Q(phone_digits=phones.normalize(term))
+        shown = phones.shown(term)
+        if shown is not None and shown.prefix:
+            # A whole number or a pasted mask matches the stored mask, never the digits: an
+            # exact match on them would tell a true guess of the hidden digits from a false one.
+            condition |= Q(
+                phone_masked__startswith=shown.prefix, phone_masked__endswith=shown.suffix
+            )
         return queryset.filter(condition), False
 
     # -- columns -----------------------------------------------------------------------------
