@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import stat
@@ -832,3 +833,46 @@ def test_cleanup_expired_keys__concurrent_writer_waits_at_most_one_batch(truncat
     )
     assert survivors == written  # every rewritten key kept, every other expired key gone
     assert not WhatsAppKey.objects.filter(expires_at__lt=timezone.now()).exists()
+
+
+def _header() -> str:
+    from observability.cleanup import backup
+
+    return json.dumps({"kind": "header", "format": backup.FORMAT, "version": backup.VERSION})
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["[1, 2]"],  # a line that is JSON but no object
+        ["1"],
+        [_header(), "[]", '{"kind": "footer", "rows": {}}'],
+        [_header(), '{"kind": "footer", "rows": [1]}'],
+        [
+            _header(),
+            '{"kind": "row", "table": "whatsapp_keys", "row": {"company_id": "1"}}',
+            '{"kind": "footer", "rows": {"whatsapp_keys": 1}}',
+        ],
+        [
+            _header(),
+            '{"kind": "row", "table": "whatsapp_keys", "row": "not json"}',
+            '{"kind": "footer", "rows": {"whatsapp_keys": 1}}',
+        ],
+        [
+            _header(),
+            '{"kind": "row", "table": "whatsapp_keys", "row": "[1]"}',
+            '{"kind": "footer", "rows": {"whatsapp_keys": 1}}',
+        ],
+    ],
+)
+def test_backup_read__a_malformed_file_is_bad_input_not_a_crash(tmp_path, lines):
+    """A backup whose lines or rows are not the objects it writes is refused with BadInput."""
+    import gzip
+
+    from observability.cleanup import backup
+
+    path = tmp_path / "crafted.jsonl.gz"
+    with gzip.open(path, "wt") as stream:
+        stream.write("\n".join(lines) + "\n")
+    with pytest.raises(BadInput, match="crafted.jsonl.gz"):
+        backup.read(path)

@@ -107,6 +107,8 @@ def read(path: str | Path) -> Backup:
         raise BadInput(
             f"{path} is not a readable backup file ({type(error).__name__})."
         ) from error
+    if not all(isinstance(line, dict) for line in lines):
+        raise BadInput(f"{path} is not a cleanup backup file: a line is not a JSON object.")
     if not lines or lines[0].get("kind") != "header" or lines[0].get("format") != FORMAT:
         raise BadInput(f"{path} is not a cleanup backup file.")
     if lines[0].get("version") != VERSION:
@@ -117,11 +119,25 @@ def read(path: str | Path) -> Backup:
     for line in lines[1:-1]:
         if line.get("kind") != "row" or line.get("table") not in TABLES:
             raise BadInput(f"{path} holds an unexpected line; refusing to restore it.")
+        if not _is_row_text(line.get("row")):
+            raise BadInput(f"{path} holds a row that is not a table row; refusing to restore it.")
         backup.rows[line["table"]].append(line["row"])
     expected = lines[-1].get("rows") or {}
+    if not isinstance(expected, dict):
+        raise BadInput(f"{path} has a malformed footer; refusing to restore it.")
     if {t: len(r) for t, r in backup.rows.items()} != {t: expected.get(t, 0) for t in TABLES}:
         raise BadInput(f"{path} is incomplete: its row counts do not match its footer.")
     return backup
+
+
+def _is_row_text(row) -> bool:
+    """A row as :func:`write` stores it: ``row_to_json`` text holding one JSON object."""
+    if not isinstance(row, str):
+        return False
+    try:
+        return isinstance(json.loads(row), dict)
+    except ValueError:
+        return False
 
 
 def _line(data: dict) -> bytes:
