@@ -253,13 +253,18 @@ def _byte_list(match: re.Match) -> str:
 
 
 def _known_secrets() -> list[str]:
-    """Values configured as secrets (database passwords, health token, secret key, DSN's)."""
+    """Values configured as secrets (passwords, tokens, keys, the webhook's, DSN's)."""
     from django.conf import settings
 
     values: list[str] = []
     if not settings.configured:
         return values
-    for name in ("HEALTH_TOKEN", "OBSERVABILITY_HEALTH_TOKEN", "SECRET_KEY"):
+    for name in (
+        "HEALTH_TOKEN",
+        "OBSERVABILITY_HEALTH_TOKEN",
+        "SECRET_KEY",
+        "OBSERVABILITY_ALERT_WEBHOOK_SECRET",  # signs the alert webhook (observability.webhook)
+    ):
         values.append(str(getattr(settings, name, "") or ""))
     for database in getattr(settings, "DATABASES", {}).values():
         values.append(str(database.get("PASSWORD") or ""))

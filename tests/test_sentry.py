@@ -603,3 +603,11 @@ def test_before_send__innermost_scope_tags_win_along_the_cause_chain():
         error = outer
     event = before_send({"tags": {"operation": "view:x"}}, {"exc_info": (None, error, None)})
     assert event["tags"] == {"operation": "sessions.read", "alias": "bot", "salon": "962302"}
+
+
+def test_scrub__the_alert_webhook_secret_is_a_known_secret(settings):
+    """The webhook's signing key, wherever it shows up in an event's text, is filtered."""
+    settings.OBSERVABILITY_ALERT_WEBHOOK_SECRET = "whsec-Zq81kLm0pX"
+    event = {"message": "signing with whsec-Zq81kLm0pX failed", "extra": {"k": "whsec-Zq81kLm0pX"}}
+    cleaned = str(sentry.scrub_event(event))
+    assert "whsec-Zq81kLm0pX" not in cleaned
