@@ -276,6 +276,7 @@ def report(results: list[dict], command: str) -> str:
                 f"{_fmt(row['p95'])} | {_fmt(row['trace_p50'])} | {_fmt(row['trace_p95'])} | "
                 f"{row['failed']} | {_fmt(row['fail_p50'])} / {_fmt(row['fail_p95'])} |"
             )
+    session_days = session_days or float("nan")  # every salon had a failure injected
     lines += [
         "",
         f"False alarms on untouched salons: **{fails} FAIL** "
