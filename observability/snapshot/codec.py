@@ -21,12 +21,20 @@ def encode(value: Any) -> Any:
     ``SessionFacts.phone``). A nested dataclass kept out of ``repr`` only for brevity
     (``SessionHealth.facts``) is encoded, minus its own ``repr=False`` values.
     """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {str(encode(key)): encode(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [encode(item) for item in value]
+    plan = _fields(kind)
+    if plan is not None:
         encoded = {}
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if f.repr or (dataclasses.is_dataclass(item) and not isinstance(item, type)):
-                encoded[f.name] = encode(item)
+        for name, shown in plan:
+            item = getattr(value, name)
+            if shown or _fields(type(item)) is not None:
+                encoded[name] = encode(item)
         return encoded
     if isinstance(value, enum.Enum):
         return value.value
@@ -37,6 +45,17 @@ def encode(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [encode(item) for item in value]
     return value
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _fields(kind: type) -> tuple[tuple[str, bool], ...] | None:
+    """A dataclass's fields as ``(name, shown in repr)``, computed once (None: not one)."""
+    if not dataclasses.is_dataclass(kind):
+        return None
+    return tuple((f.name, f.repr) for f in dataclasses.fields(kind))
 
 
 def decode(cls: type, data: dict, **overrides: Any) -> Any:

@@ -279,6 +279,9 @@ def _columns(health: sessions.SessionHealth, facts: dict) -> dict:
     }
 
 
+#: The fields of ``SessionHealth`` the history detectors may change after the facts are encoded.
+_VERDICT_FIELDS = ("status", "reasons", "notes", "rules")
+
 _UPDATED_FIELDS = [
     "salon_id",
     "salon_title",
@@ -335,18 +338,20 @@ def _store(
     judged: list[sessions.SessionHealth] = []
     for health in fresh:
         state = existing.get(health.session_id)
+        facts = codec.encode(health)
         found = []
         if state is not None:
             found = fact_changes(
                 state.facts,
-                codec.encode(health),
+                facts,
                 old_phone=state.phone_digits,
                 new_phone=health.phone_digits or "",
             )
-        # The history detectors (observability.rules.HISTORY_RULES) add their verdicts.
+        # The history detectors (observability.rules.HISTORY_RULES) add their verdicts; they
+        # change the verdict's fields only, so the facts are encoded once.
         health = detector.judge(health, found, state.status if state else "")
         judged.append(health)
-        facts = codec.encode(health)
+        facts.update(codec.encode({name: getattr(health, name) for name in _VERDICT_FIELDS}))
         columns = _columns(health, facts)
         if state is None:
             created.append(
@@ -410,6 +415,11 @@ def _store(
     every = judged + [_decoded(state) for state in unchanged.values()]
     for sid in set(_DECODED) - set(unchanged):
         del _DECODED[sid]
+    # The next refresh in this process reuses what this one judged, at its stored version.
+    versions = {state.session_id: state.facts_changed_at for state in (*created, *updated)}
+    for health in judged:
+        version = versions.get(health.session_id) or existing[health.session_id].facts_changed_at
+        _DECODED[health.session_id] = (version, health)
     store = codec.encode(sessions.summarize(every))
     store.pop("worst", None)  # read from the states, worst first, when shown
     snapshot = Snapshot.objects.create(
