@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import urllib.error
@@ -88,9 +89,19 @@ def deliver(delivery_id: int, *, now: datetime | None = None) -> str:
             status = response.status
     except urllib.error.HTTPError as failure:
         status, error = failure.code, f"HTTP {failure.code}"
-    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as failure:
+    except (ValueError, http.client.InvalidURL) as failure:
+        # urllib quotes the URL it refuses, and a webhook URL often carries its token in
+        # the path (https://hooks.example.com/services/T0/B0/<token>): name the setting only.
+        # (InvalidURL is no ValueError: uncaught, it left the delivery "sending" for good.)
+        error = (
+            f"{type(failure).__name__}: the alert webhook URL (ALERT_WEBHOOK_URL) is not a "
+            "valid http(s) URL."
+        )
+    except (urllib.error.URLError, TimeoutError, OSError) as failure:
         reason = getattr(failure, "reason", failure)
         error = f"{type(failure).__name__}: {str(reason)[:200]}"
+    except http.client.HTTPException as failure:  # a malformed answer (BadStatusLine, ...)
+        error = f"{type(failure).__name__}: the receiver's answer was not valid HTTP."
     delivery.attempts += 1
     delivery.response_status = status
     if status is not None and 200 <= status < 300:

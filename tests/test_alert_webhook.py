@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -161,6 +162,51 @@ def test_webhook__an_unreachable_receiver_is_an_attempt_with_its_error(settings)
     delivery = AlertDelivery.objects.get()
     assert delivery.outcome == "pending" and delivery.attempts == 1
     assert delivery.response_status is None and "URLError" in delivery.error
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "hooks.example.com/services/T0/B0/tok-Xy7Qz1",  # no scheme
+        "http://127.0.0.1:9/services/tok-Xy7Qz1 x",  # a control character in the path
+    ],
+)
+def test_webhook__a_malformed_url_is_named_not_echoed(settings, caplog, url):
+    """A webhook URL urllib refuses: the error names the setting, not the URL's token."""
+    settings.OBSERVABILITY_ALERT_WEBHOOK_URL = url
+    _salon_fails_then_recovers(recover=False)
+    alerts.dispatch_transitions(now=T0 + MIN)
+    delivery = AlertDelivery.objects.get()
+    assert delivery.outcome == "pending" and delivery.attempts == 1
+    assert "ALERT_WEBHOOK_URL" in delivery.error
+    assert "tok-Xy7Qz1" not in delivery.error
+    assert "tok-Xy7Qz1" not in caplog.text
+
+
+def test_webhook__a_receiver_answering_garbage_is_a_failed_attempt(settings):
+    """A receiver whose answer is not HTTP: the attempt is recorded and retried, not stuck."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer_garbage():
+        connection, _ = server.accept()
+        connection.recv(65536)
+        connection.sendall(b"garbage\r\n\r\n")
+        connection.close()
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    settings.OBSERVABILITY_ALERT_WEBHOOK_URL = f"http://127.0.0.1:{server.getsockname()[1]}/h"
+    try:
+        _salon_fails_then_recovers(recover=False)
+        alerts.dispatch_transitions(now=T0 + MIN)
+    finally:
+        thread.join(timeout=5)
+        server.close()
+    delivery = AlertDelivery.objects.get()
+    assert delivery.outcome == "pending" and delivery.attempts == 1
+    assert delivery.error.startswith("BadStatusLine")
 
 
 def test_transitions__a_repeat_within_the_cooldown_is_suppressed_with_its_recovery(receiver):
