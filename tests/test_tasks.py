@@ -157,7 +157,8 @@ def test_queue_cleanup_action__confirms_with_dry_run_counts_then_queues(admin_cl
     preview = CleanupRun.objects.get()
     assert (preview.dry_run, preview.started_by) == (True, "admin:admin")
 
-    done = admin_client.post(url, {**form, "post": "yes"}, follow=True)
+    assert f'name="preview" value="{preview.pk}"' in body
+    done = admin_client.post(url, {**form, "post": "yes", "preview": preview.pk}, follow=True)
     assert "Queued the cleanup of expired keys for 1 session" in done.content.decode()
     assert list(WhatsAppKey.objects.values_list("company_id", flat=True).distinct()) == [
         "company_111"
@@ -166,6 +167,30 @@ def test_queue_cleanup_action__confirms_with_dry_run_counts_then_queues(admin_cl
     assert applied.started_by == "admin:admin"
     assert applied.rows_deleted == {"962302": {"session": 5}}
     assert Task.objects.filter(func=tasks.CLEANUP_EXPIRED_KEYS, success=True).count() == 1
+
+
+@bot_tables
+def test_queue_cleanup_action__a_confirmation_without_its_dry_run_queues_nothing(admin_client):
+    """post=yes without this user's dry run of the same sessions shows the dry run instead."""
+    factories.make_auth("962302")
+    factories.make_auth("company_111", seed=2)
+    _expired("962302", 3)
+    _expired("company_111", 2, seed=2)
+    snapshot.refresh(full=True)
+    url = reverse("admin:observability_sessionstate_changelist")
+    form = {"action": "queue_expired_keys_cleanup", "_selected_action": ["962302"]}
+    other = CleanupRun.objects.create(operation="expired_keys", started_by="admin:someone")
+    other_selection = admin_client.post(
+        url, {**form, "_selected_action": ["company_111"]}
+    ).context["preview_run_id"]
+    for extra in ({}, {"preview": "x"}, {"preview": other.pk}, {"preview": other_selection}):
+        page = admin_client.post(url, {**form, "post": "yes", **extra})
+        assert page.status_code == 200, extra
+        assert "Nothing was queued" in page.content.decode(), extra
+        assert 'id="cleanup-total">3<' in page.content.decode(), extra
+    assert WhatsAppKey.objects.count() == 5
+    assert not Task.objects.filter(func=tasks.CLEANUP_EXPIRED_KEYS).exists()
+    assert not CleanupRun.objects.filter(dry_run=False).exists()
 
 
 @bot_tables

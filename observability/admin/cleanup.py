@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from observability import config
@@ -20,6 +22,31 @@ logger = logging.getLogger(__name__)
 CLEANUP_PERMISSION = "observability.add_cleanuprun"
 
 
+#: A confirmation counts only within this long of its dry run (the counts shown are that old).
+PREVIEW_VALID_FOR = timedelta(minutes=30)
+
+
+def _previewed(request, session_ids: list[str]) -> bool:
+    """
+    The confirmation names a recent dry run of exactly these sessions, by this user.
+
+    The confirmation form carries its dry run's id (``preview``): a POST that skips the dry
+    run (``post=yes`` alone, or with another user's or another selection's run) queues nothing.
+    """
+    try:
+        run_id = int(request.POST.get("preview", ""))
+    except ValueError:
+        return False
+    run = CleanupRun.objects.filter(
+        pk=run_id,
+        operation="expired_keys",
+        dry_run=True,
+        started_by=started_by(request),
+        started_at__gte=timezone.now() - PREVIEW_VALID_FOR,
+    ).first()
+    return run is not None and sorted(run.parameters.get("session_ids") or []) == session_ids
+
+
 def started_by(request) -> str:
     """``admin:<username>``: who queued it, for the run record."""
     return f"admin:{request.user.get_username()}"
@@ -29,6 +56,9 @@ def started_by(request) -> str:
 def queue_expired_keys_cleanup(modeladmin, request, queryset):
     """
     Show the dry-run counts of the selected sessions, then queue the cleanup when confirmed.
+
+    Only a confirmation carrying this user's dry run of the same sessions queues anything
+    (:func:`_previewed`); any other ``post=yes`` gets the dry-run page first.
 
     The first step is itself a recorded dry run (the counts shown are exactly what the
     queued run would delete now); the confirmation queues
@@ -47,7 +77,14 @@ def queue_expired_keys_cleanup(modeladmin, request, queryset):
         )
         return None
     session_ids = sorted(queryset.values_list("pk", flat=True))
-    if request.POST.get("post") == "yes":
+    confirmed = request.POST.get("post") == "yes"
+    if confirmed and not _previewed(request, session_ids):
+        modeladmin.message_user(
+            request,
+            "Nothing was queued: confirm the cleanup on its dry-run page, shown again here.",
+            messages.WARNING,
+        )
+    elif confirmed:
         task_id = async_task(
             tasks.CLEANUP_EXPIRED_KEYS,
             sessions=session_ids,
