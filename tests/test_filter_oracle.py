@@ -17,11 +17,12 @@ import pytest
 from django.contrib import admin as django_admin
 from django.contrib.auth.models import Permission
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape
 
 from observability import snapshot
 from observability.admin.base import StrictQueryParamsMixin
-from observability.models import WhatsAppAuth, WhatsAppKey
+from observability.models import AlertDelivery, WhatsAppAuth, WhatsAppKey
 from tests import factories
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])
@@ -55,6 +56,15 @@ def seeded():
     )
     key = WhatsAppKey.objects.filter(company_id=str(SALON), key_type="pre-key").first()
     snapshot.refresh(full=True)  # the sessions pages read the stored snapshot
+    AlertDelivery.objects.create(
+        change_id=1,
+        session_id=str(SALON),
+        salon_id=SALON,
+        new_status="FAIL",
+        at=timezone.now(),
+        payload={"session": str(SALON), "payload": {"reasons": ["Wrong number: 7916***4567"]}},
+        outcome=AlertDelivery.Outcome.FAILED,
+    )
     return {"company": company, "auth": auth, "client": client, "key": key}
 
 
@@ -103,7 +113,9 @@ def guesses(seeded) -> list[tuple[str, str, str, str]]:
     secret = creds["advSecretKey"]
     company = seeded["company"]
     key_data = seeded["key"].value["private"]["data"]
-    sessions, salons, clients = (_changelist(m) for m in ("sessionstate", "company", "client"))
+    sessions, salons, clients, alerts = (
+        _changelist(m) for m in ("sessionstate", "company", "client", "alertdelivery")
+    )
     keys = reverse("admin:observability_sessionstate_keys", args=[str(SALON)])
     wrong = "Z" if secret[0] != "Z" else "Y"
     rows = [
@@ -116,6 +128,13 @@ def guesses(seeded) -> list[tuple[str, str, str, str]]:
         (sessions, "phone_digits", OWNER_PHONE, "79999999999"),
         (sessions, "facts__has_auth", "true", "false"),
         (sessions, "facts__icontains", "pre-key", "#none#"),
+        (sessions, "facts__identity_hash__isnull", "false", "true"),
+        (sessions, "facts__phone__isnull", "true", "false"),
+        (sessions, "phone_masked__startswith", OWNER_PHONE[:4], "7999"),
+        # the alert deliveries: their payload and the session's stored facts through it
+        (alerts, "payload__icontains", "7916", "#none#"),
+        (alerts, "payload__payload__reasons__0__startswith", "Wrong", "zzz"),
+        (alerts, "salon_id__gt", "0", str(SALON)),
         # key values (the key browser is the only page over whatsapp_keys)
         (keys, "value__private__data__startswith", key_data[:4], "#none#"),
         (keys, "value__regex", re.escape(key_data[:4]), "#none#"),

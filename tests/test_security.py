@@ -7,7 +7,7 @@ import re
 
 import pytest
 from django.contrib.admin.utils import quote
-from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from django.urls.exceptions import Resolver404
 
 from observability import health_views, snapshot
@@ -220,3 +220,62 @@ def test_health_token__requests_compare_with_hmac_compare_digest(
     client.get(url, **_bearer("wrong"))
     client.get(url, **_bearer(TOKEN))
     assert calls == [(b"wrong", TOKEN.encode()), (TOKEN.encode(), TOKEN.encode())]
+
+
+# --- Every page, as a superuser: no secret, no full phone --------------------------------------
+
+OWNER_PHONE = "79161234567"
+CLIENT_PHONE = "79001112233"
+SALON_PHONES = ("79265550000", "74957654321", "79037654321")
+
+
+def _string_leaves(node) -> list[str]:
+    if isinstance(node, dict):
+        return [leaf for value in node.values() for leaf in _string_leaves(value)]
+    if isinstance(node, list):
+        return [leaf for value in node for leaf in _string_leaves(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def _digit_runs(phone: str) -> list[bytes]:
+    """A phone as pages could print it: its digits, and its number without the country code."""
+    return [phone.encode(), phone[1:].encode()]
+
+
+def test_every_url__a_superuser_reads_no_secret_and_no_full_phone(admin_client, settings):
+    """GET of every URL as a superuser: no creds, key value, api_key, webhook_secret or phone."""
+    settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
+    admin_client.raise_request_exception = False
+    company = factories.make_company(
+        SALON,
+        title="Salon",
+        phone="+7 (495) 765-43-21",
+        whatsapp_phone=SALON_PHONES[0],
+        marketplace_user_phone=SALON_PHONES[2],
+    )
+    auth = factories.make_auth(str(SALON), phone=OWNER_PHONE, registered=True)
+    factories.make_keys(str(SALON), "session", 2)
+    factories.make_keys(str(SALON), "pre-key", 2)
+    client = factories.make_client(SALON, 1, phone=CLIENT_PHONE, raw_phone="+7 (900) 111-22-33")
+    snapshot.refresh(full=True)
+    objects = [
+        reverse("admin:observability_company_change", args=[company.pk]),
+        reverse("admin:observability_client_change", args=[client.pk]),
+    ]
+    secrets = {company.api_key, company.webhook_secret}
+    secrets |= {leaf for leaf in _string_leaves(auth.creds) if len(leaf) >= 16}
+    for value in WhatsAppKey.objects.values_list("value", flat=True):
+        secrets |= {leaf for leaf in _string_leaves(value) if len(leaf) >= 16}
+    assert len(secrets) > 10
+    forbidden = [secret.encode() for secret in secrets]
+    for phone in (OWNER_PHONE, CLIENT_PHONE, *SALON_PHONES):
+        forbidden += _digit_runs(phone)
+    forbidden.append(b"111-22-33")
+    for url in every_url() + objects:
+        if url == "/admin/logout/":
+            continue
+        response = admin_client.get(url)
+        assert response.status_code != 500 or url.startswith("/health/"), url
+        body = b"".join(response) if response.streaming else response.content
+        leaked = [item for item in forbidden if item in body]
+        assert leaked == [], (url, leaked)
