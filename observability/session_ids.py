@@ -89,9 +89,8 @@ def parse(value: str | int) -> SessionId:
     parsed = describe(text)
     if parsed.salon_id is None:
         shown = text if len(text) <= 40 else text[:40] + "…"
-        raise MalformedSessionId(
-            f"{shown!r} is not a salon id: use the salon number, e.g. 962302 or company_962302."
-        )
+        # The error's what_to_do names both spellings: the message only says what was wrong.
+        raise MalformedSessionId(f"{shown!r} is not a salon id.")
     return parsed
 
 

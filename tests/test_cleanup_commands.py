@@ -101,6 +101,15 @@ def test_cleanup_expired_keys_command__bad_input_exits_2_and_deletes_nothing(arg
     assert WhatsAppKey.objects.count() == 15
 
 
+def test_cleanup_command__a_malformed_salon_is_explained_once():
+    """The message says what is wrong, then once how to write a salon id."""
+    with pytest.raises(CommandError) as raised:
+        _call("cleanup_expired_keys", "--salon", "abc")
+    text = str(raised.value)
+    assert text.startswith("'abc' is not a salon id.")
+    assert text.lower().count("use the salon number") == 1
+
+
 @bot_tables
 def test_cleanup_expired_keys_command__json_error_shape():
     """With --json a failure also prints the error as JSON."""
