@@ -370,3 +370,21 @@ def alert_webhook_backoff() -> timedelta:
 def public_url() -> str:
     """The admin's public address for links in alerts (empty: links are paths only)."""
     return (_get("PUBLIC_URL", "") or "").rstrip("/")
+
+
+# --- Insights into the bot's database (observability.insights) --------------------------------
+
+
+def insights_statement_timeout() -> timedelta:
+    """Each insights panel's queries are cancelled after this long (the page stays fast)."""
+    return _get("INSIGHTS_STATEMENT_TIMEOUT", timedelta(seconds=2))
+
+
+def insights_long_transaction_after() -> timedelta:
+    """A transaction open longer than this is listed as long (it holds back vacuum)."""
+    return _get("INSIGHTS_LONG_TRANSACTION_AFTER", timedelta(seconds=60))
+
+
+def insights_size_retention() -> timedelta:
+    """Table and index size samples older than this are deleted when new ones are taken."""
+    return _get("INSIGHTS_SIZE_RETENTION", timedelta(days=90))

@@ -638,3 +638,40 @@ class AlertDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id} {self.old_status}→{self.new_status} ({self.outcome})"
+
+
+class TableSizeSample(models.Model):
+    """
+    The size of one bot table or index at one moment: the history the insights page charts.
+
+    Taken hourly by a django-q2 schedule (``observability.tasks.capture_table_sizes``) from
+    the catalogue of the bot's database (``pg_table_size``, ``pg_relation_size``); kept for
+    ``OBSERVABILITY_INSIGHTS_SIZE_RETENTION`` (90 days). Names and sizes only, never a row.
+
+    Attributes:
+        taken_at: when the sizes were read (one value for a whole capture).
+        table: the bot table (``whatsapp_keys``, ...).
+        relation: the table itself or one of its indexes.
+        kind: ``table`` (heap and TOAST) or ``index``.
+        bytes: its size on disk.
+
+    """
+
+    class Kind(models.TextChoices):
+        TABLE = "table", "table"
+        INDEX = "index", "index"
+
+    taken_at = models.DateTimeField(db_index=True)
+    table = models.CharField(max_length=128)
+    relation = models.CharField(max_length=128)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    bytes = models.BigIntegerField()
+
+    class Meta:
+        verbose_name = "table size sample"
+        verbose_name_plural = "table size samples"
+        ordering = ["-taken_at", "table", "relation"]
+        indexes = [models.Index(fields=["relation", "taken_at"], name="obs_tablesize_rel_taken")]
+
+    def __str__(self) -> str:
+        return f"{self.relation} {self.bytes} B at {self.taken_at:%Y-%m-%d %H:%M}"

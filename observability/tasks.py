@@ -15,6 +15,7 @@ from observability.sentry import cron_monitor, report_task_failures
 #: Dotted paths django-q2 schedules and ``async_task`` refer to.
 CLEANUP_EXPIRED_KEYS = "observability.tasks.cleanup_expired_keys_task"
 CHECK_STORE_HEALTH = "observability.tasks.check_store_health"
+CAPTURE_TABLE_SIZES = "observability.tasks.capture_table_sizes"
 TAKE_SNAPSHOT = "observability.tasks.take_snapshot_task"
 DELIVER_ALERT = "observability.tasks.deliver_alert_webhook_task"
 
@@ -22,6 +23,9 @@ DELIVER_ALERT = "observability.tasks.deliver_alert_webhook_task"
 CLEANUP_MONITOR = "observability-cleanup-expired-keys"
 HEALTH_MONITOR = "observability-store-health"
 SNAPSHOT_MONITOR = "observability-session-snapshot"
+
+#: The bot tables' sizes are stored every hour (the insights page's growth charts).
+TABLE_SIZES_CRON = "7 * * * *"
 
 #: The store health check runs every five minutes.
 HEALTH_CRON = "*/5 * * * *"
@@ -143,3 +147,11 @@ def deliver_alert_webhook_task(delivery_id: int) -> str:
     from observability import webhook
 
     return webhook.deliver(delivery_id)
+
+
+@report_task_failures(operation="task:capture_table_sizes")
+def capture_table_sizes() -> int:
+    """Store the size of every bot table and index (hourly, for the insights page's charts)."""
+    from observability import insights
+
+    return insights.capture_sizes()

@@ -431,3 +431,24 @@ def test_changelist__export_action_defuses_spreadsheet_formulas(admin_client):
     row = response.content.decode().splitlines()[1]
     assert "'=HYPERLINK(" in row
     assert ',"=HYPERLINK' not in row and not row.startswith("=")
+
+
+def test_when__one_format_with_time_zone_and_relative_age(settings):
+    """Every moment reads '2026-01-02 03:04 UTC · 2 hours ago' (or 'in ...'), None a dash."""
+    from datetime import UTC, date, datetime
+
+    from observability.admin import display
+
+    now = datetime(2026, 1, 2, 5, 10, tzinfo=UTC)
+    past = display.when(datetime(2026, 1, 2, 3, 4, tzinfo=UTC), now)
+    assert ">2026-01-02 03:04 UTC</time>" in past and "· 2 hours ago" in past
+    assert 'datetime="2026-01-02T03:04:00+00:00"' in past
+    assert "· in 3 days" in display.when(now + timedelta(days=3, hours=1), now)
+    settings.TIME_ZONE = "Europe/Moscow"
+    assert ">2026-01-02 06:04 MSK</time>" in display.when(
+        datetime(2026, 1, 2, 3, 4, tzinfo=UTC), now
+    )
+    assert display.when(None) == "—"
+    assert ">2026-01-02</time>" in display.when(date(2026, 1, 2))
+    naive = display.when(datetime(2026, 1, 2, 3, 4), now)  # the bot's naive columns are UTC
+    assert ">2026-01-02 06:04 MSK</time>" in naive

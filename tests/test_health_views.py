@@ -275,17 +275,43 @@ def test_health__failure_is_not_logged_as_a_server_error(client, settings, caplo
 
 
 def test_health__polls_log_each_change_of_state_once(client, settings, caplog):
-    """Three failing polls log one FAIL line; the poll after recovery logs one 'recovered'."""
+    """Three failing polls of a real over-full server log the change to FAIL once."""
     health_views._last_states.clear()
     settings.OBSERVABILITY_CONNECTIONS_TOTAL_FAILURE = 0.05
-    with caplog.at_level("INFO", logger="observability.health_views"):
-        with real_connections("svc-view-poll", 6):
-            for _ in range(3):
-                assert _get(client, "/health/connections/").status_code == 500
-        settings.OBSERVABILITY_CONNECTIONS_TOTAL_FAILURE = 0.99
-        for _ in range(2):
-            assert _get(client, "/health/connections/").status_code == 200
+    with (
+        caplog.at_level("INFO", logger="observability.health_views"),
+        real_connections("svc-view-poll", 6),
+    ):
+        for _ in range(3):
+            assert _get(client, "/health/connections/").status_code == 500
     lines = [r.getMessage() for r in caplog.records if r.name == "observability.health_views"]
-    assert len(lines) == 2, lines
+    assert [line for line in lines if "ConnectionBudget()" in line and "-> FAIL" in line] == [
+        lines[0]
+    ], lines
     assert lines[0].startswith("health check ConnectionBudget(): OK -> FAIL: ")
-    assert lines[1] == "health check ConnectionBudget() recovered: FAIL -> OK"
+
+
+def test_log_state_changes__each_change_once_recovery_at_info(caplog):
+    """FAIL, FAIL, WARN, WARN, OK, OK logs three lines: to FAIL, to WARN, recovered."""
+    from health_check.base import HealthCheckResult
+    from health_check.exceptions import ServiceUnavailable, ServiceWarning
+
+    health_views._last_states.clear()
+    states = [
+        ServiceUnavailable("down"),
+        ServiceUnavailable("still down"),
+        ServiceWarning("slow"),
+        ServiceWarning("slow"),
+        None,
+        None,
+    ]
+    with caplog.at_level("INFO", logger="observability.health_views"):
+        for error in states:
+            health_views.log_state_changes(
+                [HealthCheckResult(check="Probe()", error=error, time_taken=0.01)]
+            )
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "health check 'Probe()': OK -> FAIL: Unavailable: down"),
+        ("WARNING", "health check 'Probe()': FAIL -> WARN: Warning: slow"),
+        ("INFO", "health check 'Probe()' recovered: WARN -> OK"),
+    ]

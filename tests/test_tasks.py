@@ -102,11 +102,12 @@ def test_check_store_health__calls_the_alerting_service_under_a_monitor(sentry, 
 
 @pytest.mark.django_db
 def test_setup_schedules__creates_each_schedule_once_however_often_it_runs(settings):
-    """Three runs leave three schedules; a new hour updates the cleanup schedule in place."""
+    """Three runs leave four schedules; a new hour updates the cleanup schedule in place."""
     for _ in range(3):
         call_command("setup_schedules", stdout=StringIO())
-    assert Schedule.objects.count() == 3
+    assert Schedule.objects.count() == 4
     assert Schedule.objects.get(func=tasks.TAKE_SNAPSHOT).cron == "* * * * *"
+    assert Schedule.objects.get(func=tasks.CAPTURE_TABLE_SIZES).cron == "7 * * * *"
     cleanup_schedule = Schedule.objects.get(func=tasks.CLEANUP_EXPIRED_KEYS)
     health_schedule = Schedule.objects.get(func=tasks.CHECK_STORE_HEALTH)
     assert (cleanup_schedule.schedule_type, cleanup_schedule.cron) == (Schedule.CRON, "0 3 * * *")
@@ -118,7 +119,7 @@ def test_setup_schedules__creates_each_schedule_once_however_often_it_runs(setti
     out = StringIO()
     call_command("setup_schedules", stdout=out)
     assert "updated: observability: cleanup expired keys" in out.getvalue()
-    assert Schedule.objects.count() == 3
+    assert Schedule.objects.count() == 4
     assert Schedule.objects.get(func=tasks.CLEANUP_EXPIRED_KEYS).cron == "0 4 * * *"
 
 

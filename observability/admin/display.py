@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.timesince import timesince, timeuntil
 
 from observability import phones
 from observability.sessions import DayCount, Status
@@ -33,6 +34,41 @@ def age(moment: datetime | None, now: datetime | None = None) -> str:
         return "never"
     delta = (now or timezone.now()) - moment
     return duration(delta) + " ago"
+
+
+#: The one way the admin writes a moment: date, minutes and the time zone's abbreviation.
+MOMENT_FORMAT = "%Y-%m-%d %H:%M %Z"
+
+
+def when(moment: datetime | None, now: datetime | None = None) -> str:
+    """
+    A moment as every admin page shows it: ``2026-11-30 19:40 UTC · 3 hours ago``.
+
+    The absolute time in the project's time zone (named), then the relative age from
+    Django's ``timesince`` / ``timeuntil`` (``in 2 days`` for a moment ahead), in a
+    ``<time>`` element whose ``datetime`` is the exact ISO moment. Use this (or the
+    ``when`` template filter of ``observability_tags``) for every date and time on a page.
+    """
+    if moment is None:
+        return "—"
+    if isinstance(moment, date) and not isinstance(moment, datetime):
+        return format_html('<time datetime="{}">{}</time>', moment.isoformat(), moment)
+    now = now or timezone.now()
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, UTC)
+    local = timezone.localtime(moment)
+    if moment <= now:
+        relative = f"{timesince(moment, now, depth=1)} ago"
+    else:
+        relative = f"in {timeuntil(moment, now, depth=1)}"
+    return format_html(
+        '<time class="obs-when" datetime="{}" title="{}">{}</time> '
+        '<small class="obs-age">· {}</small>',
+        local.isoformat(),
+        local.isoformat(),
+        local.strftime(MOMENT_FORMAT),
+        relative.replace("\xa0", " "),
+    )
 
 
 def duration(delta: timedelta) -> str:

@@ -15,6 +15,7 @@ from observability import tasks
 CLEANUP_SCHEDULE = "observability: cleanup expired keys (daily)"
 HEALTH_SCHEDULE = "observability: store health check (every 5 minutes)"
 SNAPSHOT_SCHEDULE = "observability: session health snapshot (every minute)"
+TABLE_SIZES_SCHEDULE = "observability: bot table and index sizes (hourly)"
 
 
 def _next_run(cron: str, now: datetime) -> datetime:
@@ -46,7 +47,7 @@ class Command(BaseCommand):
     help = (
         "Create or update the django-q2 schedules: the daily expired-key cleanup (at "
         "OBSERVABILITY_CLEANUP_SCHEDULE_HOUR, UTC), the store health check every 5 minutes and "
-        "the session health snapshot every minute."
+        "the session health snapshot every minute, and the bot tables' sizes every hour."
     )
 
     def handle(self, *args, **options):
@@ -55,6 +56,7 @@ class Command(BaseCommand):
             (CLEANUP_SCHEDULE, tasks.CLEANUP_EXPIRED_KEYS, tasks.cleanup_cron()),
             (HEALTH_SCHEDULE, tasks.CHECK_STORE_HEALTH, tasks.HEALTH_CRON),
             (SNAPSHOT_SCHEDULE, tasks.TAKE_SNAPSHOT, tasks.SNAPSHOT_CRON),
+            (TABLE_SIZES_SCHEDULE, tasks.CAPTURE_TABLE_SIZES, tasks.TABLE_SIZES_CRON),
         ):
             schedule, what = ensure_schedule(name, func, cron)
             self.stdout.write(

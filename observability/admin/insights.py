@@ -1,0 +1,94 @@
+"""The insights page (PgHero-style) over the bot's database, added to the admin site's URLs."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from observability import insights
+from observability.admin import display
+
+#: Who may open the page: it shows the database's statistics (names, sizes, backends'
+#: application names), never a row or a query's literals.
+INSIGHTS_PERMISSION = "observability.view_tablesizesample"
+
+
+def insights_url() -> str:
+    """The insights page."""
+    return reverse("admin:observability_insights")
+
+
+def _size_charts(history: dict[str, list[insights.SizePoint]]) -> list[dict]:
+    """One small SVG bar chart per table: its total size per day (no JavaScript)."""
+    charts = []
+    height, width = 70, 14
+    for table, points in sorted(history.items()):
+        top = max(point.bytes for point in points) or 1
+        bars = []
+        for index, point in enumerate(points):
+            bar_height = max(1, round((height - 14) * point.bytes / top))
+            bars.append(
+                {
+                    "x": 2 + index * width,
+                    "y": height - 12 - bar_height,
+                    "width": width - 3,
+                    "height": bar_height,
+                    "day": point.day,
+                    "bytes": point.bytes,
+                }
+            )
+        charts.append(
+            {
+                "table": table,
+                "bars": bars,
+                "width": 4 + len(points) * width,
+                "height": height,
+                "axis_y": height - 12,
+                "first": points[0],
+                "last": points[-1],
+                "growth_sign": "+" if points[-1].bytes >= points[0].bytes else "−",
+                "growth": abs(points[-1].bytes - points[0].bytes),
+            }
+        )
+    return charts
+
+
+def insights_view(request):
+    """The page: sizes and growth, dead tuples and vacuum, indexes, locks, slow queries."""
+    if not request.user.has_perm(INSIGHTS_PERMISSION):
+        raise PermissionDenied
+    data = insights.read()
+    context = {
+        **admin.site.each_context(request),
+        "title": "Bot database insights",
+        "insights": data,
+        "size_charts": _size_charts(insights.size_history()),
+        "long_after_seconds": int(data.long_transaction_after.total_seconds()),
+        "read_at": display.when(data.read_at),
+    }
+    return TemplateResponse(request, "admin/observability/insights.html", context)
+
+
+def _add_insights_url(site: admin.AdminSite) -> None:
+    """Put ``<admin>/observability/insights/`` before the site's own URLs (once)."""
+    if getattr(site, "_observability_insights", False):
+        return
+    original = site.get_urls
+
+    def get_urls():
+        return [
+            path(
+                "observability/insights/",
+                site.admin_view(insights_view),
+                name="observability_insights",
+            ),
+            *original(),
+        ]
+
+    site.get_urls = get_urls
+    site._observability_insights = True
+
+
+_add_insights_url(admin.site)
