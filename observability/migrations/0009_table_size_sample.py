@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('observability', '0007_alert_delivery'),
+        ('observability', '0008_session_snapshot_compact'),
     ]
 
     operations = [
