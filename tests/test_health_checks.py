@@ -169,12 +169,14 @@ def test_connection_pool__ok_without_a_pool():
 @pytest.fixture
 def _own_pool_budget(settings):
     """
-    The test process's own pool may hold four 'observability' connections at a check.
+    The test process's own services may hold four connections each at a check.
 
-    The full suite leaves up to three idle in the pool (its max size), and the check reads
-    pg_stat_activity over one more at times: these tests are about the svc-* services.
+    The full suite leaves up to three idle in each alias's pool (its max size), and the
+    check reads pg_stat_activity over one more at times: these tests are about the svc-*
+    services, not about this process's pools.
     """
-    settings.OBSERVABILITY_CONNECTION_BUDGET_OVERRIDES = {"observability": 4}
+    own = {db["OPTIONS"].get("application_name") for db in settings.DATABASES.values()}
+    settings.OBSERVABILITY_CONNECTION_BUDGET_OVERRIDES = {name: 4 for name in own if name}
 
 
 @pytest.mark.usefixtures("_own_pool_budget")
