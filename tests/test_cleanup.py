@@ -589,6 +589,10 @@ def test_cleanup_duplicates__refuses_when_the_stale_side_is_still_written(tmp_pa
     assert pair.verdict == "refused"
     assert "may still be writing both" in pair.reason
     assert report.total_deleted == 0
+    # The record reads refused, with the reason, not "succeeded".
+    run = CleanupRun.objects.get(pk=report.run_id)
+    assert (run.outcome, report.outcome) == ("refused", "refused")
+    assert run.error.startswith("Refused: salon ") and "may still be writing both" in run.error
     assert WhatsAppAuth.objects.count() == 2
     assert list(tmp_path.iterdir()) == []
 

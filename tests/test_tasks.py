@@ -224,6 +224,10 @@ def test_cleanup_run_admin__lists_runs_read_only(admin_client):
     assert changelist.status_code == 200 and "expired_keys" in changelist.content.decode()
     detail = admin_client.get(reverse("admin:observability_cleanuprun_change", args=[run.pk]))
     assert detail.status_code == 200 and "session" in detail.content.decode()
+    # Sizes in human units and moments in the one format, with the zone and an age.
+    html = detail.content.decode()
+    assert "KB" in html or "MB" in html
+    assert f">{run.started_at:%Y-%m-%d %H:%M} UTC</time>" in html and "ago" in html
     assert admin_client.get(reverse("admin:observability_cleanuprun_add")).status_code == 403
     delete = reverse("admin:observability_cleanuprun_delete", args=[run.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403

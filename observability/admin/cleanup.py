@@ -7,11 +7,13 @@ import logging
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from observability import config
+from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin
 from observability.exceptions import ObservabilityError
 from observability.models import CleanupRun
@@ -148,7 +150,7 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
     """Every cleanup run, dry or applied, newest first; nothing here can be changed."""
 
     list_display = (
-        "started_at",
+        "started",
         "operation",
         "mode",
         "outcome",
@@ -166,8 +168,8 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
         "mode",
         "outcome",
         "started_by",
-        "started_at",
-        "finished_at",
+        "started",
+        "finished",
         "duration",
         "total_seen",
         "total_deleted",
@@ -177,12 +179,28 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
         "rows_kept_pretty",
         "kept_reasons_pretty",
         "parameters_pretty",
-        "bytes_before",
-        "bytes_after",
+        "size_before",
+        "size_after",
         "backup_path",
         "error",
     )
     readonly_fields = fields
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj):
+        return display.when(obj.started_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj):
+        return display.when(obj.finished_at)
+
+    @admin.display(description="tables' size before")
+    def size_before(self, obj):
+        return "—" if obj.bytes_before is None else filesizeformat(obj.bytes_before)
+
+    @admin.display(description="tables' size after")
+    def size_after(self, obj):
+        return "—" if obj.bytes_after is None else filesizeformat(obj.bytes_after)
 
     @admin.display(description="mode", ordering="dry_run")
     def mode(self, obj):

@@ -13,6 +13,7 @@ from observability.cleanup import backup, engine, records, selection
 from observability.cleanup.locking import CleanupLock
 from observability.cleanup.report import CleanupReport, DuplicatePair, SessionSide
 from observability.exceptions import translate_database_errors
+from observability.models import CleanupRun
 
 #: The pseudo key type under which removed ``whatsapp_auth`` rows are counted.
 AUTH = "whatsapp_auth"
@@ -308,7 +309,7 @@ def cleanup_duplicates(
                     backup_path="\n".join(report.backup_paths),
                 )
 
-    return engine.execute_run(
+    report = engine.execute_run(
         operation="duplicates",
         parameters=parameters,
         started_by=started_by,
@@ -317,3 +318,25 @@ def cleanup_duplicates(
         body=body,
         tables=("whatsapp_auth", "whatsapp_keys"),
     )
+    _record_refusal(report)
+    return report
+
+
+def _record_refusal(report: CleanupReport) -> None:
+    """
+    A run whose every pair was refused is recorded as refused, with each pair's reason.
+
+    The engine records a run that ended without an error as succeeded; for duplicates that
+    read "succeeded" when nothing could be decided, and ops took it for a removal. Pairs
+    decided (even when some others were refused) keep the run succeeded, with the refusals
+    named in its error field.
+    """
+    refused = [pair for pair in report.duplicates if pair.verdict == "refused"]
+    if not refused:
+        return
+    reasons = "; ".join(f"salon {pair.salon_id}: {pair.reason}" for pair in refused)
+    fields = {"error": f"Refused: {reasons}"}
+    if len(refused) == len(report.duplicates):
+        fields["outcome"] = CleanupRun.Outcome.REFUSED
+        report.outcome = CleanupRun.Outcome.REFUSED
+    CleanupRun.objects.filter(pk=report.run_id).update(**fields)
