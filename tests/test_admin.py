@@ -289,6 +289,19 @@ def test_salon_admin__never_loads_secrets(admin_client, seeded):
     assert "7495***4321" in html and "Салон Лотос" in html
 
 
+def test_salon_admin__health_column_beside_the_bots_flag(admin_client, seeded):
+    """The bot says 'connected' while a session fails: the list shows both, worst linked."""
+    from observability.admin.salons import worst_session
+
+    worst = worst_session(SALON)
+    assert worst is not None and worst.status == "FAIL"
+    html = admin_client.get(reverse("admin:observability_company_changelist")).content.decode()
+    assert "Bot says connected" in html and "Health (worst session)" in html
+    assert 'class="obs-badge obs-fail"' in html
+    assert f'href="{session_page(worst.session_id)}"' in html
+    assert worst_session(123456) is None
+
+
 def test_client_admin__search_by_any_phone_spelling_matches_the_shown_digits(admin_client, seeded):
     """Searching '+7 (900) 111-22-33' finds the client by the digits its mask shows only."""
     url = reverse("admin:observability_client_changelist")

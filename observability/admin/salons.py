@@ -39,7 +39,8 @@ class SalonAdmin(ReadOnlyModelAdmin):
         "title",
         "status",
         "whatsapp_enabled",
-        "whatsapp_connected",
+        "bot_says_connected",
+        "health",
         "whatsapp_phone_masked",
         "disconnected_at",
         "links",
@@ -131,6 +132,29 @@ class SalonAdmin(ReadOnlyModelAdmin):
     whatsapp_phone_masked = _column("whatsapp_phone", display.masked_phone, "WhatsApp phone")
     sms_short_names_display = _column("sms_short_names", _array, "SMS short names")
 
+    @admin.display(description="bot says connected", boolean=True, ordering="whatsapp_connected")
+    def bot_says_connected(self, obj):
+        """The bot's own flag (``companies.whatsapp_connected``): not our verdict, see health."""
+        return obj.whatsapp_connected
+
+    @admin.display(description="health (worst session)")
+    def health(self, obj):
+        """
+        Our verdict: the salon's worst stored session, linked, beside the bot's flag.
+
+        Salon 962302 showed "connected" while its sessions failed: the flag is what the bot
+        last wrote, the verdict is what its sessions' keys say.
+        """
+        state = worst_session(obj.company_id)
+        if state is None:
+            return "no session"
+        return format_html(
+            '{} <a href="{}">{}</a>',
+            display.badge(state.status),
+            session_url(state.session_id),
+            state.session_id,
+        )
+
     @admin.display(description="links")
     def links(self, obj):
         search = reverse("admin:observability_sessionstate_changelist") + f"?q={obj.company_id}"
@@ -160,3 +184,18 @@ class SalonAdmin(ReadOnlyModelAdmin):
                 for h in found
             ),
         )
+
+
+def worst_session(salon_id: int):
+    """
+    The salon's worst session from the stored snapshot (``SessionState``), or None.
+
+    The one place the salons page asks for a salon's health: one indexed query on
+    ``salon_id`` per listed salon (100 a page).
+    """
+    return (
+        SessionState.objects.filter(salon_id=salon_id)
+        .defer("facts")
+        .order_by("-severity", "session_id")
+        .first()
+    )
