@@ -465,3 +465,16 @@ def test_when__one_format_with_time_zone_and_relative_age(settings):
     assert ">2026-01-02</time>" in display.when(date(2026, 1, 2))
     naive = display.when(datetime(2026, 1, 2, 3, 4), now)  # the bot's naive columns are UTC
     assert ">2026-01-02 06:04 MSK</time>" in naive
+
+
+def test_admin_index__store_counts_link_to_each_status(admin_client, seeded):
+    """The index shows FAIL / WARN / OK counts of the snapshot, each linked to its list."""
+    from observability.models import SessionState
+
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    counts = html.split('id="store-counts"')[1].split("</div>")[0]
+    changelist = reverse("admin:observability_sessionstate_changelist")
+    for status in ("FAIL", "WARN", "OK"):
+        n = SessionState.objects.filter(status=status).count()
+        assert f'<a href="{changelist}?status={status}">{n}</a>' in counts
+    assert counts.index("obs-fail") < counts.index("obs-warn") < counts.index("obs-ok")

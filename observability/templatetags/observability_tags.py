@@ -1,4 +1,4 @@
-"""Template filters of the ops admin: one way to show a moment."""
+"""Template filters and tags of the ops admin: one way to show a moment, the store counts."""
 
 from __future__ import annotations
 
@@ -13,3 +13,28 @@ register = template.Library()
 def when(moment):
     """``{{ run.started_at|when }}``: ``2026-11-30 19:40 UTC · 3 hours ago`` (see display.when)."""
     return display.when(moment)
+
+
+@register.simple_tag
+def store_counts() -> list[dict]:
+    """
+    Sessions per status from the stored snapshot, worst first, each with its filtered list.
+
+    For the admin index, above the app list: ``{% store_counts as counts %}``.
+    """
+    from django.db.models import Count
+    from django.urls import reverse
+
+    from observability.models import SessionState
+    from observability.sessions import Status
+
+    found = dict(SessionState.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    changelist = reverse("admin:observability_sessionstate_changelist")
+    return [
+        {
+            "badge": display.badge(status),
+            "count": found.get(status.value, 0),
+            "url": f"{changelist}?status={status.value}",
+        }
+        for status in sorted(Status, key=lambda status: -status.severity)
+    ]
