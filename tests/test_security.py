@@ -279,3 +279,55 @@ def test_every_url__a_superuser_reads_no_secret_and_no_full_phone(admin_client, 
         body = b"".join(response) if response.streaming else response.content
         leaked = [item for item in forbidden if item in body]
         assert leaked == [], (url, leaked)
+
+
+# --- The project's own tables hold no secret and no full phone ---------------------------------
+
+
+def test_own_tables__hold_no_secret_and_no_full_phone_but_the_search_digits():
+    """After snapshots, a phone change and its alert, only phone_digits holds a number."""
+    from django.core import serializers
+
+    from observability import alerts
+    from observability.models import (
+        AlertDelivery,
+        CleanupRun,
+        SessionChange,
+        SessionRhythm,
+        Snapshot,
+    )
+
+    company = factories.make_company(
+        SALON, title="Salon", whatsapp_phone=OWNER_PHONE, marketplace_user_phone=SALON_PHONES[2]
+    )
+    auths = [factories.make_auth(str(SALON), phone=OWNER_PHONE, registered=True)]
+    factories.make_keys(str(SALON), "session", 2)
+    factories.make_keys(str(SALON), "pre-key", 30)
+    snapshot.refresh(full=True)
+    new_phone = "79035550011"
+    creds = dict(
+        auths[0].creds, me={**auths[0].creds["me"], "id": f"{new_phone}:3@s.whatsapp.net"}
+    )
+    WhatsAppAuth.objects.filter(company_id=str(SALON)).update(creds=creds)
+    snapshot.refresh(full=True)
+    alerts.dispatch_transitions()
+    assert SessionChange.objects.filter(kind=SessionChange.Kind.PHONE_CHANGED).exists()
+    assert AlertDelivery.objects.exists()
+
+    secrets = {company.api_key, company.webhook_secret}
+    for auth in auths:
+        secrets |= {leaf for leaf in _string_leaves(auth.creds) if len(leaf) >= 16}
+    for value in WhatsAppKey.objects.values_list("value", flat=True):
+        secrets |= {leaf for leaf in _string_leaves(value) if len(leaf) >= 16}
+    forbidden = sorted(secrets)
+    for phone in (OWNER_PHONE, new_phone, SALON_PHONES[2]):
+        forbidden += [phone, phone[1:]]
+    dumped = serializers.serialize(
+        "json",
+        SessionState.objects.all(),
+        fields=[f.name for f in SessionState._meta.fields if f.name != "phone_digits"],
+    )
+    for model in (SessionChange, Snapshot, AlertDelivery, SessionRhythm, CleanupRun):
+        dumped += serializers.serialize("json", model.objects.all())
+    assert [item for item in forbidden if item in dumped] == []
+    assert "7903***0011" in dumped  # the new number, masked, in the change row
