@@ -195,6 +195,26 @@ def test_queue_cleanup_action__a_confirmation_without_its_dry_run_queues_nothing
 
 
 @bot_tables
+def test_queue_cleanup_action__a_post_without_the_csrf_token_is_refused(admin_user):
+    """A forged cross-site POST of the action (no CSRF token) is a 403: no dry run, no queue."""
+    from django.test import Client
+
+    factories.make_auth("962302")
+    _expired("962302", 2)
+    snapshot.refresh(full=True)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(admin_user)
+    url = reverse("admin:observability_sessionstate_changelist")
+    response = browser.post(
+        url,
+        {"action": "queue_expired_keys_cleanup", "_selected_action": ["962302"], "post": "yes"},
+    )
+    assert response.status_code == 403
+    assert not CleanupRun.objects.exists()
+    assert WhatsAppKey.objects.count() == 2
+
+
+@bot_tables
 def test_queue_cleanup_action__needs_the_cleanup_permission(client):
     """A staff user who may only view sessions cannot queue a cleanup."""
     factories.make_auth("962302")
