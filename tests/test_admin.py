@@ -300,6 +300,11 @@ def test_salon_admin__health_column_beside_the_bots_flag(admin_client, seeded):
     assert 'class="obs-badge obs-fail"' in html
     assert f'href="{session_page(worst.session_id)}"' in html
     assert worst_session(123456) is None
+    Company.objects.filter(company_id=SALON).update(
+        disconnected_at=timezone.now() - timedelta(hours=3)
+    )
+    html = admin_client.get(reverse("admin:observability_company_changelist")).content.decode()
+    assert " UTC</time>" in html and "3 hours ago" in html
 
 
 def test_client_admin__search_by_any_phone_spelling_matches_the_shown_digits(admin_client, seeded):

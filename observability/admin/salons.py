@@ -42,7 +42,7 @@ class SalonAdmin(ReadOnlyModelAdmin):
         "bot_says_connected",
         "health",
         "whatsapp_phone_masked",
-        "disconnected_at",
+        "disconnected",
         "links",
     )
     list_display_links = ("company_id", "title")
@@ -154,6 +154,11 @@ class SalonAdmin(ReadOnlyModelAdmin):
             session_url(state.session_id),
             state.session_id,
         )
+
+    @admin.display(description="disconnected at", ordering="disconnected_at")
+    def disconnected(self, obj):
+        """When the bot last saw the salon's WhatsApp disconnect, with zone and age."""
+        return display.when(obj.disconnected_at)
 
     @admin.display(description="links")
     def links(self, obj):
