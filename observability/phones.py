@@ -44,6 +44,8 @@ def looks_like_phone(value: str | None) -> bool:
 
 #: The trailing digits a search looks for: the four a masked number shows, no fewer, no more.
 MIN_SUFFIX_DIGITS = 4
+#: Numbers this long or longer are masked showing both ends; shorter ones only their last two.
+MASK_WHOLE_FROM = 9
 #: The leading digits a masked number shows (and a pasted mask may give).
 MASK_SHOWN_DIGITS = 4
 _PHONE_CHARACTERS = re.compile(r"^[\d\s()+\-.]+$")
@@ -122,7 +124,7 @@ def mask(value: str | None) -> str | None:
     digits = normalize(value)
     if not digits:
         return None
-    if len(digits) < 9:
+    if len(digits) < MASK_WHOLE_FROM:
         return "***" + digits[-2:]
     return f"{digits[:4]}***{digits[-4:]}"
 

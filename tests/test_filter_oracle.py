@@ -397,3 +397,13 @@ def test_search__a_whole_number_cannot_test_the_hidden_digits(
     assert true_answer[0] == 200
     assert true_answer == false_answer
     assert mask.encode() in true_answer[2]  # the number is still found by the digits shown
+
+
+def test_search__a_short_number_s_hidden_digits_tell_nothing(viewer, seeded):
+    """A number masked ``***78`` cannot have the digits before its last two guessed by suffix."""
+    factories.make_client(SALON, 2, phone="12345678")
+    url = _changelist("client")
+    true_answer = _normalized(viewer.get(url, {"q": "5678"}), "q", "5678")
+    false_answer = _normalized(viewer.get(url, {"q": "9978"}), "q", "9978")
+    assert true_answer[0] == 200
+    assert true_answer == false_answer

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.core.cache import cache
 from django.db.models import Q
+from django.db.models.functions import Length
 
 from observability import config, phones
 from observability.admin import display
@@ -225,7 +226,11 @@ class ClientAdmin(ReadOnlyModelAdmin):
             return queryset, False
         part = phones.shown(term)
         if part is not None:
-            found = queryset.filter(phone__endswith=part.suffix)
+            # A number shorter than MASK_WHOLE_FROM shows only its last two digits masked: a
+            # four-digit suffix would test two hidden ones, so such numbers are not searched.
+            found = queryset.alias(phone_length=Length("phone")).filter(
+                phone_length__gte=phones.MASK_WHOLE_FROM, phone__endswith=part.suffix
+            )
             if part.prefix:
                 found = found.filter(phone__startswith=part.prefix)
             return found, False
