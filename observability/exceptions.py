@@ -183,6 +183,20 @@ class SchemaDrift(ObservabilityError):
     )
 
 
+class ProjectSchemaMissing(SchemaDrift):
+    """
+    This project's own database (``default``) lacks a table: its migrations have not run.
+
+    A subclass of :class:`SchemaDrift` (same code and exit status) whose advice fits the
+    database this project owns: there is nothing to compare, only ``migrate`` to run.
+    """
+
+    code = "project_not_migrated"
+    title = "Project database not migrated"
+    default_message = "This project's own database lacks its tables."
+    what_to_do = "Run python manage.py migrate (it touches only this project's own database)."
+
+
 class SnapshotMissing(ObservabilityError):
     """No session health snapshot has been taken yet (pages read only the stored snapshot)."""
 
@@ -498,6 +512,11 @@ def from_database_error(
     if isinstance(error, db_utils.ProgrammingError | psycopg.ProgrammingError) and (
         _is_missing_table_or_column(error)
     ):
+        if alias == db_utils.DEFAULT_DB_ALIAS:
+            return ProjectSchemaMissing(
+                f"This project's own database ({alias!r}) lacks a table or column: its "
+                "migrations have not all run."
+            )
         return SchemaDrift(
             f"The {alias!r} database lacks a table or column this project reads: its schema "
             "differs from the models."

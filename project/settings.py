@@ -300,6 +300,9 @@ AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True  # a successful login forgets the earlier failures
+# No "AXES: BEGIN ..." line at every start of every process and management command; lockouts
+# and failed logins are logged all the same.
+AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "observability/login_locked.html"
 # Failed logins are logged (and kept in the admin's "Access attempts") with the username and
 # address, so ops see who is being tried from where; the password is always masked by axes.

@@ -40,6 +40,7 @@ EXPECTED = {
     QueryTimedOut: ("query_timed_out", 504, 4),
     CleanupAlreadyRunning: ("cleanup_already_running", 409, 5),
     SchemaDrift: ("schema_drift", 500, 6),
+    exceptions.ProjectSchemaMissing: ("project_not_migrated", 500, 6),
     exceptions.SnapshotMissing: ("snapshot_missing", 503, 7),
     exceptions.MissingPrivilege: ("missing_privilege", 503, 8),
 }
@@ -116,6 +117,17 @@ def test_translate_database_errors__missing_table_becomes_schema_drift():
     with pytest.raises(SchemaDrift, match="lacks a table or column"):  # noqa: SIM117
         with translate_database_errors("bot"), connections["bot"].cursor() as cursor:
             cursor.execute("SELECT * FROM whatsapp_auth_missing")
+
+
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_translate_database_errors__missing_own_table_says_migrate():
+    """A table missing from this project's own database asks for migrate, not a comparison."""
+    with pytest.raises(SchemaDrift) as raised:  # noqa: SIM117
+        with translate_database_errors("default"), connections["default"].cursor() as cursor:
+            cursor.execute("SELECT * FROM observability_not_migrated")
+    assert "python manage.py migrate" in raised.value.what_to_do
+    assert "Compare the bot's tables" not in str(raised.value) + raised.value.what_to_do
+    assert raised.value.exit_code == SchemaDrift.exit_code
 
 
 def _closed_port() -> int:

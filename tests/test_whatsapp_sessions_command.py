@@ -102,3 +102,16 @@ def test_whatsapp_sessions__json_since_comes_from_the_snapshot(three_sessions):
     listed = {item["session_id"]: item for item in json.loads(_run("--json"))}
     assert listed["962304"]["since"] == taken.isoformat()
     assert listed["company_962302"]["since"] == taken.isoformat()
+
+
+def test_whatsapp_sessions__terminal_controls_in_bot_data_are_shown_not_run():
+    r"""A session id holding ESC, CR or a C1 CSI prints as \u escapes: the terminal runs none."""
+    hostile = "9623\x1b]0;pwned\x07\r\x9b2J05"
+    factories.make_auth(hostile, paired=False)
+    text = _run()
+    assert "9623\\u001b]0;pwned\\u0007\\u000d\\u009b2J05" in text
+    assert not any(char in text for char in "\x1b\x07\r\x9b")
+    header, row = text.splitlines()[:2]
+    assert row.index("9623") == header.index("session")  # the columns still line up
+    listed = json.loads(_run("--json"))  # still valid JSON, the id intact once decoded
+    assert listed[0]["session_id"] == hostile

@@ -137,19 +137,17 @@ class CleanupCommand(ObservabilityCommand):
                 self.stdout.write(f"  {key_type}: {reason}")
         if report.dry_run:
             self.stdout.write(
-                self.style.WARNING(
-                    f"Dry run: {report.total_seen:,} rows would be deleted"
-                    f"{f' and {report.total_kept:,} kept' if report.rows_kept else ''}; "
-                    "nothing was. Add --apply to delete them."
-                )
+                f"Dry run: {report.total_seen:,} rows would be deleted"
+                f"{f' and {report.total_kept:,} kept' if report.rows_kept else ''}; "
+                "nothing was. Add --apply to delete them.",
+                self.style.WARNING,
             )
         else:
             self.stdout.write(
-                self.style.SUCCESS(
-                    f"Deleted {report.total_deleted:,} of {report.total_seen:,} rows in "
-                    f"{report.batches} batches (slowest {report.slowest_batch_seconds:.2f} s)"
-                    f"{f'; kept {report.total_kept:,}' if report.rows_kept else ''}."
-                )
+                f"Deleted {report.total_deleted:,} of {report.total_seen:,} rows in "
+                f"{report.batches} batches (slowest {report.slowest_batch_seconds:.2f} s)"
+                f"{f'; kept {report.total_kept:,}' if report.rows_kept else ''}.",
+                self.style.SUCCESS,
             )
             self.stdout.write(
                 f"Table size {human_bytes(report.bytes_before)} -> "

@@ -58,11 +58,11 @@ class Command(ObservabilityCommand):
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
         elif report.clean:
             self.stdout.write(
-                self.style.SUCCESS(f"The bot tables in {alias!r} match the models: no drift.")
+                f"The bot tables in {alias!r} match the models: no drift.", self.style.SUCCESS
             )
         else:
             for difference in report.differences:
-                self.stdout.write(self.style.ERROR(difference.describe()))
+                self.stdout.write(difference.describe(), self.style.ERROR)
         if not report.clean:
             drift = SchemaDrift(
                 f"{len(report.differences)} difference(s) between the bot tables in {alias!r} "

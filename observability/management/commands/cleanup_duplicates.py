@@ -59,7 +59,7 @@ class Command(CleanupCommand):
         if not report.duplicates:
             self.stdout.write("No salon is stored under both spellings.")
         for pair in report.duplicates:
-            self.stdout.write(self.style.MIGRATE_HEADING(f"Salon {pair.salon_id}"))
+            self.stdout.write(f"Salon {pair.salon_id}", self.style.MIGRATE_HEADING)
             for side in (pair.bare, pair.prefixed):
                 keys = ", ".join(f"{t} {n}" for t, n in sorted(side.keys.items())) or "none"
                 auth = "no auth row"
@@ -78,7 +78,7 @@ class Command(CleanupCommand):
                 "removed": f"removed {pair.stale!r}, kept {pair.live!r}",
                 "refused": "left alone",
             }[pair.verdict]
-            self.stdout.write(style(f"  -> {action}: {pair.reason}"))
+            self.stdout.write(f"  -> {action}: {pair.reason}", style)
             if pair.backup_path:
                 self.stdout.write(f"  backup: {pair.backup_path}")
         super().render(report)
@@ -87,17 +87,15 @@ class Command(CleanupCommand):
         rows = report.total_seen
         if report.dry_run:
             self.stdout.write(
-                self.style.WARNING(
-                    f"The backup is complete: {rows} rows of {report.parameters['session_id']!r}."
-                    " Add --apply to insert them."
-                )
+                f"The backup is complete: {rows} rows of {report.parameters['session_id']!r}."
+                " Add --apply to insert them.",
+                self.style.WARNING,
             )
         else:
             self.stdout.write(
-                self.style.SUCCESS(
-                    f"Restored {report.parameters.get('restored', 0)} rows of "
-                    f"{report.parameters['session_id']!r}."
-                )
+                f"Restored {report.parameters.get('restored', 0)} rows of "
+                f"{report.parameters['session_id']!r}.",
+                self.style.SUCCESS,
             )
         self.stdout.write(f"Recorded as cleanup run #{report.run_id}.")
 

@@ -37,14 +37,13 @@ class Command(ObservabilityCommand):
         result = snapshot.refresh(full=full)
         if result.outcome == snapshot.SKIPPED:
             self.stdout.write(
-                self.style.WARNING("Skipped: another snapshot refresh is running right now.")
+                "Skipped: another snapshot refresh is running right now.", self.style.WARNING
             )
             return
         self.stdout.write(
-            self.style.SUCCESS(
-                f"{result.kind.capitalize()} snapshot taken in {result.duration:.2f} s: "
-                f"{result.sessions_refreshed} session(s) recomputed, {result.sessions_total} "
-                f"stored, {result.changes} change(s) recorded, {result.pruned} old change(s) "
-                "pruned."
-            )
+            f"{result.kind.capitalize()} snapshot taken in {result.duration:.2f} s: "
+            f"{result.sessions_refreshed} session(s) recomputed, {result.sessions_total} "
+            f"stored, {result.changes} change(s) recorded, {result.pruned} old change(s) "
+            "pruned.",
+            self.style.SUCCESS,
         )

@@ -6,7 +6,7 @@ import json
 
 from observability import sessions
 from observability.admin import display
-from observability.management.base import ObservabilityCommand
+from observability.management.base import ObservabilityCommand, printable
 from observability.rules import Status
 
 _STATUSES = [str(status) for status in Status]
@@ -76,6 +76,8 @@ class Command(ObservabilityCommand):
             )
             for health in listed
         ]
+        # Escaped before measuring, so the columns line up with what the terminal shows.
+        rows = [tuple(printable(cell) for cell in row) for row in rows]
         header = (
             "status",
             "session",
@@ -93,8 +95,14 @@ class Command(ObservabilityCommand):
 
         self.stdout.write(line(header).rstrip())
         for health, row in zip(listed, rows, strict=True):
-            text = line(row).rstrip()
-            self.stdout.write(style[health.status](text[: widths[0]]) + text[widths[0] :])
+            status_style = style[health.status]
+            self.stdout.write(
+                line(row).rstrip(),
+                # Only the status cell is coloured; the style runs after the escaping.
+                lambda text, status_style=status_style: (
+                    status_style(text[: widths[0]]) + text[widths[0] :]
+                ),
+            )
             for reason in health.reasons:
                 self.stdout.write(f"    - {reason}")
             for note in health.notes:

@@ -45,7 +45,6 @@ class Command(ObservabilityCommand):
                 "(their data is lost)."
             ) from error
         self.stdout.write(
-            self.style.SUCCESS(
-                f"Created the bot tables {', '.join(schema.BOT_TABLES)} in {alias!r}."
-            )
+            f"Created the bot tables {', '.join(schema.BOT_TABLES)} in {alias!r}.",
+            self.style.SUCCESS,
         )

@@ -62,7 +62,7 @@ class Command(ObservabilityCommand):
         self._set_up()
 
         if no_serve:
-            self.stdout.write(self.style.SUCCESS("Demo set up. Serve it with: manage.py demo"))
+            self.stdout.write("Demo set up. Serve it with: manage.py demo", self.style.SUCCESS)
             return
         self._serve(port, with_worker=not no_worker)
 
@@ -133,10 +133,9 @@ class Command(ObservabilityCommand):
         # create_superuser stores only the password's hash.
         user_model.objects.create_superuser(username=ADMIN_USERNAME, email="", password=password)
         self.stdout.write(
-            self.style.WARNING(
-                "Admin login created. The password is shown this once and stored only as a "
-                f"hash:\n    username: {ADMIN_USERNAME}\n    password: {password}"
-            )
+            "Admin login created. The password is shown this once and stored only as a "
+            f"hash:\n    username: {ADMIN_USERNAME}\n    password: {password}",
+            self.style.WARNING,
         )
 
     def _serve(self, port: int, *, with_worker: bool) -> None:
@@ -155,9 +154,8 @@ class Command(ObservabilityCommand):
                 env=environment,
             )
         self.stdout.write(
-            self.style.SUCCESS(
-                f"Serving the admin on http://127.0.0.1:{port}/admin/ (Ctrl-C stops everything)"
-            )
+            f"Serving the admin on http://127.0.0.1:{port}/admin/ (Ctrl-C stops everything)",
+            self.style.SUCCESS,
         )
         try:
             call_command(

@@ -100,11 +100,10 @@ class Command(ObservabilityCommand):
             self.stdout.write(f"The bot tables in {alias!r} already hold data: nothing written.")
             return
         self.stdout.write(
-            self.style.SUCCESS(
-                f"Wrote {summary.companies:,} salons, {summary.clients:,} clients, "
-                f"{summary.sessions:,} WhatsApp sessions and {summary.keys:,} keys into "
-                f"{alias!r} in {summary.seconds:.1f} s (seed {options['seed']})."
-            )
+            f"Wrote {summary.companies:,} salons, {summary.clients:,} clients, "
+            f"{summary.sessions:,} WhatsApp sessions and {summary.keys:,} keys into "
+            f"{alias!r} in {summary.seconds:.1f} s (seed {options['seed']}).",
+            self.style.SUCCESS,
         )
 
 
