@@ -24,6 +24,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import sentry_sdk
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
@@ -270,9 +271,14 @@ def _known_secrets() -> list[str]:
         values.append(str(database.get("PASSWORD") or ""))
     dsn = sentry_sdk.get_client().dsn
     if dsn:
-        from urllib.parse import urlsplit
-
         values.append(urlsplit(dsn).password or "")  # a legacy DSN's secret key
+    webhook = urlsplit(str(getattr(settings, "OBSERVABILITY_ALERT_WEBHOOK_URL", "") or ""))
+    # Slack's and Telegram's webhook URLs carry their token in the path or the query
+    # (/services/T0/B0/<token>, /bot<token>/sendMessage): a URL in a frame's variables or a
+    # message must not hand it over. The host stays readable.
+    values.extend([webhook.password or "", webhook.path, webhook.query])
+    if webhook.query:
+        values.append(f"{webhook.path}?{webhook.query}")
     values.extend(_extra_secrets)
     # Short values would match ordinary text; none of the real secrets is that short.
     return sorted({v for v in values if len(v) >= 6}, key=len, reverse=True)

@@ -611,3 +611,23 @@ def test_scrub__the_alert_webhook_secret_is_a_known_secret(settings):
     event = {"message": "signing with whsec-Zq81kLm0pX failed", "extra": {"k": "whsec-Zq81kLm0pX"}}
     cleaned = str(sentry.scrub_event(event))
     assert "whsec-Zq81kLm0pX" not in cleaned
+
+
+def test_scrub__the_alert_webhook_url_token_is_a_known_secret(settings):
+    """A Slack or Telegram webhook URL in an event keeps its host and loses its token."""
+    settings.OBSERVABILITY_ALERT_WEBHOOK_URL = (
+        "https://hooks.slack.com/services/T0AB12/B0CD34/kq81LmZp0XyR2sTu"
+    )
+    event = {
+        "message": "POST https://hooks.slack.com/services/T0AB12/B0CD34/kq81LmZp0XyR2sTu failed",
+        "extra": {"url": "https://hooks.slack.com/services/T0AB12/B0CD34/kq81LmZp0XyR2sTu"},
+    }
+    cleaned = str(sentry.scrub_event(event))
+    assert "kq81LmZp0XyR2sTu" not in cleaned and "hooks.slack.com" in cleaned
+    settings.OBSERVABILITY_ALERT_WEBHOOK_URL = (
+        "https://api.telegram.org/bot123:AAEhBOweik/send?chat_id=-1001"
+    )
+    cleaned = sentry.scrub_text(
+        "urlopen(https://api.telegram.org/bot123:AAEhBOweik/send?chat_id=-1001)"
+    )
+    assert "AAEhBOweik" not in cleaned and "-1001" not in cleaned and "api.telegram.org" in cleaned
