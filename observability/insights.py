@@ -496,10 +496,14 @@ def read_long_transactions(cursor) -> list[LongTransaction]:
 
 # Escape strings (E'...', backslashes escape), plain, bit, national and Unicode strings, and
 # dollar-quoted bodies ($$...$$, $tag$...$tag$); $1 placeholders are not literals.
-_QUOTED = re.compile(
-    r"[Ee]'(?:[^'\\]|\\.|'')*'"
+#: What a statement's text may hide something in, matched left to right in one pass so a
+#: quote inside a comment or a ``--`` inside a literal is read as what it is.
+_HIDING = re.compile(
+    r"(?P<quoted>[Ee]'(?:[^'\\]|\\.|'')*'"
     r"|(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*'"
-    r"|\$((?:[A-Za-z_]\w*)?)\$.*?\$\1\$",
+    r"|\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$)"
+    r"|(?P<comment>--[^\n]*|/\*.*?\*/)"
+    r"|(?P<number>(?<![\w$])\d+(?:\.\d*)?(?:[Ee][+-]?\d+)?)",
     re.DOTALL,
 )
 _SPACES = re.compile(r"\s+")
@@ -514,15 +518,24 @@ _STATEMENTS_SQL = """
 """
 
 
+def _hidden(found: re.Match) -> str:
+    if found.group("quoted"):
+        return "'…'"
+    if found.group("comment"):
+        return " "
+    return "…"
+
+
 def scrub_query(text: str) -> str:
     """
     A normalised statement safe to show: quoted literals replaced, whitespace folded, cut.
 
     ``pg_stat_statements`` already shows constants as ``$1``; some utility statements keep
-    theirs (``ALTER ROLE ... PASSWORD '...'``), so every quoted or dollar-quoted literal is
-    replaced by ``'…'`` all the same.
+    theirs (``ALTER ROLE ... PASSWORD '...'``, a phone as a bare number), so every quoted or
+    dollar-quoted literal becomes ``'…'`` and every bare number ``…`` all the same; comments,
+    where a client may put anything (sqlcommenter tags, ids), are dropped.
     """
-    scrubbed = _SPACES.sub(" ", _QUOTED.sub("'…'", text or "")).strip()
+    scrubbed = _SPACES.sub(" ", _HIDING.sub(_hidden, text or "")).strip()
     if len(scrubbed) > QUERY_TEXT_LIMIT:
         scrubbed = scrubbed[: QUERY_TEXT_LIMIT - 1] + "…"
     return scrubbed

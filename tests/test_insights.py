@@ -198,11 +198,19 @@ def test_top_queries__normalised_text_scrubbed_of_any_literal():
             "INSERT INTO t VALUES ('…', '…')",
         ),
         ("SELECT $tag$secret$tag$, $$x$$, $1", "SELECT '…', '…', $1"),
-        ("SELECT  1\n  FROM   t", "SELECT 1 FROM t"),
+        ("SELECT  1\n  FROM   t", "SELECT … FROM t"),
+        (
+            "SELECT * FROM clients WHERE phone = 79001234567 AND t2.x > 1.5e3 LIMIT $2",
+            "SELECT * FROM clients WHERE phone = … AND t2.x > … LIMIT $2",
+        ),
+        (
+            "SELECT 1 /* user=ops@x.ru id=42 */ FROM t -- don't 'show'\nWHERE a = 'it''s -- no'",
+            "SELECT … FROM t WHERE a = '…'",
+        ),
     ],
 )
 def test_scrub_query__literals_never_shown(text, shown):
-    """Quoted, escaped and dollar-quoted literals become '…'; whitespace folds."""
+    """Literals become '…' and bare numbers …, comments go; whitespace folds."""
     assert insights.scrub_query(text) == shown
 
 
