@@ -192,11 +192,13 @@ def orphan_keys(facts: SessionFacts, now: datetime) -> Verdict | None:
     """
     if facts.has_auth or not facts.key_counts:
         return None
+    grace = config.cleanup_orphan_age() / timedelta(days=1)
     return Verdict(
         "orphan_keys",
         Status.WARN,
         "Keys exist without an auth row (creds): the session was logged out or deleted and "
-        "no login can use them. Remove them with cleanup_orphan_keys.",
+        f"no login can use them. cleanup_orphan_keys deletes them once unwritten for {grace:g} "
+        "days (its grace); the store overview says when.",
     )
 
 

@@ -753,7 +753,8 @@ def _store_findings(
                 "orphan_sessions",
                 Status.WARN,
                 f"{len(orphans)} session(s) have keys but no auth row",
-                "no login can use them: remove them with cleanup_orphan_keys.",
+                "no login can use them: cleanup_orphan_keys deletes them once past its grace "
+                "(the store overview says when).",
             )
         )
     findings.sort(key=lambda finding: -finding.status.severity)

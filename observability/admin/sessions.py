@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ from django.utils.html import format_html
 from observability import phones, session_ids, sessions, snapshot
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin, refuse_unoffered_params
+from observability.cleanup import advice
 from observability.exceptions import (
     BadInput,
     ObservabilityError,
@@ -533,6 +535,24 @@ class SessionAdmin(ReadOnlyModelAdmin):
         }
         return TemplateResponse(request, "admin/observability/keys.html", context)
 
+    #: The admin actions that take a finding's steps (``observability.admin.cleanup_actions``),
+    #: and the sessions list filter that shows the sessions they apply to.
+    ADVICE_ACTIONS = {
+        "orphan_sessions": ("clean_orphan_keys", {"auth": "no"}),
+        "one_login_twice": ("clean_duplicate_spellings", {"duplicate": "yes"}),
+    }
+
+    def _advice_with_actions(self, request, found: list) -> list:
+        """Link each piece of advice to the sessions list where its admin action is offered."""
+        offered = self.get_actions(request)
+        linked = []
+        for item in found:
+            action, params = self.ADVICE_ACTIONS.get(item.finding.cause, (None, {}))
+            if action in offered:
+                item = dataclasses.replace(item, url=changelist_url(**params))
+            linked.append(item)
+        return linked
+
     def overview_view(self, request):
         """The whole store as of the snapshot: counts, findings, worst ten, incidents, flapping."""
         if not self.has_view_permission(request):
@@ -553,6 +573,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
             "opts": self.opts,
             "title": "WhatsApp session store overview",
             "store": store,
+            "advice": self._advice_with_actions(request, advice.store_advice(store, now)),
             "badge": display.badge(store.status),
             "by_status": [
                 (display.badge(status), count, changelist_url(status=status.value))

@@ -79,7 +79,7 @@ def decide(pair: DuplicatePair, now: datetime, min_idle: timedelta) -> None:
     stale side was written within ``min_idle`` (the bot may still be writing both), or
     removing it would take the salon's only ``whatsapp_auth`` row.
     """
-    pair.stale = pair.live = None
+    pair.stale = pair.live = pair.held_until = None
     pair.verdict = "refused"
     bare, prefixed = pair.bare, pair.prefixed
     if bare.newest_write is None or prefixed.newest_write is None:
@@ -93,6 +93,7 @@ def decide(pair: DuplicatePair, now: datetime, min_idle: timedelta) -> None:
     )
     idle = now - stale.newest_write
     if idle < min_idle:
+        pair.held_until = stale.newest_write + min_idle
         pair.reason = (
             f"the stale side {stale.session_id!r} was written {_hours(idle)} ago, less than "
             f"{_hours(min_idle)}: the bot may still be writing both spellings"

@@ -221,15 +221,15 @@ def cleanup_orphan_keys(
 
     """
     alias = config.bot_database_alias()
-    min_age = selection.period(min_age, config.cleanup_orphan_age(), "minimum age")
+    grace = policy.orphan_grace(now or timezone.now(), min_age)
     size = selection.batch_size(batch_size, config.cleanup_batch_size())
     with translate_database_errors(alias):
         chosen = selection.build(salons=salons, sessions=sessions, types=key_types, alias=alias)
-    cutoff = (now or timezone.now()) - min_age
+    cutoff = grace.cutoff
     filters, filter_params = _filters(chosen, "k")
     parameters = {
         **_common_parameters(chosen, size, cutoff),
-        "min_age_days": min_age / timedelta(days=1),
+        "min_age_days": grace.period / timedelta(days=1),
     }
     orphan = (
         "NOT EXISTS (SELECT 1 FROM whatsapp_auth a WHERE a.company_id = k.company_id) "

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from observability import config, key_types
+from observability.cleanup import selection
 from observability.exceptions import BadInput
 
 #: The family of key types containing this word shares one rule (the bot's TTL does the same).
@@ -323,3 +324,57 @@ def problems() -> list[str]:
     except BadInput as error:
         return [error.message]
     return []
+
+
+# --- Orphan keys ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrphanGrace:
+    """
+    The orphan-key cleanup's grace: how long a key without an auth row must be unwritten.
+
+    A session being paired writes keys before its ``whatsapp_auth`` row (``getNextPreKeys`` in
+    ``src/Utils/signal.ts`` stores the pre-keys first and only then returns the creds update
+    the bot saves), so a key without an auth row is an orphan only once it has been unwritten
+    for the grace. ``cleanup_orphan_keys`` deletes by :attr:`cutoff`; the overview's advice
+    says when a held-back session's keys pass it (:meth:`free_at`).
+
+    Attributes:
+        period: the grace (``OBSERVABILITY_CLEANUP_ORPHAN_AGE``, default 7 days, or the
+            command's ``--min-age-days``).
+        now: the moment it is measured from.
+
+    """
+
+    period: timedelta
+    now: datetime
+
+    @property
+    def cutoff(self) -> datetime:
+        """Orphan keys last written before this may be deleted now."""
+        return self.now - self.period
+
+    def due(self, written: datetime | None) -> bool:
+        """True when a key written at ``written`` may be deleted now (undated keys: never)."""
+        return written is not None and written < self.cutoff
+
+    def free_at(self, written: datetime) -> datetime:
+        """When a key written at ``written`` passes the grace."""
+        return written + self.period
+
+    @property
+    def period_text(self) -> str:
+        """The grace in words (``7 days``)."""
+        return _days(self.period)
+
+
+def orphan_grace(now: datetime, period: timedelta | None = None) -> OrphanGrace:
+    """
+    The orphan-key grace in force at ``now`` (``period`` overrides the setting).
+
+    Raises:
+        BadInput: a negative period.
+
+    """
+    return OrphanGrace(selection.period(period, config.cleanup_orphan_age(), "minimum age"), now)

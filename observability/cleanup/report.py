@@ -160,6 +160,8 @@ class DuplicatePair:
         backup_path: the backup written before removing the stale side.
         removed: rows removed by table and key type.
         row_bytes: the size of the removed rows.
+        held_until: when refused only because the stale side was written too recently, the
+            moment it will have been idle long enough (the advice says when to come back).
 
     """
 
@@ -173,6 +175,7 @@ class DuplicatePair:
     backup_path: str = ""
     removed: dict[str, int] = field(default_factory=dict)
     row_bytes: int = 0
+    held_until: datetime | None = None
 
     def as_dict(self) -> dict:
         """JSON-ready data."""
