@@ -197,8 +197,8 @@ def orphan_keys(facts: SessionFacts, now: datetime) -> Verdict | None:
         "orphan_keys",
         Status.WARN,
         "Keys exist without an auth row (creds): the session was logged out or deleted and "
-        f"no login can use them. cleanup_orphan_keys deletes them once unwritten for {grace:g} "
-        "days (its grace); the store overview says when.",
+        f"no login can use them. Remove them with cleanup_orphan_keys once unwritten for "
+        f"{grace:g} days (its grace; the store overview says when).",
     )
 
 
