@@ -137,6 +137,16 @@ def health_latency_warning() -> timedelta:
     return _get("HEALTH_LATENCY_WARNING", timedelta(milliseconds=250))
 
 
+def health_result_ttl() -> timedelta:
+    """
+    How long one process reuses the service checks' results for ``/health/`` and its groups.
+
+    Callers within this time of a computation's start (and those arriving while it runs) share
+    it; 0 runs the checks for every request. ``/health/whatsapp/`` is never reused.
+    """
+    return _get("HEALTH_RESULT_TTL", timedelta(seconds=1))
+
+
 def activity_database_alias() -> str:
     """The alias whose server's ``pg_stat_activity`` the connection budget reads."""
     return _get("ACTIVITY_DATABASE", bot_database_alias())

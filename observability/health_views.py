@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import hmac
 import logging
 import threading
-from collections.abc import Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import add_never_cache_headers, patch_vary_headers
+from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django.views.generic import View
 from health_check.base import HealthCheckResult
 from health_check.exceptions import HealthCheckException, ServiceWarning
-from health_check.views import HealthCheckView
+from health_check.views import HealthCheckView, MediaType
 
 from observability import config, health_checks, metrics
 
@@ -123,6 +130,89 @@ def log_state_changes(results: list[HealthCheckResult]) -> None:
             logger.warning("health check %s: %s -> %s: %s", name, before, state, result.error)
 
 
+class SharedResults:
+    """
+    The service checks' results, shared for a moment by the callers of one process.
+
+    Why: monitors, load balancers and probes poll ``/health/`` together. Each request used to
+    run every check (eight checks, about 18 SQL statements, a thread each): under 50
+    concurrent callers one process spent its time running the same checks 50 times over and
+    answered in a second. The answer is the same for all of them, so one computation serves
+    every caller that arrives while it runs (single flight: the others wait for it instead of
+    starting their own) and every caller within ``health_result_ttl`` (default 1 s) of its
+    start.
+
+    This is not the per-session caches issue 13 removed: those held the salons' verdicts,
+    computed from the bot tables, for 10 and 30 s, so pages disagreed about a salon. This holds
+    only the service's own liveness (this process, the databases, the pools, the snapshot's
+    age, the job queue), for one second: a failure shows on the first request that arrives
+    more than that after the last computation began (or on the computation it joins). The
+    salons' verdict (``/health/whatsapp/``) is never shared here; it is read from the stored
+    snapshot on every request.
+
+    Results are kept per group and per list of checks (``/health/db/`` never answers with
+    ``/health/``'s results, nor after a settings change with another alias list), with their
+    messages: who may read the messages is decided per request. A computation that raises is
+    not kept: its waiters get the error and the next caller computes again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[tuple, tuple[float, Future]] = {}
+
+    def get(
+        self, key: tuple, ttl: timedelta, compute: Callable[[], list[HealthCheckResult]]
+    ) -> list[HealthCheckResult]:
+        """The results for ``key``: shared when computed or computing recently, else computed."""
+        seconds = ttl.total_seconds()
+        if seconds <= 0:
+            return compute()
+        now = time.monotonic()
+        with self._lock:
+            flight = self._flights.get(key)
+            owner = flight is None or (flight[1].done() and now - flight[0] >= seconds)
+            if owner:
+                flight = (now, Future())
+                self._flights[key] = flight
+        future = flight[1]
+        if not owner:
+            return future.result()
+        try:
+            results = compute()
+        except BaseException as error:
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            future.set_exception(error)
+            raise
+        future.set_result(results)
+        return results
+
+    def clear(self) -> None:
+        """Forget every kept result (tests; a computation in flight still answers its callers)."""
+        with self._lock:
+            self._flights.clear()
+
+
+#: This process's shared service results (see :class:`SharedResults`).
+shared_results = SharedResults()
+
+#: The library's ``?format=`` values, and the Accept media types it answers, by renderer.
+_FORMATS = ("json", "text", "atom", "rss", "openmetrics")
+_MEDIA_TYPES = {
+    "text/plain": "text",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/*": "html",
+    "*/*": "html",
+    "application/json": "json",
+    "application/*": "json",
+    "application/atom+xml": "atom",
+    "application/rss+xml": "rss",
+    "application/openmetrics-text": "openmetrics",
+}
+
+
 class HealthView(HealthCheckView):
     """
     The library's view with this project's checks, access rules and status codes.
@@ -134,6 +224,10 @@ class HealthView(HealthCheckView):
       messages; a wrong bearer token is refused with 401.
     - Checks run in a private thread pool that is not waited for, so a check stuck past its
       own timeout cannot hold the response.
+    - The service groups' results are shared by concurrent and close callers
+      (:class:`SharedResults`). The view is synchronous, unlike the library's: a shared answer
+      then needs no event loop nor thread, which cost more than rendering it; only a
+      computation runs the library's ``get_result`` on an event loop of its own.
     """
 
     group: str = "all"
@@ -157,13 +251,12 @@ class HealthView(HealthCheckView):
 
     @results.setter
     def results(self, value: list[HealthCheckResult]) -> None:
-        # The library assigns the gathered results here and renders every format from them:
-        # this is the one place to decide what failed and what the caller may read.
+        # Every format is rendered from these: the one place to decide what failed and what
+        # the caller may read.
         self.has_failure = any(
             result.error is not None and not isinstance(result.error, ServiceWarning)
             for result in value
         )
-        log_state_changes(value)
         if not self.show_messages:
             value = [
                 HealthCheckResult(
@@ -175,25 +268,79 @@ class HealthView(HealthCheckView):
             ]
         self._results = value
 
-    async def get(self, request, *args, **kwargs):
+    def _run_checks(self, checks: list) -> list[HealthCheckResult]:
+        """Run the checks as the library does (each with its timeout); log changes of state."""
+
+        async def gather() -> list[HealthCheckResult]:
+            with self.get_executor() as executor:
+                return await asyncio.gather(*(check.get_result(executor) for check in checks))
+
+        results = asyncio.run(gather())
+        log_state_changes(results)
+        return results
+
+    def _service_results(self) -> list[HealthCheckResult]:
+        checks = list(self.get_checks())
+        if self.group != "all" and self.group not in health_checks.SERVICE_GROUPS:
+            return self._run_checks(checks)  # the salons' verdict: never shared
+        key = (self.group, tuple(repr(check) for check in checks))
+        ttl = config.health_result_ttl()
+        return shared_results.get(key, ttl, lambda: self._run_checks(checks))
+
+    @method_decorator(transaction.non_atomic_requests)
+    def dispatch(self, request, *args, **kwargs):
+        # The library's dispatch, synchronous (see the class docstring).
+        response = View.dispatch(self, request, *args, **kwargs)
+        patch_vary_headers(response, ["Accept"])
+        add_never_cache_headers(response)
+        return response
+
+    def get(self, request, *args, **kwargs):
         permitted = False
         if _presented_token(request) is None and settings.SESSION_COOKIE_NAME in request.COOKIES:
             # Only a logged-in browser carries a session; monitors skip the session lookup.
             # Staff status alone is not enough: the messages name services and salons.
-            user = await request.auser()
-            permitted = await user.ahas_perm(HEALTH_DETAILS_PERMISSION)
+            permitted = request.user.has_perm(HEALTH_DETAILS_PERMISSION)
         access = _access(request, permitted)
         if access is Access.REFUSED:
             return _refused()
         self.show_messages = access is Access.DETAILS
-        response = await super().get(request, *args, **kwargs)
-        if response.status_code == 500 and not self.has_failure:
-            response.status_code = 200  # warnings only
+        self.results = self._service_results()
+        response = self._render(request, 500 if self.has_failure else 200, **kwargs)
         # A failing check is an answer, not a server error: the library already logged each
         # failing check as a warning, so keep Django from logging "Internal Server Error" (and
         # Sentry's logging integration from raising an event) on every poll of a monitor.
         response._has_been_logged = True
         return response
+
+    def _render(self, request, status: int, **kwargs) -> HttpResponse:
+        """The library's content negotiation (``HealthCheckView.get``) over these results."""
+        chosen = request.GET.get("format")
+        if chosen not in _FORMATS:
+            chosen = None
+            for media in MediaType.parse_header(request.headers.get("accept", "*/*")):
+                chosen = _MEDIA_TYPES.get(media.mime_type)
+                if chosen:
+                    break
+        match chosen:
+            case "json":
+                return self.render_to_response_json(status)
+            case "text":
+                return self.render_to_response_text(status)
+            case "html":
+                return self.render_to_response(self.get_context_data(**kwargs), status=status)
+            case "atom":
+                return self.render_to_response_atom()
+            case "rss":
+                return self.render_to_response_rss()
+            case "openmetrics":
+                return self.render_to_response_openmetrics()
+        return HttpResponse(
+            "Not Acceptable: Supported content types: text/plain, text/html, application/json, "
+            "application/atom+xml, application/rss+xml, application/openmetrics-text",
+            status=406,
+            content_type="text/plain",
+        )
 
 
 # --- /metrics ---------------------------------------------------------------------------------

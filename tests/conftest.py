@@ -19,6 +19,14 @@ def django_db_setup(django_db_setup, django_db_blocker):
         schema.create_bot_tables("bot", replace=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_health_results():
+    """Each test computes its own /health/ answers: none is shared from an earlier test."""
+    from observability import health_views
+
+    health_views.shared_results.clear()
+
+
 @pytest.fixture
 def bot_db(db, django_db_blocker, request):
     """Allow a test to use both the default and the bot databases (each test rolled back)."""
