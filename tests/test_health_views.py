@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
@@ -315,3 +317,122 @@ def test_log_state_changes__each_change_once_recovery_at_info(caplog):
         ("WARNING", "health check 'Probe()': FAIL -> WARN: Warning: slow"),
         ("INFO", "health check 'Probe()' recovered: WARN -> OK"),
     ]
+
+
+# --- Shared results (health_views.SharedResults) ----------------------------------------------
+
+
+@pytest.fixture
+def computations(monkeypatch):
+    """The groups whose checks actually ran, one entry per computation."""
+    ran: list[str] = []
+    real = health_views.HealthView._run_checks
+
+    def counting(view, checks):
+        ran.append(view.group)
+        return real(view, checks)
+
+    monkeypatch.setattr(health_views.HealthView, "_run_checks", counting)
+    return ran
+
+
+def test_health__concurrent_callers_share_one_computation(computations):
+    """Eight monitors polling /health/ at once: the checks run once, every caller gets them."""
+    from django.test import Client
+
+    callers = 8
+    barrier = threading.Barrier(callers)
+    answers: list = []
+
+    def poll():
+        barrier.wait()
+        answers.append(_get(Client(), "/health/", **_bearer()))
+
+    threads = [threading.Thread(target=poll) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert computations == ["all"]
+    assert len(answers) == callers
+    assert len({(a.status_code, a.content) for a in answers}) == 1
+    assert "JobQueue()" in answers[0].json()
+
+
+def test_health__a_failure_shows_once_the_shared_answer_expires(client, settings):
+    """A server filling up is hidden at most the TTL: the poll after it answers 500."""
+    from observability import activity
+
+    server = activity.server_activity()
+    settings.OBSERVABILITY_HEALTH_RESULT_TTL = timedelta(seconds=1)
+    settings.OBSERVABILITY_CONNECTIONS_TOTAL_FAILURE = (server.total + 4) / server.max_connections
+    started = time.monotonic()
+    assert _get(client, "/health/connections/").status_code == 200
+    with real_connections("svc-view-shared", 8):
+        shared = _get(client, "/health/connections/")
+        if time.monotonic() - started < 1:  # a slow machine may already be past the TTL
+            assert shared.status_code == 200
+        time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))
+        assert _get(client, "/health/connections/").status_code == 500
+
+
+def test_health__each_group_keeps_its_own_answer(client, computations):
+    """/health/db/, /health/pool/ and /health/ never answer with each other's checks."""
+    db = _get(client, "/health/db/", **_bearer()).json()
+    pool = _get(client, "/health/pool/", **_bearer()).json()
+    everything = _get(client, "/health/", **_bearer()).json()
+    assert set(db) == {"Database(alias='default')", "Database(alias='bot')"}
+    assert set(pool) == {"ConnectionPool(alias='default')", "ConnectionPool(alias='bot')"}
+    assert len(everything) == 8
+    assert computations == ["db", "pool", "all"]
+
+
+def test_health__a_shared_answer_shows_messages_only_to_whom_may_read_them(client, computations):
+    """One computation serves an anonymous caller the status and a monitor the message."""
+    with real_connections("svc-view-share-anon", 4):
+        anonymous = _get(client, "/health/connections/")
+        monitor = _get(client, "/health/connections/", **_bearer())
+    assert computations == ["connections"]
+    assert anonymous.json() == {"ConnectionBudget()": "Warning"}
+    assert "svc-view-share-anon 4/3" in monitor.json()["ConnectionBudget()"]
+
+
+def test_health__whatsapp_and_a_zero_ttl_compute_every_request(client, settings, computations):
+    """The salons' verdict is never shared, nor anything with the TTL set to 0."""
+    _get(client, "/health/whatsapp/")
+    _get(client, "/health/whatsapp/")
+    settings.OBSERVABILITY_HEALTH_RESULT_TTL = timedelta(0)
+    _get(client, "/health/live/")
+    _get(client, "/health/live/")
+    assert computations == ["whatsapp", "whatsapp", "live", "live"]
+
+
+def test_shared_results__a_computation_that_raises_is_not_kept():
+    """A computation's error reaches its caller, and the next caller computes again."""
+    shared = health_views.SharedResults()
+    calls: list[int] = []
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("checks could not start")
+
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            shared.get(("all",), timedelta(seconds=60), broken)
+    assert len(calls) == 2
+
+
+def test_health__every_format_of_the_library(client):
+    """text, openmetrics, atom and rss answer as the library does; an unknown type is 406."""
+    text = client.get("/health/live/", headers={"Accept": "text/plain"})
+    assert text.content == b"Process(): OK\n"
+    metrics = client.get("/health/live/?format=openmetrics")
+    assert b'django_health_check_status{check="Process"} 1' in metrics.content
+    assert client.get("/health/live/?format=atom")["Content-Type"].startswith(
+        "application/atom+xml"
+    )
+    rss = client.get("/health/live/", headers={"Accept": "application/rss+xml"})
+    assert rss["Content-Type"].startswith("application/rss+xml")
+    refused = client.get("/health/live/", headers={"Accept": "image/png"})
+    assert refused.status_code == 406
+    assert refused["Vary"] == "Accept" and "no-cache" in refused["Cache-Control"]
