@@ -265,6 +265,7 @@ def test_bot_database_restart__health_fails_fast_then_recovers_without_restart(
         assert web.get(session_page, cookie=cookie)[0] == 200
 
         postgres.stop()
+        time.sleep(1)  # the TTL of a shared /health/ answer (HEALTH_RESULT_TTL): then it fails
         status, body, seconds = _health(web)
         assert status == 500, body
         assert body["Database(alias='bot')"].startswith("Unavailable: Cannot connect"), body
@@ -298,6 +299,7 @@ def test_bot_database_restart__health_fails_fast_then_recovers_without_restart(
         assert web.get(sessions_page, cookie=cookie)[0] == 200
         # The pool healed itself too: no failure left to report once the next check has run.
         _health(web, "pool")
+        time.sleep(1)  # past the TTL of that shared answer
         status, body, _ = _health(web, "pool")
         assert status == 200, body
         assert web.process.poll() is None
