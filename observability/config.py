@@ -237,10 +237,12 @@ def snapshot_full_interval() -> timedelta:
 
 def snapshot_overlap() -> timedelta:
     """
-    An incremental refresh looks this much further back than the previous refresh.
+    How far back an open bot transaction may move the incremental refresh's starting point.
 
-    Covers rows committed a little after the moment they were stamped with (a bot transaction
-    still open during the previous refresh) and small clock differences between the hosts.
+    Each refresh records where the next one starts reading changed rows: the bot database's
+    clock, or the start of its oldest writing transaction still open then (whose rows commit
+    later, stamped earlier), at most this much before it. Rows of a transaction open longer
+    wait for the full recount.
     """
     return _get("SNAPSHOT_OVERLAP", timedelta(minutes=1))
 

@@ -501,6 +501,10 @@ class Snapshot(models.Model):
         outcome: ``succeeded`` or ``failed``.
         error: why it failed (never a secret).
         store: the store's summary (``StoreHealth`` as JSON) on the newest successful row.
+        keys_seen_until: the bot database's clock when the refresh looked for changed rows,
+            moved back to the start of the oldest writing transaction still open then: every
+            row stamped before it was visible to the refresh, so the next incremental one
+            starts there (NULL on failed refreshes and on rows from before this field).
 
     """
 
@@ -521,6 +525,7 @@ class Snapshot(models.Model):
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
     error = models.TextField(blank=True, default="")
     store = models.JSONField(null=True, blank=True)
+    keys_seen_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "health snapshot"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from datetime import timedelta
 
 import psycopg
@@ -28,6 +30,9 @@ from tests import factories
 from tests.health_support import connection_params
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+#: The refresh module (``observability.snapshot.refresh`` the attribute is the function).
+refresh_module = sys.modules["observability.snapshot.refresh"]
 
 
 def healthy(session_id: str, *, written_at=None, **auth) -> None:
@@ -159,6 +164,79 @@ def test_refresh__a_delete_the_bot_made_is_corrected_by_the_full_recount():
     state = SessionState.objects.get(session_id="2101")
     assert state.total_keys == 5
     assert SessionChange.objects.filter(session_id="2101", kind="session_rows_lost").exists()
+
+
+def test_refresh__incremental_equals_full_after_deletes_with_writes_and_expired_rewrites():
+    """A pre-key used (deleted beside a session write), expired keys rewritten: still equal."""
+    t0 = timezone.now()
+    t1 = t0 + timedelta(minutes=1)
+    during = t0 + timedelta(seconds=30)
+    for sid in ("2101", "2102", "2103"):
+        healthy(sid, written_at=t0 - timedelta(hours=1))
+    # Written nine days ago: past expires_at, the kind Baileys rewrites when the contact
+    # writes again.
+    factories.make_keys("2102", "session", 6, written_at=t0 - timedelta(days=9), seed=3)
+    snapshot.refresh(full=True, now=t0)
+    assert SessionState.objects.get(session_id="2102").facts["expired_keys"] == 6
+
+    # A new contact used pre-key 5 of 2101: Baileys deletes it (removePreKey) and stores the
+    # contact's session in the same exchange.
+    WhatsAppKey.objects.filter(company_id="2101", key_type="pre-key", key_id="5").delete()
+    factories.make_keys("2101", "session", 1, written_at=during, seed=9)
+    # The old contacts of 2102 wrote again: their expired rows are rewritten.
+    WhatsAppKey.objects.filter(company_id="2102", updated_at__lt=t0 - timedelta(days=8)).update(
+        updated_at=during, expires_at=during + timedelta(days=7)
+    )
+    # 2103 gets new keys of a 14-day type.
+    factories.make_keys("2103", "device-list", 3, written_at=during)
+
+    result = snapshot.refresh(full=False, now=t1)
+    assert result.sessions_refreshed == 3
+    incremental = stored()
+    snapshot.refresh(full=True, now=t1)
+    assert stored() == incremental
+    facts = {sid: SessionState.objects.get(session_id=sid).facts for sid in ("2101", "2102")}
+    assert facts["2101"]["facts"]["max_pre_key_id"] == 4
+    assert facts["2101"]["key_counts"] == {"pre-key": 4, "session": 21}
+    assert facts["2102"]["expired_keys"] == 0
+
+
+def test_refresh__incremental_reads_only_what_was_written_since_the_previous_one(monkeypatch):
+    """Back-to-back refreshes: a write seen once is not recomputed again a minute later."""
+    monkeypatch.setattr(refresh_module, "CLOCK_MARGIN", timedelta(0))  # no sleep in a test
+    t0 = timezone.now()
+    healthy("2151", written_at=t0 - timedelta(hours=1))
+    snapshot.refresh(full=True, now=t0)
+    factories.make_keys("2151", "session", 2, written_at=timezone.now(), seed=4)
+    first = snapshot.refresh(full=False, now=t0 + timedelta(minutes=1))
+    assert first.sessions_refreshed == 1
+    second = snapshot.refresh(full=False, now=t0 + timedelta(minutes=2))
+    assert second.sessions_refreshed == 0
+
+
+def test_refresh__a_bot_transaction_open_during_a_refresh_is_read_by_the_next(monkeypatch):
+    """Rows stamped before a refresh but committed after it are found by the next one."""
+    monkeypatch.setattr(refresh_module, "CLOCK_MARGIN", timedelta(0))  # the mark alone
+    t0 = timezone.now()
+    healthy("2161", written_at=t0 - timedelta(hours=1))
+    params = connection_params("bot", "bot-writer")
+    params["autocommit"] = False
+    with psycopg.connect(**params) as writer:
+        writer.execute("SELECT txid_current()")  # a write in flight: it holds a transaction id
+        (opened,) = writer.execute(
+            "SELECT xact_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        ).fetchone()
+        time.sleep(0.2)
+        snapshot.refresh(full=True, now=timezone.now())
+        writer.rollback()
+    mark = Snapshot.objects.get().keys_seen_until
+    assert mark <= opened
+    # What that transaction wrote, stamped when it ran, becomes visible only now.
+    factories.make_keys(
+        "2161", "session", 3, written_at=opened + timedelta(milliseconds=100), seed=7
+    )
+    snapshot.refresh(full=False, now=timezone.now())
+    assert SessionState.objects.get(session_id="2161").total_keys == 28
 
 
 def test_refresh__decides_full_hourly(settings):

@@ -37,6 +37,21 @@ LOCK_KEY = int.from_bytes(
 LONG_LIFE = timedelta(days=14)
 SHORT_LIFE = timedelta(days=7)
 
+#: Rows stamped this long before the previous refresh's high-water mark are read again: the bot
+#: computes ``expires_at`` on its own host's clock, a moment before its statement reaches the
+#: database (``updated_at`` is the database's ``now()``, the transaction's start).
+CLOCK_MARGIN = timedelta(seconds=5)
+
+# The high-water mark: the database's clock now, moved back to the start of the oldest
+# transaction that has written something and is still open (its rows are invisible to this
+# refresh yet stamped earlier). Other roles' ``backend_xid`` is visible with pg_monitor (the
+# web role has it); without it the column reads NULL and only CLOCK_MARGIN covers them.
+_MARK_SQL = """
+    SELECT statement_timestamp(),
+           (SELECT min(xact_start) FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid())
+"""
+
 #: Outcomes of :func:`refresh`.
 SUCCEEDED = Snapshot.Outcome.SUCCEEDED.value
 SKIPPED = "skipped"
@@ -45,7 +60,7 @@ SKIPPED = "skipped"
 # the write time plus 7 or 14 days by key type, so ``idx_whatsapp_keys_expires`` orders the
 # keys by write time within each life: "written since T" is two range scans on it.
 #  1. expires_at >= T + 14 d: keys of 14-day types written since T (no 7-day key reaches it).
-#  2. T + 7 d <= expires_at <= now + 7 d + overlap: keys of 7-day types written since T, and
+#  2. T + 7 d <= expires_at <= mark + 7 d + margin: keys of 7-day types written since T, and
 #     keys of 14-day types written a week before T during as long a window; the type test
 #     drops those.
 #  3. T < expires_at <= now: keys that expired since T (their session's expired count moved).
@@ -134,11 +149,12 @@ def refresh(full: bool | None = None, now: datetime | None = None) -> RefreshRes
         previous = Snapshot.objects.filter(outcome=SUCCEEDED).order_by("-taken_at", "-id").first()
         kind = _kind(full, previous, now)
         try:
+            mark = _high_water_mark()
             if kind == Snapshot.Kind.FULL:
                 scope = None
                 fresh = sessions.list_sessions(now=now)
             else:
-                scope = _dirty_sessions(previous.taken_at, now)
+                scope = _dirty_sessions(previous, now, mark)
                 fresh = sessions.list_sessions(now=now, session_ids=scope) if scope else []
         except ObservabilityError as error:
             failure = error
@@ -150,7 +166,7 @@ def refresh(full: bool | None = None, now: datetime | None = None) -> RefreshRes
                 error=error.message,
             )
         else:
-            result = _store(fresh, scope, kind=kind, now=now, started=started)
+            result = _store(fresh, scope, kind=kind, now=now, started=started, mark=mark)
     if failure is not None:
         logger.warning("snapshot refresh failed: %s", failure.message)
         raise failure
@@ -173,16 +189,43 @@ def _kind(full: bool | None, previous: Snapshot | None, now: datetime) -> str:
 # --- Which sessions changed ---------------------------------------------------------------------
 
 
-def _dirty_sessions(previous: datetime, now: datetime) -> set[str]:
+def _high_water_mark() -> datetime:
+    """
+    Where the next incremental refresh starts: every row stamped before it is visible now.
+
+    The bot database's clock, moved back to the start of its oldest open writing transaction
+    (whose rows commit later, stamped earlier), by at most ``snapshot_overlap``: a longer one
+    would make every refresh re-read its whole duration; the full recount catches its rows.
+    Read before the changed rows are looked for, so it never runs ahead of them.
+    """
+    alias = config.bot_database_alias()
+    with translate_database_errors(alias), connections[alias].cursor() as cursor:
+        cursor.execute(_MARK_SQL)
+        clock, oldest = cursor.fetchone()
+    if oldest is None or oldest >= clock:
+        return clock
+    return max(oldest, clock - config.snapshot_overlap())
+
+
+def _dirty_sessions(previous: Snapshot, now: datetime, mark: datetime) -> set[str]:
     """
     The session ids whose verdict may differ from the stored one since ``previous``.
 
-    Rows written or expired since then (through the expiry index), salons whose ``companies``
-    row changed, sessions a cleanup deleted rows of, sessions whose last write crossed a
-    silence threshold, and the sessions that share a salon or a phone with any of those (rules
-    compare them). Rows the bot deleted are not visible: the full recount corrects them.
+    Rows written since its high-water mark (through the expiry index) or expired since then,
+    salons whose ``companies`` row changed, sessions a cleanup deleted rows of,
+    sessions whose last write crossed a silence threshold, and the sessions that share a salon
+    or a phone with any of those (rules compare them). Each of those sessions is recounted
+    whole, which also counts the rows the bot deleted in it (Baileys deletes a pre-key when a
+    new contact uses it, and writes that contact's ``session`` row in the same exchange:
+    src/Signal/libsignal.ts). A delete in a session with no other write stays invisible until
+    the full recount.
     """
-    since = min(previous, now) - config.snapshot_overlap()
+    if previous.keys_seen_until is not None:
+        # No later than the moment it judged at either (that moment is set by the caller).
+        since = min(previous.keys_seen_until - CLOCK_MARGIN, previous.taken_at)
+    else:  # a snapshot taken before the mark was recorded
+        since = previous.taken_at - config.snapshot_overlap()
+    since = min(since, now)
     alias = config.bot_database_alias()
     params = {
         "since": since,
@@ -190,7 +233,7 @@ def _dirty_sessions(previous: datetime, now: datetime) -> set[str]:
         "now": now,
         "long_from": since + LONG_LIFE,
         "short_from": since + SHORT_LIFE,
-        "short_to": now + SHORT_LIFE + config.snapshot_overlap(),
+        "short_to": max(now, mark) + SHORT_LIFE + CLOCK_MARGIN,
         "short_types": [
             kind
             for kind in key_types.KEY_TYPES
@@ -312,6 +355,7 @@ def _store(
     kind: str,
     now: datetime,
     started: float,
+    mark: datetime,
 ) -> RefreshResult:
     """Write the fresh states, their changes, the store's summary and the refresh record."""
     # Every state without its facts (one narrow read); the facts only where needed below.
@@ -431,6 +475,7 @@ def _store(
         changes=len(changes),
         outcome=Snapshot.Outcome.SUCCEEDED,
         store=store,
+        keys_seen_until=mark,
     )
     # Only the newest record carries the store's summary: history is the changes, not copies.
     Snapshot.objects.exclude(pk=snapshot.pk).filter(store__isnull=False).update(store=None)
