@@ -259,25 +259,41 @@ class StoreHealth:
 # the highest pre-key id. Baileys stores pre-key ids as decimal text without leading zeros, so
 # left-padding them makes byte order numeric order; that is about half the cost of testing
 # each id with a regular expression and casting it. A non-numeric maximum gives no signal.
-_KEYS_SQL = """
-    SELECT company_id,
-           array_agg(key_type ORDER BY key_type),
-           array_agg(keys ORDER BY key_type),
-           sum(expired)::bigint,
-           extract(epoch FROM max(newest))::float8,
-           max(max_pre_key)
-      FROM (
-            SELECT company_id, key_type, count(*) AS keys,
-                   count(*) FILTER (WHERE expires_at < %(now)s) AS expired,
-                   max(coalesce(updated_at, created_at)) AS newest,
-                   max(CASE WHEN key_type = 'pre-key'
-                            THEN lpad(key_id, 20, '0') COLLATE "C" END) AS max_pre_key
-              FROM whatsapp_keys
-              {where}
-          GROUP BY company_id, key_type
-           ) AS per_type
-  GROUP BY company_id
+_PER_TYPE = """
+    key_type, count(*) AS keys,
+    count(*) FILTER (WHERE expires_at < %(now)s) AS expired,
+    max(coalesce(updated_at, created_at)) AS newest,
+    max(CASE WHEN key_type = 'pre-key' THEN lpad(key_id, 20, '0') COLLATE "C" END) AS max_pre_key
 """
+_PER_SESSION = """
+    array_agg(key_type ORDER BY key_type),
+    array_agg(keys ORDER BY key_type),
+    sum(expired)::bigint,
+    extract(epoch FROM max(newest))::float8,
+    max(max_pre_key)
+"""
+_KEYS_SQL = f"""
+    SELECT company_id, {_PER_SESSION}
+      FROM (SELECT company_id, {_PER_TYPE} FROM whatsapp_keys GROUP BY company_id, key_type)
+           AS per_type
+  GROUP BY company_id
+"""  # noqa: S608 - only module constants are interpolated
+
+# The same for a list of sessions (the incremental refresh's): one index lookup per session, so
+# the work follows the sessions asked for. Given a few hundred ids among many, ``company_id =
+# ANY(ids)`` in the query above makes the planner scan the whole table in parallel (1.3 s at
+# 10M keys for 500 sessions, against 0.46 s this way); the primary key returns each session's
+# keys ordered by type, so its groups need no sort either.
+_SOME_KEYS_SQL = f"""
+    SELECT s.company_id, {_PER_SESSION}
+      FROM unnest(%(ids)s::text[]) AS s(company_id)
+     CROSS JOIN LATERAL (
+            SELECT {_PER_TYPE} FROM whatsapp_keys
+             WHERE company_id = s.company_id
+          GROUP BY key_type
+           ) AS per_type
+  GROUP BY s.company_id
+"""  # noqa: S608 - only module constants are interpolated
 
 # ``account`` is a secret: only whether it is there leaves the database. Of the identity key
 # (public, yet part of the creds) only a short hash leaves it, to see a new pairing.
@@ -410,7 +426,10 @@ def _fetch(session_filter: Sequence[str] | None, now: datetime) -> _Fetched:
     auth: dict[str, _AuthRow] = {}
     shared = _Shared()
     with translate_database_errors(alias), connections[alias].cursor() as cursor:
-        cursor.execute(_KEYS_SQL.replace("{where}", where), params)
+        if session_filter is None:
+            cursor.execute(_KEYS_SQL, params)
+        else:
+            cursor.execute(_SOME_KEYS_SQL, params)
         for company_id, key_types, counts, expired, newest, max_pre_key in cursor.fetchall():
             keys[company_id] = _KeyAggregate(
                 counts=dict(zip(key_types, counts, strict=True)),

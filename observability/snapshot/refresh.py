@@ -220,10 +220,10 @@ def _dirty_sessions(previous: Snapshot, now: datetime, mark: datetime) -> set[st
     src/Signal/libsignal.ts). A delete in a session with no other write stays invisible until
     the full recount.
     """
-    if previous.keys_seen_until is not None:
-        # No later than the moment it judged at either (that moment is set by the caller).
-        since = min(previous.keys_seen_until - CLOCK_MARGIN, previous.taken_at)
-    else:  # a snapshot taken before the mark was recorded
+    mark_then = previous.keys_seen_until
+    if mark_then is not None and abs(previous.taken_at - mark_then) <= config.snapshot_overlap():
+        since = min(mark_then - CLOCK_MARGIN, previous.taken_at)
+    else:  # no mark yet, or it judged at a moment of the caller's choosing (a replay, a test)
         since = previous.taken_at - config.snapshot_overlap()
     since = min(since, now)
     alias = config.bot_database_alias()
