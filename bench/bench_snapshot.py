@@ -313,8 +313,9 @@ def report_lines(scales: dict, storage: dict | None) -> list[str]:
         "",
         "Every page, `/health/whatsapp/`, `/metrics` and the alert read the stored snapshot; a "
         "django-q2 schedule refreshes it every minute. Full = every session recounted "
-        "(`take_snapshot --full`, hourly); incremental = only the sessions whose rows changed, "
-        "found through the expiry index, after 1 % of the keys were rewritten as the bot "
+        "(`take_snapshot --full`, hourly); incremental = only the sessions whose rows changed "
+        "since the previous refresh's high-water mark, found through the expiry index and each "
+        "recounted whole, after 1 % of the keys were rewritten as the bot "
         "writes them (whole pages sampled, so the changes cluster in some sessions as a "
         "minute of traffic does); floor = the full recount's aggregate SQL replayed bare. "
         "Median of 3 runs.",
