@@ -14,6 +14,8 @@ from observability.sentry import cron_monitor, report_task_failures
 
 #: Dotted paths django-q2 schedules and ``async_task`` refer to.
 CLEANUP_EXPIRED_KEYS = "observability.tasks.cleanup_expired_keys_task"
+CLEANUP_ORPHAN_KEYS = "observability.tasks.cleanup_orphan_keys_task"
+CLEANUP_DUPLICATES = "observability.tasks.cleanup_duplicates_task"
 CHECK_STORE_HEALTH = "observability.tasks.check_store_health"
 CAPTURE_TABLE_SIZES = "observability.tasks.capture_table_sizes"
 TAKE_SNAPSHOT = "observability.tasks.take_snapshot_task"
@@ -93,6 +95,56 @@ def cleanup_expired_keys_task(
             apply=True,
             started_by=started_by,
         )
+    return report.as_dict()
+
+
+@report_task_failures(operation="task:cleanup_orphan_keys_task")
+def cleanup_orphan_keys_task(*, sessions: list[str], now: str, started_by: str) -> dict:
+    """
+    Delete (applied) the orphan keys of sessions a person confirmed in the admin.
+
+    Args:
+        sessions: exact session ids (the admin's selection).
+        now: the moment of the confirmed dry run (ISO): the grace period counts back from
+            it, so the run deletes what the dry run showed, not keys whose grace ended since.
+        started_by: ``admin:<username>``.
+
+    Returns:
+        The run's report as JSON-ready data.
+
+    """
+    from datetime import datetime
+
+    from observability import cleanup
+
+    report = cleanup.cleanup_orphan_keys(
+        sessions=sessions, now=datetime.fromisoformat(now), apply=True, started_by=started_by
+    )
+    return report.as_dict()
+
+
+@report_task_failures(operation="task:cleanup_duplicates_task")
+def cleanup_duplicates_task(
+    *, salons: list[int], confirmed_stale: list[str], started_by: str
+) -> dict:
+    """
+    Remove (applied, with backups) the stale spellings a person confirmed in the admin.
+
+    Args:
+        salons: the salons of the admin's selection.
+        confirmed_stale: the stale session ids its dry run named; a pair decided
+            otherwise by now is refused, not removed.
+        started_by: ``admin:<username>``.
+
+    Returns:
+        The run's report as JSON-ready data.
+
+    """
+    from observability import cleanup
+
+    report = cleanup.cleanup_duplicates(
+        salons=salons, confirmed_stale=confirmed_stale, apply=True, started_by=started_by
+    )
     return report.as_dict()
 
 

@@ -14,6 +14,7 @@ from django.urls import reverse_lazy
 from observability.admin import (  # noqa: F401
     alerts,
     cleanup,
+    cleanup_actions,
     clients,
     insights,
     salons,

@@ -29,24 +29,32 @@ PREVIEW_VALID_FOR = timedelta(minutes=30)
 
 
 def _previewed(request, session_ids: list[str]) -> bool:
+    """The confirmation names this user's recent dry run of exactly these sessions."""
+    return previewed_run(request, "expired_keys", "session_ids", session_ids) is not None
+
+
+def previewed_run(request, operation: str, parameter: str, selection: list) -> CleanupRun | None:
     """
-    The confirmation names a recent dry run of exactly these sessions, by this user.
+    This user's recent dry run of ``operation`` over ``selection`` that the form names.
 
     The confirmation form carries its dry run's id (``preview``): a POST that skips the dry
-    run (``post=yes`` alone, or with another user's or another selection's run) queues nothing.
+    run (``post=yes`` alone, or with another user's or another selection's run) gets None and
+    queues nothing. ``parameter`` is the run parameter that holds the selection.
     """
     try:
         run_id = int(request.POST.get("preview", ""))
     except ValueError:
-        return False
+        return None
     run = CleanupRun.objects.filter(
         pk=run_id,
-        operation="expired_keys",
+        operation=operation,
         dry_run=True,
         started_by=started_by(request),
         started_at__gte=timezone.now() - PREVIEW_VALID_FOR,
     ).first()
-    return run is not None and sorted(run.parameters.get("session_ids") or []) == session_ids
+    if run is None or sorted(run.parameters.get(parameter) or []) != sorted(selection):
+        return None
+    return run
 
 
 def started_by(request) -> str:

@@ -18,6 +18,16 @@ from observability.models import CleanupRun
 #: The pseudo key type under which removed ``whatsapp_auth`` rows are counted.
 AUTH = "whatsapp_auth"
 
+# The rule that decided a pair (``DuplicatePair.rule``): the stale side is the one whose
+# newest write (auth row or any key) is older, unless one of the refusals applies.
+RULE_OLDER_WRITE = "older-newest-write"
+RULE_UNDATED = "undated"
+RULE_SAME_INSTANT = "same-instant"
+RULE_STILL_WRITTEN = "stale-side-still-written"
+RULE_ONLY_CREDENTIALS = "only-credentials"
+RULE_CHANGED = "changed-while-running"
+RULE_NOT_CONFIRMED = "not-the-confirmed-side"
+
 # Every distinct session id in whatsapp_keys through idx_whatsapp_keys_company, one index
 # probe per session (a "loose index scan"), instead of reading every key.
 _KEY_SESSIONS_SQL = """
@@ -83,9 +93,11 @@ def decide(pair: DuplicatePair, now: datetime, min_idle: timedelta) -> None:
     pair.verdict = "refused"
     bare, prefixed = pair.bare, pair.prefixed
     if bare.newest_write is None or prefixed.newest_write is None:
+        pair.rule = RULE_UNDATED
         pair.reason = "a side has no dated write (no updated_at); cannot tell which is stale"
         return
     if bare.newest_write == prefixed.newest_write:
+        pair.rule = RULE_SAME_INSTANT
         pair.reason = "both sides were last written at the same instant"
         return
     stale, live = (
@@ -94,12 +106,14 @@ def decide(pair: DuplicatePair, now: datetime, min_idle: timedelta) -> None:
     idle = now - stale.newest_write
     if idle < min_idle:
         pair.held_until = stale.newest_write + min_idle
+        pair.rule = RULE_STILL_WRITTEN
         pair.reason = (
             f"the stale side {stale.session_id!r} was written {_hours(idle)} ago, less than "
             f"{_hours(min_idle)}: the bot may still be writing both spellings"
         )
         return
     if stale.has_auth and not live.has_auth:
+        pair.rule = RULE_ONLY_CREDENTIALS
         pair.reason = (
             f"the live side {live.session_id!r} has no whatsapp_auth row; removing "
             f"{stale.session_id!r} would remove the salon's only credentials"
@@ -107,6 +121,7 @@ def decide(pair: DuplicatePair, now: datetime, min_idle: timedelta) -> None:
         return
     pair.stale, pair.live = stale.session_id, live.session_id
     pair.verdict = "remove-stale"
+    pair.rule = RULE_OLDER_WRITE
     pair.reason = (
         f"{live.session_id!r} was written {_hours(now - live.newest_write)} ago, "
         f"{stale.session_id!r} {_hours(idle)} ago"
@@ -226,6 +241,7 @@ def _remove_stale_side(
     except _SidesChanged as changed:
         pair.verdict = "refused"
         pair.stale = pair.live = None
+        pair.rule = RULE_CHANGED
         pair.reason = f"the sessions changed while the cleanup ran: {changed}"
         return
     removed = dict(stale.keys)
@@ -243,6 +259,7 @@ def cleanup_duplicates(
     apply: bool = False,
     started_by: str = "command",
     now: datetime | None = None,
+    confirmed_stale: Iterable[str] | None = None,
 ) -> CleanupReport:
     """
     Report salons stored under both spellings and, when applying, remove each stale side.
@@ -257,6 +274,8 @@ def cleanup_duplicates(
         apply: remove the stale sides; False (the default) reports only.
         started_by: who started the run, for the record.
         now: the current time (tests).
+        confirmed_stale: the stale session ids a person confirmed (the admin's dry run);
+            a pair now decided otherwise is refused instead of removed. None: no check.
 
     Returns:
         The report, with ``duplicates`` describing every pair and ``backup_paths``.
@@ -271,8 +290,10 @@ def cleanup_duplicates(
     with translate_database_errors(alias):
         chosen = selection.build(salons=salons, alias=alias)
     now = now or timezone.now()
+    confirmed = None if confirmed_stale is None else sorted(set(confirmed_stale))
     parameters = {
         "salon_ids": list(chosen.salon_ids),
+        **({"confirmed_stale": confirmed} if confirmed is not None else {}),
         "min_idle_hours": min_idle / timedelta(hours=1),
         "now": now.isoformat(),
     }
@@ -280,6 +301,9 @@ def cleanup_duplicates(
     def body(report: CleanupReport, recorder: records.RunRecorder, lock: CleanupLock) -> None:
         with connections[alias].cursor() as cursor:
             report.duplicates = find_duplicates(cursor, chosen.salon_ids, now, min_idle)
+        if confirmed is not None:
+            for pair in report.duplicates:
+                _refuse_unconfirmed(pair, confirmed)
         for pair in report.duplicates:
             if pair.verdict == "remove-stale":
                 stale = pair.bare if pair.stale == pair.bare.session_id else pair.prefixed
@@ -321,6 +345,19 @@ def cleanup_duplicates(
     )
     _record_refusal(report)
     return report
+
+
+def _refuse_unconfirmed(pair: DuplicatePair, confirmed: list[str]) -> None:
+    """Refuse a pair whose stale side now is not the one the person confirmed removing."""
+    if pair.verdict != "remove-stale" or pair.stale in confirmed:
+        return
+    decided = pair.reason
+    pair.verdict, pair.rule = "refused", RULE_NOT_CONFIRMED
+    pair.reason = (
+        f"the confirmed dry run did not name {pair.stale!r} as the stale side, and it is "
+        f"now ({decided}); run the dry run again"
+    )
+    pair.stale = pair.live = None
 
 
 def _record_refusal(report: CleanupReport) -> None:

@@ -90,16 +90,6 @@ def relation_size(alias: str, tables: Sequence[str]) -> int:
         return int(cursor.fetchone()[0])
 
 
-def count_by_session_and_type(alias: str, sql: str, params: Sequence) -> records.Counts:
-    """Run a ``SELECT company_id, key_type, count(*) ... GROUP BY 1, 2`` into counts."""
-    counts: records.Counts = {}
-    with connections[alias].cursor() as cursor:
-        cursor.execute(sql, list(params))
-        for session_id, key_type, n in cursor.fetchall():
-            records.add(counts, session_id, key_type, int(n))
-    return counts
-
-
 def _is_lock_timeout(error: BaseException) -> bool:
     import psycopg.errors
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from observability import config
 from observability.cleanup import engine, policy, records, selection
-from observability.cleanup.report import CleanupReport, Progress
+from observability.cleanup.report import CleanupReport, GraceHold, Progress
 from observability.exceptions import translate_database_errors
 
 
@@ -229,20 +229,46 @@ def cleanup_orphan_keys(
     filters, filter_params = _filters(chosen, "k")
     parameters = {
         **_common_parameters(chosen, size, cutoff),
+        "now": grace.now.isoformat(),
         "min_age_days": grace.period / timedelta(days=1),
     }
-    orphan = (
-        "NOT EXISTS (SELECT 1 FROM whatsapp_auth a WHERE a.company_id = k.company_id) "
-        "AND k.updated_at < %s"
-    )
+    orphan_session = "NOT EXISTS (SELECT 1 FROM whatsapp_auth a WHERE a.company_id = k.company_id)"
+    orphan = f"{orphan_session} AND k.updated_at < %s"
 
-    def count():
-        return engine.count_by_session_and_type(
-            alias,
-            "SELECT k.company_id, k.key_type, count(*) FROM whatsapp_keys k "  # noqa: S608
-            f"WHERE {orphan} {filters} GROUP BY 1, 2",
-            [cutoff, *filter_params],
-        )
+    held = GraceHold(grace=grace.period)
+
+    def count() -> records.Census:
+        census = records.Census({})
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                "SELECT k.company_id, k.key_type,"  # noqa: S608
+                " count(*) FILTER (WHERE k.updated_at < %s),"
+                " count(*) FILTER (WHERE k.updated_at >= %s),"
+                " count(*) FILTER (WHERE k.updated_at IS NULL),"
+                " min(k.updated_at) FILTER (WHERE k.updated_at >= %s),"
+                " max(k.updated_at) FILTER (WHERE k.updated_at >= %s)"
+                f" FROM whatsapp_keys k WHERE {orphan_session} {filters} GROUP BY 1, 2",
+                [cutoff, cutoff, cutoff, cutoff, *filter_params],
+            )
+            for session_id, key_type, n_due, n_recent, n_undated, first, last in cursor:
+                if n_due:
+                    records.add(census.due, session_id, key_type, int(n_due))
+                if n_recent or n_undated:
+                    records.add(census.kept, session_id, key_type, int(n_recent + n_undated))
+                    census.kept_reasons[key_type] = _orphan_kept_because(
+                        grace, recent=bool(n_recent), undated=bool(n_undated)
+                    )
+                held.rows += int(n_recent)
+                held.undated += int(n_undated)
+                if first is not None:
+                    held.first_deletable_at = min(
+                        d for d in (held.first_deletable_at, grace.free_at(first)) if d is not None
+                    )
+                    held.last_deletable_at = max(
+                        d for d in (held.last_deletable_at, grace.free_at(last)) if d is not None
+                    )
+        census.kept_reasons = dict(sorted(census.kept_reasons.items()))
+        return census
 
     def delete_batch(cursor):
         cursor.execute(
@@ -262,7 +288,7 @@ def cleanup_orphan_keys(
             deleted_bytes=sum(int(row_bytes or 0) for *_, row_bytes in rows),
         )
 
-    return engine.run_delete_operation(
+    report = engine.run_delete_operation(
         operation="orphan_keys",
         parameters=parameters,
         started_by=started_by,
@@ -272,3 +298,18 @@ def cleanup_orphan_keys(
         delete_batch=delete_batch,
         progress=progress,
     )
+    report.grace = held
+    return report
+
+
+def _orphan_kept_because(grace: policy.OrphanGrace, *, recent: bool, undated: bool) -> str:
+    """Why orphan keys of one type are kept (the run record's and the command's words)."""
+    reasons = []
+    if recent:
+        reasons.append(
+            f"written within the {grace.period_text} grace period (a session being "
+            "paired writes keys before its auth row); deletable once unwritten that long"
+        )
+    if undated:
+        reasons.append("no updated_at, so never known to be unwritten: never deleted here")
+    return "; ".join(reasons)

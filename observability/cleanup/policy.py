@@ -80,7 +80,7 @@ class Retention:
         if self.keep_for is None:
             return f"never deleted for its age: {self.reason}"
         return (
-            f"written in the last {_days(self.keep_for)} (or without expires_at, so its write "
+            f"written in the last {days_text(self.keep_for)} (or without expires_at, so its write "
             "time is unknown): still in use"
         )
 
@@ -96,7 +96,8 @@ class Retention:
         }
 
 
-def _days(period: timedelta) -> str:
+def days_text(period: timedelta) -> str:
+    """``7 days``, ``1 day``, ``0.5 days``: a period as the cleanup's reasons word it."""
     days = period / timedelta(days=1)
     return f"{days:g} day{'s' if days != 1 else ''}"
 
@@ -366,7 +367,7 @@ class OrphanGrace:
     @property
     def period_text(self) -> str:
         """The grace in words (``7 days``)."""
-        return _days(self.period)
+        return days_text(self.period)
 
 
 def orphan_grace(now: datetime, period: timedelta | None = None) -> OrphanGrace:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 
@@ -59,6 +59,7 @@ class CleanupReport:
         outcome: succeeded (a raised error means failed or refused).
         backup_paths: backup files written (duplicates).
         duplicates: per-salon duplicate reports (duplicates).
+        grace: what the orphan cleanup's grace period holds back (orphan keys).
 
     """
 
@@ -82,6 +83,7 @@ class CleanupReport:
     outcome: str = "succeeded"
     backup_paths: list[str] = field(default_factory=list)
     duplicates: list[DuplicatePair] = field(default_factory=list)
+    grace: GraceHold | None = None
 
     @property
     def bytes_freed(self) -> int | None:
@@ -95,7 +97,41 @@ class CleanupReport:
         data = asdict(self)
         data["bytes_freed"] = self.bytes_freed
         data["duplicates"] = [pair.as_dict() for pair in self.duplicates]
+        data["grace"] = self.grace.as_dict() if self.grace is not None else None
         return data
+
+
+@dataclass
+class GraceHold:
+    """
+    Orphan keys the grace period keeps now, and from when they become deletable.
+
+    Ops saw "0 would be deleted" beside thousands of orphan keys: these are why.
+
+    Attributes:
+        grace: the minimum age (how long an orphan key must be unwritten).
+        rows: orphan keys written within the grace period.
+        first_deletable_at: when the earliest-written of them becomes deletable.
+        last_deletable_at: when the last of them does (if nothing writes them again).
+        undated: orphan keys without ``updated_at``: never deletable by this cleanup.
+
+    """
+
+    grace: timedelta
+    rows: int = 0
+    first_deletable_at: datetime | None = None
+    last_deletable_at: datetime | None = None
+    undated: int = 0
+
+    def as_dict(self) -> dict:
+        """JSON-ready data."""
+        return {
+            "grace_days": self.grace / timedelta(days=1),
+            "rows": self.rows,
+            "first_deletable_at": _iso(self.first_deletable_at),
+            "last_deletable_at": _iso(self.last_deletable_at),
+            "undated": self.undated,
+        }
 
 
 @dataclass
@@ -156,6 +192,7 @@ class DuplicatePair:
         stale: the session id to remove (older newest write), None when undecidable.
         live: the session id to keep.
         verdict: ``remove-stale`` or ``refused``, and after an applied run ``removed``.
+        rule: which rule decided (``duplicates.RULE_*``), for pages that explain it.
         reason: why (shown to the operator).
         backup_path: the backup written before removing the stale side.
         removed: rows removed by table and key type.
@@ -171,6 +208,7 @@ class DuplicatePair:
     stale: str | None = None
     live: str | None = None
     verdict: str = "refused"
+    rule: str = ""
     reason: str = ""
     backup_path: str = ""
     removed: dict[str, int] = field(default_factory=dict)
@@ -186,6 +224,7 @@ class DuplicatePair:
             "stale": self.stale,
             "live": self.live,
             "verdict": self.verdict,
+            "rule": self.rule,
             "reason": self.reason,
             "backup_path": self.backup_path,
             "removed": self.removed,
