@@ -70,3 +70,20 @@ def start_manage(*args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def duplicate_salon(*, stale_days: float = 5) -> None:
+    """Salon 962302 written now under ``company_962302``, last written long ago bare."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests import factories
+
+    now = timezone.now()
+    stale = now - timedelta(days=stale_days)
+    factories.make_auth("962302", written_at=stale, seed=1)
+    factories.make_keys("962302", "session", 4, written_at=stale, seed=1)
+    factories.make_keys("962302", "pre-key", 3, written_at=stale, seed=1, expires_at=None)
+    factories.make_auth("company_962302", written_at=now, seed=2)
+    factories.make_keys("company_962302", "session", 6, written_at=now, seed=2)

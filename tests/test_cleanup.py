@@ -27,6 +27,7 @@ from observability.exceptions import (
 from observability.models import CleanupRun, WhatsAppAuth, WhatsAppKey
 from observability_demo import fakes
 from tests import factories
+from tests.cleanup_support import duplicate_salon
 
 bot_tables = pytest.mark.django_db(databases=["default", "bot"])
 bot_tables_committed = pytest.mark.django_db(databases=["default", "bot"], transaction=True)
@@ -509,17 +510,6 @@ def test_cleanup_orphan_keys__deletes_old_keys_of_sessions_without_auth():
 # --- Duplicate spellings -------------------------------------------------------------------
 
 
-def _duplicate_salon(*, stale_days: float = 5):
-    """Salon 962302 written now under ``company_962302``, last written long ago bare."""
-    now = timezone.now()
-    stale = now - timedelta(days=stale_days)
-    factories.make_auth("962302", written_at=stale, seed=1)
-    factories.make_keys("962302", "session", 4, written_at=stale, seed=1)
-    factories.make_keys("962302", "pre-key", 3, written_at=stale, seed=1, expires_at=None)
-    factories.make_auth("company_962302", written_at=now, seed=2)
-    factories.make_keys("company_962302", "session", 6, written_at=now, seed=2)
-
-
 def _rows_exactly(session_id: str) -> list[str]:
     """Every column of a session's rows as PostgreSQL prints them."""
     with connections["bot"].cursor() as cursor:
@@ -534,7 +524,7 @@ def _rows_exactly(session_id: str) -> list[str]:
 @bot_tables
 def test_cleanup_duplicates__reports_both_sides():
     """The report shows each side's auth age, key counts and newest write, and the stale side."""
-    _duplicate_salon()
+    duplicate_salon()
     report = cleanup.cleanup_duplicates()
     (pair,) = report.duplicates
     assert pair.salon_id == 962302
@@ -553,7 +543,7 @@ def test_cleanup_duplicates__removes_the_stale_side_and_the_backup_restores_it_e
 ):
     """Apply keeps the live side, writes a 0600 backup, and restore puts every byte back."""
     settings.OBSERVABILITY_CLEANUP_BACKUP_DIR = tmp_path / "backups"
-    _duplicate_salon()
+    duplicate_salon()
     stale_before = _rows_exactly("962302")
     live_before = _rows_exactly("company_962302")
 
@@ -583,7 +573,7 @@ def test_cleanup_duplicates__removes_the_stale_side_and_the_backup_restores_it_e
 def test_cleanup_duplicates__refuses_when_the_stale_side_is_still_written(tmp_path, settings):
     """Both sides written within the idle time: reported as refused, nothing removed."""
     settings.OBSERVABILITY_CLEANUP_BACKUP_DIR = tmp_path
-    _duplicate_salon(stale_days=0.1)
+    duplicate_salon(stale_days=0.1)
     report = cleanup.cleanup_duplicates(apply=True)
     (pair,) = report.duplicates
     assert pair.verdict == "refused"
@@ -603,7 +593,7 @@ def test_restore_backup__refuses_a_truncated_file(tmp_path, settings):
     import gzip
 
     settings.OBSERVABILITY_CLEANUP_BACKUP_DIR = tmp_path
-    _duplicate_salon()
+    duplicate_salon()
     path = cleanup.cleanup_duplicates(apply=True).backup_paths[0]
     with gzip.open(path, "rt") as stream:
         lines = stream.read().splitlines()

@@ -15,6 +15,7 @@ from observability import cleanup, snapshot, tasks
 from observability.cleanup import duplicates
 from observability.models import CleanupRun, WhatsAppAuth, WhatsAppKey
 from tests import factories
+from tests.cleanup_support import duplicate_salon
 
 bot_tables = pytest.mark.django_db(databases=["default", "bot"])
 
@@ -39,14 +40,8 @@ def _orphans():
 
 
 def _twins(*, stale_days: float = 5):
-    """Salon 962302 written now as ``company_962302``, last written long ago bare."""
-    now = timezone.now()
-    stale = now - timedelta(days=stale_days)
-    factories.make_auth("962302", written_at=stale, seed=1)
-    factories.make_keys("962302", "session", 4, written_at=stale, seed=1)
-    factories.make_keys("962302", "pre-key", 3, written_at=stale, seed=1, expires_at=None)
-    factories.make_auth("company_962302", written_at=now, seed=2)
-    factories.make_keys("company_962302", "session", 6, written_at=now, seed=2)
+    """The cleanup tests' twin salon (962302 stale, company_962302 live), in the snapshot."""
+    duplicate_salon(stale_days=stale_days)
     snapshot.refresh(full=True)
 
 

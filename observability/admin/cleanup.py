@@ -57,6 +57,25 @@ def previewed_run(request, operation: str, parameter: str, selection: list) -> C
     return run
 
 
+def preview_rows(report) -> list[tuple[str, str, int, int]]:
+    """A dry run's counts as rows: (session, key type, rows to delete, rows kept)."""
+    pairs = {
+        (session_id, key_type)
+        for counts in (report.rows_seen, report.rows_kept)
+        for session_id, by_type in counts.items()
+        for key_type in by_type
+    }
+    return [
+        (
+            session_id,
+            key_type,
+            report.rows_seen.get(session_id, {}).get(key_type, 0),
+            report.rows_kept.get(session_id, {}).get(key_type, 0),
+        )
+        for session_id, key_type in sorted(pairs)
+    ]
+
+
 def started_by(request) -> str:
     """``admin:<username>``: who queued it, for the run record."""
     return f"admin:{request.user.get_username()}"
@@ -115,22 +134,7 @@ def queue_expired_keys_cleanup(modeladmin, request, queryset):
     except ObservabilityError as error:
         modeladmin.message_user(request, error.message, messages.ERROR)
         return None
-    rows = [
-        (
-            session_id,
-            key_type,
-            preview.rows_seen.get(session_id, {}).get(key_type, 0),
-            preview.rows_kept.get(session_id, {}).get(key_type, 0),
-        )
-        for session_id, key_type in sorted(
-            {
-                (session_id, key_type)
-                for counts in (preview.rows_seen, preview.rows_kept)
-                for session_id, by_type in counts.items()
-                for key_type in by_type
-            }
-        )
-    ]
+    rows = preview_rows(preview)
     context = {
         **modeladmin.admin_site.each_context(request),
         "title": "Queue cleanup of expired keys?",

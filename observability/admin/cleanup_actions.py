@@ -17,7 +17,12 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
 from observability import config, session_ids
-from observability.admin.cleanup import CLEANUP_PERMISSION, previewed_run, started_by
+from observability.admin.cleanup import (
+    CLEANUP_PERMISSION,
+    preview_rows,
+    previewed_run,
+    started_by,
+)
 from observability.cleanup import duplicates as duplicate_rules
 from observability.cleanup.backup import TABLES as BACKUP_TABLES
 from observability.cleanup.policy import days_text
@@ -114,22 +119,7 @@ def clean_orphan_keys(modeladmin, request, queryset):
     except ObservabilityError as error:
         modeladmin.message_user(request, error.message, messages.ERROR)
         return None
-    rows = [
-        (
-            session_id,
-            key_type,
-            preview.rows_seen.get(session_id, {}).get(key_type, 0),
-            preview.rows_kept.get(session_id, {}).get(key_type, 0),
-        )
-        for session_id, key_type in sorted(
-            {
-                (session_id, key_type)
-                for counts in (preview.rows_seen, preview.rows_kept)
-                for session_id, by_type in counts.items()
-                for key_type in by_type
-            }
-        )
-    ]
+    rows = preview_rows(preview)
     context = _context(
         modeladmin,
         request,
