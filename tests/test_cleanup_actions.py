@@ -78,9 +78,20 @@ def test_orphan_action__preview_shows_what_the_grace_period_holds_back(admin_cli
 def test_orphan_action__nothing_deletable_says_why_and_offers_no_confirmation(admin_client):
     """Only orphans within the grace: "0 would be deleted", the grace is why, no button."""
     factories.make_keys("company_444", "session", 4, written_at=timezone.now() - 3 * DAY)
+    WhatsAppKey.objects.bulk_create(  # written by hand long ago: no updated_at
+        WhatsAppKey(
+            company_id="company_444",
+            key_type="tctoken",
+            key_id=f"{n}@lid",
+            value={"token": "x"},
+            updated_at=None,
+        )
+        for n in (1, 2)
+    )
     snapshot.refresh(full=True)
     body = _act(admin_client, "clean_orphan_keys", ["company_444"]).content.decode()
     assert 'id="orphans-total">0<' in body and 'id="orphans-held">4<' in body
+    assert "<strong>2</strong> orphan keys without" in body and "never deleted" in body
     assert "Nothing to delete now" in body
     assert 'name="post"' not in body
     preview = CleanupRun.objects.get()
@@ -88,8 +99,20 @@ def test_orphan_action__nothing_deletable_says_why_and_offers_no_confirmation(ad
         admin_client, "clean_orphan_keys", ["company_444"], post="yes", preview=preview.pk
     )
     assert "Nothing was queued" in confirm.content.decode()
-    assert WhatsAppKey.objects.count() == 4
+    assert WhatsAppKey.objects.count() == 6
     assert not CleanupRun.objects.filter(dry_run=False).exists()
+
+
+@bot_tables
+def test_cleanup_actions__a_session_gone_since_the_snapshot_is_a_clear_message(admin_client):
+    """A selected session the bot deleted since the snapshot: the message says so, no run."""
+    factories.make_keys("company_444", "session", 2, written_at=timezone.now() - 10 * DAY)
+    snapshot.refresh(full=True)
+    WhatsAppKey.objects.all().delete()
+    for action in ("clean_orphan_keys", "clean_duplicate_spellings"):
+        body = _act(admin_client, action, ["company_444"]).content.decode()
+        assert "No WhatsApp session" in body, action
+    assert not CleanupRun.objects.exists()
 
 
 @bot_tables
@@ -269,3 +292,31 @@ def test_cleanup_actions__absent_and_inert_without_the_cleanup_permission(client
     client.force_login(viewer)
     changelist = client.get(reverse(CHANGELIST)).content.decode()
     assert "clean_orphan_keys" in changelist and "clean_duplicate_spellings" in changelist
+
+
+# --- Roles: the preview under the web's read-only role, the applied run under the cleanup role --
+
+
+@pytest.mark.django_db(databases=["default", "bot"], transaction=True)
+def test_cleanup_actions__preview_needs_only_the_read_only_role(
+    readme_roles, committed_bot_rows, admin_client, tmp_path, settings
+):
+    """Both dry runs render under the web's role; the queued runs delete under the cleanup role."""
+    from tests.roles_support import CLEANUP, READ_ONLY, bot_alias_as
+
+    settings.OBSERVABILITY_CLEANUP_BACKUP_DIR = tmp_path
+    _twins()
+    factories.make_keys("company_444", "session", 5, written_at=timezone.now() - 10 * DAY)
+    snapshot.refresh(full=True)
+    steps = (("clean_orphan_keys", ["company_444"]), ("clean_duplicate_spellings", ["962302"]))
+    for action, selected in steps:
+        with bot_alias_as(READ_ONLY):
+            page = _act(admin_client, action, selected)
+        assert page.status_code == 200 and 'name="post"' in page.content.decode(), action
+        preview = CleanupRun.objects.filter(dry_run=True).latest("pk")
+        assert preview.outcome == "succeeded", preview.error
+        with bot_alias_as(CLEANUP):
+            _act(admin_client, action, selected, post="yes", preview=preview.pk)
+        applied = CleanupRun.objects.filter(dry_run=False).latest("pk")
+        assert applied.outcome == "succeeded" and applied.rows_deleted == preview.rows_seen
+    assert set(WhatsAppKey.objects.values_list("company_id", flat=True)) == {"company_962302"}
