@@ -483,3 +483,18 @@ def test_admin_index__store_counts_link_to_each_status(admin_client, seeded):
         n = SessionState.objects.filter(status=status).count()
         assert f'<a href="{changelist}?status={status}">{n}</a>' in counts
     assert counts.index("obs-fail") < counts.index("obs-warn") < counts.index("obs-ok")
+
+
+def test_overview__sessions_grouped_by_reason_said_once(admin_client):
+    """Two sessions failing for the same rule: one sentence, then both sessions."""
+    factories.make_keys("company_701", "session", 2)
+    factories.make_keys("company_702", "session", 2)
+    snapshot.refresh(full=True)
+    response = admin_client.get(reverse("admin:observability_sessionstate_overview"))
+    (section,) = [s for s in response.context["reason_sections"] if s["id"] == "warning"]
+    (group,) = section["groups"]
+    assert [row["session_id"] for row in group["sessions"]] == ["company_701", "company_702"]
+    html = response.content.decode()
+    warning = html[html.index('id="warning"') : html.index('id="incidents"')]
+    assert warning.count(group["sentence"].split(":")[0]) == 2  # the group's text and its title
+    assert warning.count('class="obs-since"') == 2

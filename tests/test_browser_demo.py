@@ -30,6 +30,9 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _screenshot_dir, _watch_
 
 #: The tallest row a list may have: about five lines of text at the admin's font size.
 MAX_ROW_PX = 120
+#: The overview's tallest: about three screens of a 1366x768 laptop (it was 3,571 px when it
+#: repeated each reason per session; 2,284 px grouped by reason, on the demo data).
+MAX_OVERVIEW_PX = 2700
 #: The widths ops use: the common laptop and the 14-inch Mac.
 VIEWPORTS = ({"width": 1366, "height": 768}, {"width": 1440, "height": 900})
 #: Set MEASURE_FILE to write every page's measurements as JSON (the report's numbers).
@@ -86,6 +89,10 @@ def _check(name: str, measured: dict) -> list[str]:
             f"{name}: #result_list is {measured['table_width']} px wide in a "
             f"{measured['table_box']} px box (columns cut off)"
         )
+    if name.endswith("overview") and measured["page_height"] > MAX_OVERVIEW_PX:
+        problems.append(
+            f"{name}: the page is {measured['page_height']} px tall (at most {MAX_OVERVIEW_PX})"
+        )
     tall = [height for height in measured["row_heights"] if height > MAX_ROW_PX]
     if tall:
         problems.append(
@@ -130,6 +137,13 @@ def _visit(page, base: str, seeded: dict, shots: Path | None) -> dict[str, dict]
 
     page.goto(f"{base}{reverse('admin:observability_sessionstate_overview')}")
     page.wait_for_selector("#worst")
+    assert page.locator("#failing tbody tr").count() < page.locator("#failing li").count()
+    assert page.locator("#store-reasons .obs-advice-later").count() >= 1  # the orphan grace
+    one_line = (
+        "() => [...document.querySelectorAll('#failing .obs-since')]"
+        ".map((e) => e.getClientRects().length)"
+    )
+    assert set(page.evaluate(one_line)) == {1}  # each "failing since" on one line
     look("overview", "5-overview.png")
 
     page.goto(f"{base}{reverse('admin:observability_company_changelist')}")

@@ -11,6 +11,7 @@ from django.contrib import admin
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, Q
+from django.db.models.fields.json import KT
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -567,6 +568,8 @@ class SessionAdmin(ReadOnlyModelAdmin):
         since_30d = now - timedelta(days=30)
         incidents = history.incidents(since=since_30d, now=now)
         mttr = history.median_time_to_recovery(days=30, now=now)
+        # Ongoing incidents are the failing sessions listed above them: only ended ones here.
+        ended = [incident for incident in incidents if not incident.ongoing]
         context = {
             **freshness_context(now),
             **self.admin_site.each_context(request),
@@ -590,16 +593,15 @@ class SessionAdmin(ReadOnlyModelAdmin):
                     "badge": display.badge(health.status),
                     "url": session_url(health.session_id),
                     "last_write": display.age(health.newest_key_write),
+                    # The first reason's headline (before its colon), as the sessions list.
+                    "headline": health.reasons[0].split(":", 1)[0] if health.reasons else "—",
+                    "more": max(0, len(health.reasons) - 1),
                 }
                 for health in store.worst
             ],
-            "failing": [
-                {
-                    "state": state,
-                    "url": session_url(state.session_id),
-                    "for": display.duration(now - state.status_since),
-                }
-                for state in states.filter(status=Status.FAIL).order_by("status_since")[:20]
+            "reason_sections": [
+                _reason_section(states, store, Status.FAIL, "failing", "Failing since"),
+                _reason_section(states, store, Status.WARN, "warning", "Warning since"),
             ],
             "new_sessions": [
                 {"state": state, "url": session_url(state.session_id), "badge": state.status}
@@ -614,9 +616,11 @@ class SessionAdmin(ReadOnlyModelAdmin):
                     "url": session_url(incident.session_id),
                     "duration": display.duration(incident.duration),
                 }
-                for incident in incidents[:30]
+                for incident in ended[:INCIDENTS_SHOWN]
             ],
             "incident_count": len(incidents),
+            "incidents_ended": len(ended),
+            "incidents_ongoing": len(incidents) - len(ended),
             "mttr": display.duration(mttr) if mttr is not None else None,
             "flapping": [
                 (sid, changes, session_url(sid)) for sid, changes in history.flapping(now=now)
@@ -624,6 +628,51 @@ class SessionAdmin(ReadOnlyModelAdmin):
             "changelist_url": changelist_url(),
         }
         return TemplateResponse(request, "admin/observability/overview.html", context)
+
+
+#: Sessions listed per status on the overview (the sessions list has them all).
+FAILING_SHOWN = 40
+#: Ended incidents listed on the overview.
+INCIDENTS_SHOWN = 10
+
+
+def _reason_section(states, store, status: Status, section_id: str, title: str) -> dict:
+    """One status's sessions grouped by reason, for the overview."""
+    groups = _by_reason(states.filter(status=status), FAILING_SHOWN)
+    return {
+        "id": section_id,
+        "title": title,
+        "since": f"{status.value} since",
+        "groups": groups,
+        "total": store.sessions_by_status[status],
+        "shown": sum(len(group["sessions"]) for group in groups),
+        "url": changelist_url(status=status.value),
+        "none": f"No session is {status.value}.",
+    }
+
+
+def _by_reason(states, limit: int) -> list[dict]:
+    """
+    Sessions grouped by the rule of their first reason, longest-standing first.
+
+    One sentence per group (the longest-standing session's; the others' may name other ids or
+    counts, which their pages show), then the group's sessions with the moment their status
+    began: the overview says each reason once instead of once per session.
+    """
+    rows = (
+        states.annotate(rule=KT("facts__rules__0"))
+        .order_by("status_since", "session_id")
+        .values("session_id", "salon_id", "salon_title", "status_since", "reasons", "rule")[:limit]
+    )
+    groups: dict[str, dict] = {}
+    for row in rows:
+        group = groups.setdefault(
+            row["rule"] or "",
+            {"sentence": (row["reasons"] or ["—"])[0], "sessions": [], "differ": False},
+        )
+        group["differ"] |= bool(row["reasons"]) and row["reasons"][0] != group["sentence"]
+        group["sessions"].append({**row, "url": session_url(row["session_id"])})
+    return sorted(groups.values(), key=lambda group: -len(group["sessions"]))
 
 
 def _timeline_context(line: history.Timeline) -> dict:

@@ -147,8 +147,8 @@ def orphan_steps(now: datetime, states: list[SessionState] | None = None) -> tup
         free_at = grace.free_at(max(written for _, _, written in held))
         steps.append(
             Step(
-                f"{_keys(held)} of {_sessions(held)} ({_ids(held)}): keys written in the last "
-                f"{grace.period_text} are held back; all of them pass the grace",
+                f"{_keys(held)} of {_sessions(held)} ({_ids(held)}): those written in the last "
+                f"{grace.period_text} wait",
                 held_until=free_at,
                 held_by=(
                     f"the orphan cleanup's grace of {grace.period_text} "
@@ -219,14 +219,20 @@ def duplicate_steps(now: datetime, states: list[SessionState] | None = None) -> 
                     f"Salon {salon_id}: the duplicates cleanup can decide",
                     command=command,
                     held_until=pair.held_until,
-                    held_by=f"{pair.reason} (OBSERVABILITY_CLEANUP_DUPLICATE_MIN_IDLE)",
+                    held_by=(
+                        f"the duplicates cleanup's rule: {pair.reason} "
+                        "(OBSERVABILITY_CLEANUP_DUPLICATE_MIN_IDLE)"
+                    ),
                 )
             )
         else:
             steps.append(
                 Step(
                     f"Salon {salon_id}: the duplicates cleanup will not choose a side",
-                    held_by=f"{pair.reason}; decide by hand which spelling the bot uses",
+                    held_by=(
+                        f"the duplicates cleanup's rule: {pair.reason}; decide by hand which "
+                        "spelling the bot uses"
+                    ),
                 )
             )
     return tuple(steps)
