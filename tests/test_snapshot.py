@@ -238,6 +238,20 @@ def test_refresh__a_bot_transaction_open_during_a_refresh_is_read_by_the_next(mo
     assert SessionState.objects.get(session_id="2161").total_keys == 28
 
 
+def test_refresh__after_a_worker_restart_the_summary_still_counts_every_session(monkeypatch):
+    """A new process decodes the unchanged states it has not seen: the summary stays whole."""
+    t0 = timezone.now()
+    for sid in ("2171", "2172", "2173"):
+        healthy(sid, written_at=t0 - timedelta(hours=1))
+    factories.make_auth("2174", registered=False, paired=False)  # a FAIL among them
+    snapshot.refresh(full=True, now=t0)
+    monkeypatch.setattr(refresh_module, "_DECODED", {})  # what a restarted worker knows
+    factories.make_keys("2171", "session", 2, written_at=t0 + timedelta(seconds=30), seed=5)
+    t1 = t0 + timedelta(minutes=1)
+    assert snapshot.refresh(full=False, now=t1).sessions_refreshed < 4  # not all recomputed
+    assert snapshot.store_health() == sessions.store_health(now=t1)
+
+
 def test_refresh__decides_full_hourly(settings):
     """Without an explicit choice a refresh is incremental until the last full one is stale."""
     settings.OBSERVABILITY_SNAPSHOT_FULL_INTERVAL = timedelta(minutes=30)

@@ -358,22 +358,24 @@ def _store(
     mark: datetime,
 ) -> RefreshResult:
     """Write the fresh states, their changes, the store's summary and the refresh record."""
-    # Every state without its facts (one narrow read); the facts only where needed below.
-    existing = {state.session_id: state for state in SessionState.objects.defer("facts")}
+    # Every state's version (one narrow read of two columns); whole states only where needed:
+    # the fresh ones, the gone ones, and the unchanged ones this process has not decoded at
+    # their stored version (all of them on its first refresh only). Building ten thousand
+    # model instances every minute cost more than judging a few hundred sessions.
+    stored = dict(SessionState.objects.values_list("session_id", "facts_changed_at"))
     fresh_by_id = {health.session_id: health for health in fresh}
-    gone = (set(existing) if scope is None else scope & set(existing)) - set(fresh_by_id)
+    gone = (set(stored) if scope is None else scope & set(stored)) - set(fresh_by_id)
     unchanged = {
-        sid: state for sid, state in existing.items() if sid not in fresh_by_id and sid not in gone
+        sid: version
+        for sid, version in stored.items()
+        if sid not in fresh_by_id and sid not in gone
     }
-    wanted = [sid for sid in fresh_by_id if sid in existing] + [
-        sid
-        for sid, state in unchanged.items()
-        if _DECODED.get(sid, (None,))[0] != state.facts_changed_at
+    wanted = [sid for sid in stored if sid in fresh_by_id or sid in gone] + [
+        sid for sid, version in unchanged.items() if _DECODED.get(sid, (None,))[0] != version
     ]
-    for sid, facts in SessionState.objects.filter(session_id__in=wanted).values_list(
-        "session_id", "facts"
-    ):
-        existing[sid].facts = facts
+    existing = {
+        state.session_id: state for state in SessionState.objects.filter(session_id__in=wanted)
+    }
 
     created: list[SessionState] = []
     updated: list[SessionState] = []
@@ -456,7 +458,7 @@ def _store(
     detector.save()
     detect.forget(gone)
 
-    every = judged + [_decoded(state) for state in unchanged.values()]
+    every = judged + [_decoded(sid, version, existing) for sid, version in unchanged.items()]
     for sid in set(_DECODED) - set(unchanged):
         del _DECODED[sid]
     # The next refresh in this process reuses what this one judged, at its stored version.
@@ -501,13 +503,15 @@ def _store(
 _DECODED: dict[str, tuple[datetime, sessions.SessionHealth]] = {}
 
 
-def _decoded(state: SessionState) -> sessions.SessionHealth:
-    """The state's health, decoded once per version of its facts."""
-    known = _DECODED.get(state.session_id)
-    if known is not None and known[0] == state.facts_changed_at:
+def _decoded(
+    session_id: str, version: datetime, loaded: dict[str, SessionState]
+) -> sessions.SessionHealth:
+    """The stored health of an unchanged session, decoded once per version of its facts."""
+    known = _DECODED.get(session_id)
+    if known is not None and known[0] == version:
         return known[1]
-    health = state_health(state)
-    _DECODED[state.session_id] = (state.facts_changed_at, health)
+    health = state_health(loaded[session_id])
+    _DECODED[session_id] = (version, health)
     return health
 
 
