@@ -102,6 +102,12 @@ def _visit_the_other_pages(page, base: str) -> None:
     page.select_option("select[name=action]", "queue_expired_keys_cleanup")
     page.click("button[name=index]")
     page.wait_for_selector("#cleanup-total")
+    for action in ("clean_orphan_keys", "clean_duplicate_spellings"):  # their dry-run pages
+        page.goto(f"{base}/admin/observability/sessionstate/")
+        page.locator("#result_list tbody input.action-select").first.check()
+        page.select_option("select[name=action]", action)
+        page.click("button[name=index]")
+        page.wait_for_selector("body.delete-confirmation #content-main")
     page.goto(f"{base}/admin/observability/cleanuprun/")
     page.wait_for_selector("#result_list")
     page.goto(f"{base}/admin/observability/client/?last_visit_date__year=9999")

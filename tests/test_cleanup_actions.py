@@ -226,6 +226,8 @@ def test_duplicates_action__a_refused_run_reads_refused_with_its_reason(admin_cl
     assert 'id="duplicates-refused"' in body and "Refused" in body
     assert "may still be writing both" in body
     assert duplicates_rule_text(duplicates.RULE_STILL_WRITTEN) in body
+    stale_written = WhatsAppAuth.objects.get(company_id="962302").updated_at
+    assert "can be removed from" in body and _moment_attr(stale_written + DAY) in body
     assert 'name="post"' not in body and "Nothing to remove" in body
     preview = CleanupRun.objects.get()
     assert preview.outcome == "refused" and "may still be writing both" in preview.error

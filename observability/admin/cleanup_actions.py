@@ -255,6 +255,7 @@ def _pair_view(pair) -> dict:
         "rule": pair.rule,
         "explained": RULE_EXPLAINED.get(pair.rule, ""),
         "reason": pair.reason,
+        "held_until": pair.held_until,
         "backup": backup,
     }
 
