@@ -78,9 +78,14 @@ def _timed_transaction(
 ) -> Iterator[psycopg.Cursor]:
     """A transaction whose statements the server cancels after ``timeout``.
 
-    ``SET LOCAL`` ends with the transaction, so a pooled connection goes back unchanged.
+    ``SET LOCAL`` ends with the transaction, so a pooled connection goes back unchanged. The
+    statements go in psycopg's pipeline mode: ``BEGIN``, ``SET LOCAL``, the block's statements
+    and ``COMMIT`` travel together and wait for the server once where the block reads a result
+    (and once at the end), not once each; a health check polled by every monitor made five
+    round trips for one ``SELECT 1``. Errors (a cancelled statement) are raised at the latest
+    when the block ends, inside the caller's ``translate_database_errors``.
     """
-    with connection.transaction(), connection.cursor() as cursor:
+    with connection.pipeline(), connection.transaction(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL statement_timeout = {_milliseconds(timeout)}")
         yield cursor
 
@@ -120,8 +125,7 @@ def ping(alias: str) -> Ping:
         monitoring_connection(alias) as connection,
         _timed_transaction(connection, config.health_statement_timeout()) as cursor,
     ):
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
+        cursor.execute("SELECT 1")  # its answer is read when the block's pipeline ends
     elapsed = timedelta(seconds=time.perf_counter() - started)
     return Ping(alias=alias, latency=elapsed, pooled=connections[alias].pool is not None)
 
@@ -223,7 +227,8 @@ _ACTIVITY_SQL = """
            coalesce(extract(epoch FROM max(clock_timestamp() - state_change) FILTER (
                WHERE state LIKE 'idle in transaction%%')), 0) AS longest_idle_in_transaction,
            coalesce(extract(epoch FROM max(clock_timestamp() - query_start) FILTER (
-               WHERE state = 'active' AND pid <> pg_backend_pid())), 0) AS longest_query
+               WHERE state = 'active' AND pid <> pg_backend_pid())), 0) AS longest_query,
+           current_setting('max_connections')::int AS max_connections
       FROM pg_stat_activity
      WHERE backend_type = 'client backend'
   GROUP BY 1
@@ -318,13 +323,13 @@ def server_activity(
         monitoring_connection(alias) as connection,
         _timed_transaction(connection, config.activity_statement_timeout()) as cursor,
     ):
-        cursor.execute("SELECT current_setting('max_connections')::int")
-        (max_connections,) = cursor.fetchone()
         cursor.execute(
             _ACTIVITY_SQL,
             {"unnamed": UNNAMED, "idle_after": idle_after, "long_after": long_after},
         )
         rows = cursor.fetchall()
+    # Every row carries the setting; there is always one (this query's own connection).
+    max_connections = rows[0][9] if rows else 0
     services = tuple(
         ServiceActivity(
             service=row[0],

@@ -310,8 +310,9 @@ class JobQueue(HealthCheck):
         _raise_worst(failures, warnings)
 
     def _findings(self, now: datetime) -> tuple[list[str], list[str]]:
+        from django.db.models import Count, Max, Q
         from django_q.conf import Conf
-        from django_q.models import Failure, Schedule, Success
+        from django_q.models import Failure, Schedule, Task
 
         failures: list[str] = []
         warnings: list[str] = []
@@ -329,6 +330,13 @@ class JobQueue(HealthCheck):
 
         func = config.cleanup_task_func()
         margin = config.cleanup_overdue_margin()
+        window = config.task_failure_window()
+        # The cleanup's last success and the recent failures in one read of the task table.
+        succeeded = Q(success=True, func=func)
+        failed_recently = Q(success=False, stopped__gte=now - window)
+        tasks = Task.objects.filter(succeeded | failed_recently).aggregate(
+            last=Max("stopped", filter=succeeded), failed=Count("pk", filter=failed_recently)
+        )
         schedule = Schedule.objects.filter(func=func).order_by("next_run").first()
         if schedule is None:
             warnings.append(f"no schedule runs {func}: create the cleanup schedule")
@@ -339,22 +347,16 @@ class JobQueue(HealthCheck):
                     f"the scheduled cleanup was due at {schedule.next_run:%Y-%m-%d %H:%M} UTC "
                     "and has not run"
                 )
-            last = (
-                Success.objects.filter(func=func)
-                .order_by("-stopped")
-                .values_list("stopped", flat=True)
-                .first()
-            )
+            last = tasks["last"]
             if period is not None and last is not None and now - last > period + margin:
                 warnings.append(
                     f"the last successful cleanup finished at {last:%Y-%m-%d %H:%M} UTC, "
                     f"longer ago than its period ({period}) plus {margin}"
                 )
 
-        window = config.task_failure_window()
-        failed = Failure.objects.filter(stopped__gte=now - window)
-        count = failed.count()
+        count = tasks["failed"]
         if count:
+            failed = Failure.objects.filter(stopped__gte=now - window)
             names = sorted(set(failed.values_list("func", flat=True)[:50]))
             warnings.append(
                 f"{count} task(s) failed in the last {window}: {', '.join(names[:5])} "

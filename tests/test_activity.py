@@ -107,3 +107,20 @@ def test_server_activity__unreachable_server_is_translated():
         pytest.raises(BotDatabaseUnavailable),
     ):
         activity.server_activity("refused2")
+
+
+def test_timed_transaction__cancels_a_slow_statement_and_returns_the_connection_unchanged():
+    """A pipelined statement past its timeout is cancelled; the connection keeps its own."""
+    from observability.exceptions import QueryTimedOut, translate_database_errors
+
+    with activity.monitoring_connection("bot") as connection:
+        configured = connection.execute("SHOW statement_timeout").fetchone()[0]
+    started = time.monotonic()
+    with pytest.raises(QueryTimedOut):  # noqa: SIM117 (the translation wraps the pipeline's end)
+        with translate_database_errors("bot"), activity.monitoring_connection("bot") as connection:
+            with activity._timed_transaction(connection, timedelta(milliseconds=100)) as cursor:
+                cursor.execute("SELECT pg_sleep(3)")
+    assert time.monotonic() - started < 2
+    with activity.monitoring_connection("bot") as connection:
+        assert connection.info.transaction_status == 0  # idle, no transaction left open
+        assert connection.execute("SHOW statement_timeout").fetchone()[0] == configured

@@ -88,13 +88,19 @@ class Freshness:
 
 
 def freshness(now: datetime | None = None) -> Freshness:
-    """The stored snapshot's age and its verdict (two indexed single-row reads)."""
+    """
+    The stored snapshot's age and its verdict.
+
+    One indexed single-row read while the newest refresh succeeded (the usual case, polled by
+    every monitor through ``/health/``); a second one for the last success after a failure.
+    """
     now = now or timezone.now()
-    snapshot = latest()
     newest = Snapshot.objects.order_by("-taken_at", "-id").first()
     failed = None
+    snapshot = newest
     if newest is not None and newest.outcome != Snapshot.Outcome.SUCCEEDED:
         failed = newest
+        snapshot = latest()
     if snapshot is None:
         return Freshness(None, None, Status.FAIL, failed)
     age = now - snapshot.taken_at
