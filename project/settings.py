@@ -315,6 +315,8 @@ if _env_bool("BEHIND_TLS_PROXY", False):
 
 #: Bearer token that shows health check messages and /metrics to monitors (empty: staff only).
 OBSERVABILITY_HEALTH_TOKEN = os.environ.get("HEALTH_TOKEN", "")
+#: Seconds the callers of one process share /health/'s results (0: every request runs the checks).
+OBSERVABILITY_HEALTH_RESULT_TTL = timedelta(seconds=_env_number("HEALTH_RESULT_TTL", "1", float))
 # The optional outgoing alert webhook (observability.webhook): each session's transition to
 # FAIL and its recovery, as JSON signed with HMAC-SHA256 of the body. Empty URL: not sent.
 OBSERVABILITY_ALERT_WEBHOOK_URL = os.environ.get("ALERT_WEBHOOK_URL", "")
