@@ -1,4 +1,4 @@
-"""The store alert: report the store turning FAIL to Sentry, once per cause per cooldown."""
+"""Alerts: the store's own failures, and each session's transitions, to Sentry and the webhook."""
 
 from __future__ import annotations
 
@@ -17,12 +17,21 @@ STATUS_KEY = "observability:store-alert:status"
 FAILING_CAUSES_KEY = "observability:store-alert:failing-causes"
 COOLDOWN_KEY = "observability:store-alert:cooldown:{cause}"
 
+#: Store causes made of sessions' own FAILs. Each such session's turn to FAIL is already one
+#: Sentry event of the transition stream (:func:`dispatch_transitions`), so the store alert
+#: does not report them again: one transition, one event.
+SESSION_CAUSES = frozenset({"failing_sessions", "one_login_twice"})
+
 
 def check_store_and_alert() -> dict:
     """
     Read the store's verdict from the stored snapshot; report each cause newly FAIL to Sentry.
 
-    A cause is reported when it fails now and did not fail at the previous run (the previous
+    Only the store's own causes are reported (a stale snapshot): a failing session, and one
+    login stored twice, are reported per session by :func:`dispatch_transitions`
+    (:data:`SESSION_CAUSES`), so one transition is one Sentry event; they still count in the
+    status and the failing causes returned. A cause is reported when it fails now and did not
+    fail at the previous run (the previous
     status and failing causes are kept in the shared cache), and only when no report of the
     same cause was sent within ``store_alert_cooldown`` (30 minutes by default), so a flapping
     store does not page every five minutes. Each cause is its own Sentry issue (fingerprint)
@@ -65,7 +74,11 @@ def check_store_and_alert() -> dict:
 
     reported: list[str] = []
     suppressed: list[str] = []
-    newly_failing = [cause for cause in failing if cause not in previous_failing]
+    newly_failing = [
+        cause
+        for cause in failing
+        if cause not in previous_failing and cause not in SESSION_CAUSES
+    ]
     if newly_failing and sentry_reporting.is_enabled():
         cooldown = int(config.store_alert_cooldown().total_seconds())
         for cause in newly_failing:

@@ -290,6 +290,11 @@ def reconnect_min_minutes() -> int:
     return _get("RECONNECT_MIN_MINUTES", 3)
 
 
+def reconnect_again_within() -> timedelta:
+    """A login this soon after the bot's previous connection is a reconnect loop at once."""
+    return _get("RECONNECT_AGAIN_WITHIN", timedelta(minutes=2))
+
+
 def decrypt_window() -> timedelta:
     """The window in which pre-keys created one at a time are counted as decryption failures."""
     return _get("DECRYPT_WINDOW", timedelta(minutes=10))
@@ -349,6 +354,23 @@ def silence_warning_probability() -> float:
 def silence_failure_probability() -> float:
     """FAIL when the session's rhythm gives its silence a probability below this (it alerts)."""
     return _get("SILENCE_FAILURE_PROBABILITY", 1e-6)
+
+
+def silence_day_prior() -> float:
+    """
+    How firmly a silence's odds hold to the session's usual pace, in minutes with a write.
+
+    A day runs busier or calmer than the rhythm (in the simulator by a log-normal factor of
+    sigma 0.35, about what 8 minutes with a write pin down). The minutes counted before the
+    silence move the belief about today's pace; this prior is added to both sides, so a few
+    minutes decide little and a quiet stretch on a calm day is not taken for a dead session.
+    """
+    return _get("SILENCE_DAY_PRIOR", 8.0)
+
+
+def silence_pace_cap() -> float:
+    """A busy morning counts for at most this many times the usual pace in a silence's odds."""
+    return _get("SILENCE_PACE_CAP", 1.0)
 
 
 # --- Alerts: the transition stream and its webhook (observability.alerts, .webhook) ----------

@@ -497,6 +497,9 @@ PREKEY_ONE_BY_ONE = "prekey_one_by_one"
 PREKEYS_TOPPED_UP = "prekeys_topped_up"
 SESSION_ROWS_LOST = "session_rows_lost"
 PAIRED_AGAIN = "paired_again"
+#: A login seen by one refresh shortly after the bot's previous connection (not stored: it is
+#: built from that refresh's ``creds_rewritten`` change; ``old`` holds the seconds between).
+CONNECTED_AGAIN = "connected_again"
 HISTORY_KINDS = (
     CREDS_REWRITTEN,
     PREKEY_ONE_BY_ONE,
@@ -536,11 +539,15 @@ class SessionHistory:
         rates: the session's expected minutes with a write per hour, for each hour of the
             week (Monday 00:00 UTC first); None until it has enough history
             (``rhythm_min_history``, ``rhythm_min_writes``): the flat silence rule applies.
+        pace: today's pace before the last write: the minutes with a write counted in the
+            hours before it, and the minutes the rhythm expected in them
+            (``observability.snapshot.detect.pace``); ``(0, 0)`` when unknown.
 
     """
 
     events: tuple[HistoryEvent, ...] = ()
     rates: tuple[float, ...] | None = None
+    pace: tuple[float, float] = (0.0, 0.0)
 
     def within(self, kind: str, window: timedelta, now: datetime) -> list[HistoryEvent]:
         """The events of one kind seen in the last ``window`` (up to ``now``)."""
@@ -566,7 +573,31 @@ def reconnect_loop(facts: SessionFacts, history: SessionHistory, now: datetime) 
     one connection ('Stream Errored (conflict)', 440, ``src/Utils/generics.ts``) and each
     side reconnects. Rewrites seen together with a ``nextPreKeyId`` rise are pre-key saves,
     not logins, and are not counted.
+
+    Sooner, from the second login: when the bot records its connections
+    (``companies.whatsapp_connected_at``, set on ``connection.update`` open), a creds rewrite
+    that comes with a new connection within ``reconnect_again_within`` of the previous one
+    is a login again at once. One login writes the creds several times within seconds
+    (``CB:success`` ``me.lid`` and ``edge_routing`` in src/Socket/socket.ts, ``lastPropHash``
+    in src/Socket/chats.ts), which can straddle two refreshes: counting connections, not
+    rewrites, keeps that from looking like two logins.
     """
+    again = [
+        e
+        for e in history.within(CONNECTED_AGAIN, config.reconnect_again_within(), now)
+        if e.old is not None and e.old <= config.reconnect_again_within().total_seconds()
+    ]
+    if again:
+        return Verdict(
+            "reconnect_loop",
+            Status.FAIL,
+            f"Reconnect loop: the bot connected again {again[-1].old} s after its previous "
+            "connection (companies.whatsapp_connected_at) and Baileys rewrote the creds at "
+            "the login. Most likely one login is used in two places, so WhatsApp drops one "
+            "connection ('Stream Errored (conflict)', 440) and the bot reconnects again and "
+            "again: stop the other copy of this session (another bot instance or a restored "
+            "backup), then check the bot's logs.",
+        )
     window = config.reconnect_window()
     with_pre_keys = {
         e.at for e in history.events if e.kind in (PREKEY_ONE_BY_ONE, PREKEYS_TOPPED_UP)
@@ -705,11 +736,52 @@ def expected_writes(rates: tuple[float, ...], start: datetime, end: datetime) ->
     return total
 
 
-def silence_thresholds() -> tuple[float, float]:
-    """Expected writes at which a silence becomes a WARN and a FAIL (-ln of each probability)."""
-    return (
-        -math.log(config.silence_warning_probability()),
-        -math.log(config.silence_failure_probability()),
+#: The highest share of an hour's minutes a rhythm may claim to have a write in: a minute's
+#: chance of staying silent is never taken below 1 - this (so one hour never looks certain).
+_BUSIEST_SHARE = 0.95
+
+
+def hazards(rates: tuple[float, ...]) -> tuple[float, ...]:
+    """
+    Expected writes per hour behind the rhythm's minutes with a write (``-60 ln(1 - r/60)``).
+
+    The refresh counts minutes with at least one write: a minute with a write a third of the
+    time hides about 0.4 writes, and the chance of a silent minute is ``exp(-0.4)``, not
+    ``exp(-1/3)``. Silence probabilities are taken from these rates.
+    """
+    return tuple(-60 * math.log(1 - min(rate / 60, _BUSIEST_SHARE)) for rate in rates)
+
+
+def silence_probability(expected: float, pace: tuple[float, float]) -> float:
+    """
+    The chance of no write while the rhythm expects ``expected`` writes, on a day like today.
+
+    A day is busier or calmer than the rhythm by a factor the session's pace estimates: the
+    minutes with a write counted before the silence (``pace[0]``) against what the rhythm
+    expected for them (``pace[1]``), both with ``silence_day_prior`` minutes added, a Gamma
+    belief about today's factor. Averaging ``exp(-factor * expected)`` over it gives the
+    negative binomial ``(b / (b + expected)) ** a``: a Poisson model with the mean rate would
+    call a quiet stretch on a calm day far less likely than it is (bench/DETECTION.md).
+    """
+    a, b = _pace_belief(pace)
+    return math.exp(-a * math.log1p(expected / b))
+
+
+def _pace_belief(pace: tuple[float, float]) -> tuple[float, float]:
+    prior = config.silence_day_prior()
+    counted = min(pace[0], pace[1] * config.silence_pace_cap())
+    return counted + prior, pace[1] + prior
+
+
+def silence_thresholds(pace: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+    """Expected writes (:func:`hazards`) at which a silence becomes a WARN and a FAIL."""
+    a, b = _pace_belief(pace)
+    return tuple(
+        b * math.expm1(-math.log(probability) / a)
+        for probability in (
+            config.silence_warning_probability(),
+            config.silence_failure_probability(),
+        )
     )
 
 
@@ -720,16 +792,16 @@ def silence_rhythm(facts: SessionFacts, history: SessionHistory, now: datetime) 
     Follows ``src/Defaults/index.ts`` and ``src/Socket/socket.ts`` as the flat ``silence``
     rule does (the keepalive writes nothing; keys are written as messages are encrypted and
     decrypted), and ``shared/baileys-facts.md``: only the session's own rhythm tells a quiet
-    salon from a dead one. With the rhythm's expected minutes with a write per hour of the
-    week, the probability of no write since the last one is ``exp(-expected)`` (a Poisson
-    model); WARN below ``silence_warning_probability``, FAIL below
-    ``silence_failure_probability``. A salon quiet every night expects nothing at night and
-    is not flagged then.
+    salon from a dead one. The rhythm's minutes with a write per hour of the week give the
+    writes expected since the last one (:func:`hazards`); :func:`silence_probability` turns
+    them into the chance of such a silence on a day like today. WARN below
+    ``silence_warning_probability``, FAIL below ``silence_failure_probability``. A salon quiet
+    every night expects nothing at night and is not flagged then.
     """
     if history.rates is None or not facts.paired or facts.last_write is None:
         return None
-    expected = expected_writes(history.rates, facts.last_write, now)
-    warn_at, fail_at = silence_thresholds()
+    expected = expected_writes(hazards(history.rates), facts.last_write, now)
+    warn_at, fail_at = silence_thresholds(history.pace)
     if expected >= fail_at:
         status = Status.FAIL
     elif expected >= warn_at:
@@ -737,13 +809,15 @@ def silence_rhythm(facts: SessionFacts, history: SessionHistory, now: datetime) 
     else:
         return None
     quiet = now - facts.last_write
+    usual = expected_writes(history.rates, facts.last_write, now)
     return Verdict(
         "silence_rhythm",
         status,
         f"Unusual silence: nothing written for {_minutes(quiet)}, while this session usually "
-        f"writes in about {expected:.0f} of those minutes (probability of such a silence "
-        f"{math.exp(-expected):.0e}). The bot has probably lost this salon's WhatsApp "
-        "connection without saying so: check the bot's logs and the salon's phone.",
+        f"writes in about {usual:.0f} of those minutes (probability of such a silence today "
+        f"{silence_probability(expected, history.pace):.0e}). The bot has probably lost this "
+        "salon's WhatsApp connection without saying so: check the bot's logs and the salon's "
+        "phone.",
     )
 
 
@@ -753,14 +827,15 @@ def next_silence_change(
     """When :func:`silence_rhythm` would next change its verdict if nothing is written."""
     if history.rates is None or not facts.paired or facts.last_write is None:
         return None
-    expected = expected_writes(history.rates, facts.last_write, now)
-    pending = [t for t in silence_thresholds() if t > expected]
-    if not pending or not any(history.rates):
+    rates = hazards(history.rates)
+    expected = expected_writes(rates, facts.last_write, now)
+    pending = [t for t in silence_thresholds(history.pace) if t > expected]
+    if not pending or not any(rates):
         return None
     target, cursor = pending[0], now
     while expected < target and cursor < now + timedelta(weeks=5):
         hour_end = cursor.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        rate = history.rates[hour_index(cursor)]
+        rate = rates[hour_index(cursor)]
         span = (hour_end - cursor).total_seconds() / 3600
         if rate > 0 and expected + rate * span >= target:
             return cursor + timedelta(hours=(target - expected) / rate)

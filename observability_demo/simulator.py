@@ -169,7 +169,13 @@ class Simulator:
             )
             for n in range(salons)
         ]
-        self._pending: dict[str, list] = {"keys": [], "deletes": [], "auth": [], "flags": []}
+        self._pending: dict[str, list] = {
+            "keys": [],
+            "deletes": [],
+            "auth": [],
+            "flags": [],
+            "connects": [],
+        }
 
     # --- Setup ------------------------------------------------------------------------------
 
@@ -225,6 +231,12 @@ class Simulator:
         self._learn_history(history)
 
     def _learn_history(self, history: timedelta) -> None:
+        rhythms = self.learned_rhythms(history)
+        SessionRhythm.objects.all().delete()
+        SessionRhythm.objects.bulk_create(rhythms, batch_size=500)
+
+    def learned_rhythms(self, history: timedelta) -> list[SessionRhythm]:
+        """Every salon's rhythm as the refresh would have learned it over ``history`` (unsaved)."""
         observed_since = self.now - history
         rhythms = []
         for salon in self.salons:
@@ -240,8 +252,7 @@ class Simulator:
                 moment += timedelta(hours=1)
             rhythm.last_write = self.now - MINUTE
             rhythms.append(rhythm)
-        SessionRhythm.objects.all().delete()
-        SessionRhythm.objects.bulk_create(rhythms, batch_size=500)
+        return rhythms
 
     # --- Traffic ----------------------------------------------------------------------------
 
@@ -298,6 +309,9 @@ class Simulator:
             salon.first_trace = moment  # a pre-key stored above the saved nextPreKeyId
 
     def _login(self, salon: Salon, moment: datetime, saves: bool = True) -> None:
+        # The bot records the connection.update close and open (src/Socket/socket.ts) in
+        # companies.disconnected_at and whatsapp_connected_at.
+        self._pending["connects"].append((salon.salon_id, moment))
         if saves:
             self._pending["auth"].append((salon.session_id, moment, None))
             if salon.failure == RECONNECT_LOOP and salon.first_trace is None:
@@ -347,6 +361,12 @@ class Simulator:
                         " '{firstUnuploadedPreKeyId}', to_jsonb(%s::int)) WHERE company_id = %s",
                         [moment, next_id, next_id, session_id],
                     )
+            for salon_id, moment in pending["connects"]:
+                cursor.execute(
+                    "UPDATE companies SET whatsapp_connected = true, disconnected_at = %s, "
+                    "whatsapp_connected_at = %s, updated_at = %s WHERE company_id = %s",
+                    [moment - timedelta(seconds=1), _naive(moment), _naive(moment), salon_id],
+                )
             for salon_id, moment in pending["flags"]:
                 cursor.execute(
                     "UPDATE companies SET whatsapp_connected = false, disconnected_at = %s, "

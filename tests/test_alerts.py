@@ -1,4 +1,4 @@
-"""Tests of the store alert: transitions to FAIL reach a real Sentry endpoint, with a cooldown."""
+"""Tests of the store alert: its own causes reach a real Sentry endpoint once, with a cooldown."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from observability import alerts, snapshot
+from observability.models import Snapshot
 from tests import factories
 
 pytestmark = pytest.mark.django_db(databases=["default", "bot"])
@@ -20,7 +21,10 @@ pytestmark = pytest.mark.django_db(databases=["default", "bot"])
 def _empty_alert_state():
     cache.delete_many([alerts.STATUS_KEY, alerts.FAILING_CAUSES_KEY])
     cache.delete_many(
-        [alerts.COOLDOWN_KEY.format(cause=c) for c in ("failing_sessions", "one_login_twice")]
+        [
+            alerts.COOLDOWN_KEY.format(cause=c)
+            for c in ("failing_sessions", "one_login_twice", "stale_snapshot")
+        ]
     )
 
 
@@ -60,30 +64,50 @@ def _alert_events(server) -> list[dict]:
     return [e for e in server.events() if e.get("tags", {}).get("operation") == "health.store"]
 
 
-def test_check_store_and_alert__reports_a_transition_to_fail(sentry_server):
-    """OK then FAIL: one Sentry event per failing cause, fingerprinted, with the action."""
+def _stale(minutes: int = 15) -> dict:
+    """The worker stopped: the last snapshot is ``minutes`` old when the alert is judged."""
+    snapshot.refresh(full=True)
+    Snapshot.objects.update(taken_at=F("taken_at") - timedelta(minutes=minutes))
+    return alerts.check_store_and_alert()
+
+
+def _session_events(server) -> list[dict]:
+    return [e for e in server.events() if e.get("tags", {}).get("operation") == "alerts.session"]
+
+
+def test_check_store_and_alert__a_failing_session_is_one_sentry_event_not_two(sentry_server):
+    """A session turning FAIL goes out once, from the transition stream; the store alert
+    counts it in its status but does not report it again."""
     _healthy("962302")
+    _healthy("962303")
     assert _check()["status"] == "OK"
-    _failing("962303")
+    _fail_again("962303")
     result = _check()
-    assert result["status"] == "FAIL"
-    assert result["previous_status"] == "OK"
-    assert result["reported"] == ["failing_sessions"]
-    assert sentry_server.wait_for(lambda s: len(_alert_events(s)) == 1)
-    (event,) = _alert_events(sentry_server)
-    assert event["fingerprint"] == ["observability-alert", "store.failing_sessions"]
-    assert event["level"] == "error"
-    text = event["message"] if isinstance(event.get("message"), str) else str(event)
-    assert "1 of 2 session(s) failing (worst: 962303)" in text
-    assert "Recommended action:" in text
+    assert result["status"] == "FAIL" and result["previous_status"] == "OK"
+    assert result["failing_causes"] == ["failing_sessions"] and result["reported"] == []
+    assert alerts.dispatch_transitions()["sent"] == 1
+    assert sentry_server.wait_for(lambda s: len(_session_events(s)) == 1)
+    sentry_server.wait_for(lambda s: False, timeout=0.3)
+    assert len(sentry_server.events()) == 1
     assert b"79001234567" not in sentry_server.raw
+
+
+def test_check_store_and_alert__one_login_twice_is_reported_per_session_only(sentry_server):
+    """One number under both spellings: each session's FAIL is an event, the store adds none."""
+    _healthy("962302")
+    _healthy("company_962302")
+    result = _check()
+    assert result["failing_causes"] == ["failing_sessions", "one_login_twice"]
+    assert result["reported"] == []
+    sentry_server.wait_for(lambda s: False, timeout=0.3)
+    assert not _alert_events(sentry_server)
 
 
 def test_check_store_and_alert__stays_quiet_while_it_keeps_failing(sentry_server):
     """A store that was already failing at the previous run is not reported again."""
-    _failing("962303")
-    assert _check()["reported"] == ["failing_sessions"]
-    assert _check()["reported"] == []
+    _healthy("962302")
+    assert _stale()["reported"] == ["stale_snapshot"]
+    assert _stale(16)["reported"] == []
     assert sentry_server.wait_for(lambda s: len(_alert_events(s)) >= 1)
     sentry_server.wait_for(lambda s: False, timeout=0.3)
     assert len(_alert_events(sentry_server)) == 1
@@ -91,14 +115,12 @@ def test_check_store_and_alert__stays_quiet_while_it_keeps_failing(sentry_server
 
 def test_check_store_and_alert__cooldown_suppresses_a_flapping_cause(sentry_server):
     """FAIL, OK, FAIL within the cooldown: the cause is reported once, then suppressed."""
-    _failing("962303")
-    assert _check()["reported"] == ["failing_sessions"]
-    _recover("962303")
+    _healthy("962302")
+    assert _stale()["reported"] == ["stale_snapshot"]
     assert _check()["status"] == "OK"
-    _fail_again("962303")
-    result = _check()
+    result = _stale(20)
     assert result["reported"] == []
-    assert result["suppressed"] == ["failing_sessions"]
+    assert result["suppressed"] == ["stale_snapshot"]
     sentry_server.wait_for(lambda s: False, timeout=0.3)
     assert len(_alert_events(sentry_server)) == 1
 
@@ -106,25 +128,12 @@ def test_check_store_and_alert__cooldown_suppresses_a_flapping_cause(sentry_serv
 def test_check_store_and_alert__reports_again_after_the_cooldown(sentry_server, settings):
     """Once the cooldown has passed, a new transition is reported again."""
     settings.OBSERVABILITY_STORE_ALERT_COOLDOWN = timedelta(seconds=1)
-    _failing("962303")
-    _check()
-    _recover("962303")
+    _healthy("962302")
+    _stale()
     assert _check()["status"] == "OK"
     time.sleep(2.1)  # the cooldown entry expires (the database cache keeps whole seconds)
-    _fail_again("962303")
-    assert _check()["reported"] == ["failing_sessions"]
+    assert _stale(20)["reported"] == ["stale_snapshot"]
     assert sentry_server.wait_for(lambda s: len(_alert_events(s)) == 2)
-
-
-def test_check_store_and_alert__each_cause_has_its_own_issue(sentry_server):
-    """One number under both spellings fails as sessions and as one login twice: two events."""
-    _healthy("962302")
-    _healthy("company_962302")
-    result = _check()
-    assert result["reported"] == ["failing_sessions", "one_login_twice"]
-    assert sentry_server.wait_for(lambda s: len(_alert_events(s)) == 2)
-    fingerprints = sorted(e["fingerprint"][1] for e in _alert_events(sentry_server))
-    assert fingerprints == ["store.failing_sessions", "store.one_login_twice"]
 
 
 def test_check_store_and_alert__no_op_without_sentry():
@@ -140,9 +149,9 @@ def test_check_store_health_task__calls_the_alert(sentry_server):
     """The django-q2 task wrapper runs the store check and returns its result."""
     from observability.tasks import check_store_health
 
-    _failing("962303")
-    snapshot.refresh(full=True)
-    assert check_store_health()["reported"] == ["failing_sessions"]
+    _healthy("962302")
+    snapshot.refresh(full=True, now=timezone.now() - timedelta(minutes=15))
+    assert check_store_health()["reported"] == ["stale_snapshot"]
 
 
 def test_check_store_and_alert__a_stale_snapshot_is_a_cause_of_its_own(sentry_server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -96,6 +97,50 @@ def test_reconnect_loop__creds_saved_with_pre_keys_are_not_logins():
     assert "reconnect_loop" not in _rules()
 
 
+def _connect(at: datetime) -> None:
+    """The bot's connection.update close and open, then Baileys' creds write at CB:success."""
+    _execute(
+        "UPDATE companies SET whatsapp_connected = true, disconnected_at = %s, "
+        "whatsapp_connected_at = %s, updated_at = %s WHERE company_id = %s",
+        [at - timedelta(seconds=1), _naive(at), _naive(at), 962302],
+    )
+    _rewrite_creds(at)
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def test_reconnect_loop__a_second_connection_within_two_minutes_fails_at_once():
+    """The bot connected at minute 1 and again at minute 2: FAIL at the second refresh."""
+    _session()
+    _connect(T0 + MIN - timedelta(seconds=50))
+    snapshot.refresh(now=T0 + MIN)
+    assert _state().status == "OK"
+    _connect(T0 + 2 * MIN - timedelta(seconds=30))
+    snapshot.refresh(now=T0 + 2 * MIN)
+    state = _state()
+    assert state.status == "FAIL" and _rules() == ("reconnect_loop",)
+    assert "connected again 80 s after its previous connection" in state.reasons[0]
+    # No third login: the recheck after the window clears it without any write.
+    snapshot.refresh(now=T0 + 5 * MIN)
+    assert _state().status == "OK"
+
+
+def test_reconnect_loop__one_login_writing_creds_across_two_refreshes_is_not_a_loop():
+    """One connection whose creds writes straddle a refresh (two rewrites, one login): OK."""
+    _session()
+    _connect(T0 + MIN - timedelta(seconds=1))
+    snapshot.refresh(now=T0 + MIN)
+    _rewrite_creds(T0 + MIN + timedelta(seconds=2))  # lastPropHash after the connection opened
+    snapshot.refresh(now=T0 + 2 * MIN)
+    assert _state().status == "OK"
+    # A day later the next login is no loop either.
+    _connect(T0 + timedelta(days=1))
+    snapshot.refresh(now=T0 + timedelta(days=1, minutes=1))
+    assert _state().status == "OK"
+
+
 def test_decryption_failures__pre_keys_one_by_one_warn_then_fail_as_the_rate_grows():
     """A nextPreKeyId rising by 1 three times in minutes WARNs; ten times FAILs."""
     _session()
@@ -180,21 +225,45 @@ def _paired(last_write: datetime) -> SessionFacts:
     )
 
 
+#: A morning as busy as usual: 90 minutes with a write counted where 90 were expected.
+USUAL_MORNING = (90.0, 90.0)
+
+
 def test_silence_rhythm__a_busy_salon_silent_at_noon_warns_then_fails_within_half_an_hour():
-    """30 writes an hour at noon: WARN after ~14 min of silence, FAIL within 30 min."""
-    history = SessionHistory(rates=_rates(30))
+    """Writes in 30 minutes an hour at noon, a usual morning: WARN within 15 min, FAIL by 25."""
+    history = SessionHistory(rates=_rates(30), pace=USUAL_MORNING)
     noon = T0
-    assert rules.silence_rhythm(_paired(noon - 10 * MIN), history, noon) is None
+    assert rules.silence_rhythm(_paired(noon - 9 * MIN), history, noon) is None
     warn = rules.silence_rhythm(_paired(noon - 15 * MIN), history, noon)
     assert warn is not None and warn.status is Status.WARN
-    fail = rules.silence_rhythm(_paired(noon - 29 * MIN), history, noon)
+    fail = rules.silence_rhythm(_paired(noon - 25 * MIN), history, noon)
     assert fail is not None and fail.status is Status.FAIL
     assert "Unusual silence" in fail.sentence
 
 
+def test_silence_rhythm__a_calm_morning_makes_the_same_silence_less_surprising():
+    """Half the usual writes this morning: 25 min of silence at noon is no FAIL, only a WARN."""
+    calm = SessionHistory(rates=_rates(30), pace=(45.0, 90.0))
+    verdict = rules.silence_rhythm(_paired(T0 - 25 * MIN), calm, T0)
+    assert verdict is not None and verdict.status is Status.WARN
+    # A busy morning does not make it more surprising than a usual one (capped at the rhythm).
+    busy = SessionHistory(rates=_rates(30), pace=(180.0, 90.0))
+    assert rules.silence_rhythm(_paired(T0 - 9 * MIN), busy, T0) is None
+
+
+def test_silence_probability__day_to_day_variation_fattens_the_tail():
+    """Without today's writes to go by, a silence is more likely than a Poisson model says."""
+    poisson = math.exp(-20)
+    unknown_day = rules.silence_probability(20, (0.0, 0.0))
+    known_day = rules.silence_probability(20, (400.0, 400.0))
+    assert unknown_day > 1000 * poisson
+    assert poisson < known_day < unknown_day
+    assert known_day == pytest.approx(poisson, rel=2)
+
+
 def test_silence_rhythm__a_salon_quiet_every_night_is_not_flagged_at_night():
     """No writes expected at night: silent from 20:00 to 07:30 is not flagged."""
-    history = SessionHistory(rates=_rates(30))
+    history = SessionHistory(rates=_rates(30), pace=USUAL_MORNING)
     evening = datetime(2026, 3, 4, 19, 59, tzinfo=UTC)
     morning = datetime(2026, 3, 5, 7, 30, tzinfo=UTC)
     assert rules.silence_rhythm(_paired(evening), history, morning) is None
@@ -230,24 +299,19 @@ def test_rates__learned_per_hour_of_week_only_after_enough_history():
     assert learned[rules.hour_index(T0 - timedelta(hours=8))] == 0
 
 
-def test_pace__a_calm_morning_makes_a_silence_less_surprising():
-    """Today's writes before the silence, against the rhythm, scale what the silence expects."""
+def test_pace__counts_todays_minutes_with_a_write_against_the_rhythm():
+    """The pace is the minutes with a write counted before the silence, and those expected."""
     rhythm = detect.new_rhythm(SID, T0 - timedelta(weeks=4))
     for week in range(1, 4):
         for hour in range(24):
             detect.count_write(rhythm, T0 - timedelta(weeks=week, hours=hour), 40)
     learned = detect.rates(rhythm, T0)
-    assert detect.pace(rhythm, learned, T0) == 0.2  # nothing counted today: the lowest pace
+    counted, expected = detect.pace(rhythm, learned, T0)
+    assert counted == 0  # nothing counted today
+    assert expected == pytest.approx(90, abs=1)  # 3 h at 30 an hour (3 busy weeks of 4 seen)
     for hour in range(1, 5):
         detect.count_write(rhythm, T0 - timedelta(hours=hour), 40)
-    # 40 minutes an hour today against a usual 30 (three busy weeks out of four observed).
-    assert detect.pace(rhythm, learned, T0) == pytest.approx(1.3, abs=0.05)
-    calm = detect.new_rhythm(SID, rhythm.observed_since)
-    calm.weeks, calm.counts = list(rhythm.weeks), list(rhythm.counts)
-    for hour in range(1, 5):
-        slot = detect.week_number(T0) % 4
-        calm.counts[slot * 168 + rules.hour_index(T0 - timedelta(hours=hour))] = 15
-    assert detect.pace(calm, learned, T0) == pytest.approx(0.52, abs=0.05)  # 15 an hour: calm
+    assert detect.pace(rhythm, learned, T0)[0] == 120  # 12:00 back to 09:00, 3 full hours
 
 
 def test_refresh__learns_the_rhythm_and_flags_a_busy_salon_that_goes_silent():

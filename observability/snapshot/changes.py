@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from observability import phones
 from observability.models import SessionChange
@@ -96,7 +97,13 @@ def fact_changes(
         changes.append(Change(Kind.PREKEY_ONE_BY_ONE, what, numbers))
     old_creds, new_creds = old_facts.get("auth_updated_at"), new_facts.get("auth_updated_at")
     if old_creds and new_creds and old_creds != new_creds:
-        changes.append(Change(Kind.CREDS_REWRITTEN, creds_detail(1, new_creds[11:16])))
+        changes.append(
+            Change(
+                Kind.CREDS_REWRITTEN,
+                creds_detail(1, new_creds[11:16]),
+                _connected_again(old_rules, new_rules),
+            )
+        )
     old_sessions, new_sessions = _count(old_facts, "session"), _count(new_facts, "session")
     if new_sessions < old_sessions:
         changes.append(
@@ -107,6 +114,21 @@ def fact_changes(
             )
         )
     return changes
+
+
+def _connected_again(old_rules: dict, new_rules: dict) -> dict:
+    """
+    ``{"after": seconds}`` when the bot recorded a new connection since its previous one.
+
+    Baileys rewrites the creds at every login (``CB:success``, src/Socket/socket.ts) and the
+    bot records the ``connection.update`` open in ``companies.whatsapp_connected_at``; a creds
+    rewrite with that moment moved is a login, ``after`` seconds after the one before.
+    """
+    old, new = old_rules.get("bot_connected_at"), new_rules.get("bot_connected_at")
+    if not old or not new or old == new:
+        return {}
+    seconds = (datetime.fromisoformat(new) - datetime.fromisoformat(old)).total_seconds()
+    return {"after": round(seconds)} if seconds > 0 else {}
 
 
 def _new_pairing(old_rules: dict, new_rules: dict) -> str:

@@ -35,6 +35,7 @@ HOUR = timedelta(hours=1)
 #: How long each change kind stays within its detector's window.
 _WINDOWS = {
     rules.CREDS_REWRITTEN: config.reconnect_window,
+    rules.CONNECTED_AGAIN: config.reconnect_again_within,
     rules.PREKEY_ONE_BY_ONE: config.decrypt_window,
     rules.PREKEYS_TOPPED_UP: config.reconnect_window,
     rules.SESSION_ROWS_LOST: config.rows_lost_window,
@@ -121,19 +122,17 @@ def rates(rhythm: SessionRhythm | None, now: datetime) -> tuple[float, ...] | No
 
 #: The hours before the last write that tell the day's pace (busier or calmer than usual).
 PACE_SPAN = timedelta(hours=3)
-#: Minutes with a write added to both sides of the pace, so a few minutes decide nothing.
-PACE_PRIOR = 3.0
-#: The pace is kept within these bounds.
-PACE_BOUNDS = (0.2, 1.5)
 
 
-def pace(rhythm: SessionRhythm, learned: tuple[float, ...], last_write: datetime) -> float:
+def pace(
+    rhythm: SessionRhythm, learned: tuple[float, ...], last_write: datetime
+) -> tuple[float, float]:
     """
-    How busy the session was before its last write, relative to its rhythm (1.0: as usual).
+    How busy the session was before its last write: minutes with a write counted, and expected.
 
-    Minutes with a write counted in the hours up to the last write, against what the rhythm
-    expects for them, both shrunk towards each other by :data:`PACE_PRIOR`. On a calm day a
-    silence is less surprising, on a busy day more: the silence rule scales the rhythm by it.
+    Counted in the hours up to the last write, against what the rhythm expects for them. On a
+    calm day a silence is less surprising, on a busy day more:
+    ``rules.silence_probability`` weighs the two (with ``silence_day_prior``).
     """
     start = (last_write - PACE_SPAN).replace(minute=0, second=0, microsecond=0)
     observed = 0
@@ -144,9 +143,7 @@ def pace(rhythm: SessionRhythm, learned: tuple[float, ...], last_write: datetime
         if rhythm.weeks[slot] == week:
             observed += rhythm.counts[slot * HOURS_PER_WEEK + rules.hour_index(moment)]
         moment += HOUR
-    expected = rules.expected_writes(learned, start, last_write)
-    ratio = (observed + PACE_PRIOR) / (expected + PACE_PRIOR)
-    return min(max(ratio, PACE_BOUNDS[0]), PACE_BOUNDS[1])
+    return float(observed), rules.expected_writes(learned, start, last_write)
 
 
 def _events(session_ids: Iterable[str], now: datetime) -> dict[str, list[rules.HistoryEvent]]:
@@ -229,16 +226,21 @@ class Detector:
             if change.kind != rules.CREDS_REWRITTEN
         ]
         events += [
+            rules.HistoryEvent(self.now, rules.CONNECTED_AGAIN, old=change.data["after"])
+            for change in found
+            if change.kind == rules.CREDS_REWRITTEN and "after" in change.data
+        ]
+        events += [
             rules.HistoryEvent(at, rules.CREDS_REWRITTEN)
             for at in rhythm.recent_logins
             if self.now - rules.history_window() < at <= self.now
         ]
         events.sort(key=lambda event: event.at)
         learned = rates(rhythm, self.now)
+        today = (0.0, 0.0)
         if learned is not None and health.last_write is not None:
             today = pace(rhythm, learned, health.last_write)
-            learned = tuple(rate * today for rate in learned)
-        history = rules.SessionHistory(tuple(events), learned)
+        history = rules.SessionHistory(tuple(events), learned, today)
         judgement = rules.judge(health.facts, self.now, history)
         self._learn(health, history)
         return dataclasses.replace(
