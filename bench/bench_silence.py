@@ -92,7 +92,8 @@ def run(salons: int, days: float, seed: int) -> dict:
         return SessionHistory(rates=learned, pace=detect.pace(rhythm, learned, last_write))
 
     def status(session_id: str, last_write: datetime, now: datetime) -> Status:
-        verdict = rules.silence_rhythm(facts(last_write), history(session_id, last_write, now), now)
+        seen = history(session_id, last_write, now)
+        verdict = rules.silence_rhythm(facts(last_write), seen, now)
         return Status.OK if verdict is None else verdict.status
 
     last = {salon.session_id: start - MINUTE for salon in sim.salons}

@@ -75,9 +75,7 @@ def check_store_and_alert() -> dict:
     reported: list[str] = []
     suppressed: list[str] = []
     newly_failing = [
-        cause
-        for cause in failing
-        if cause not in previous_failing and cause not in SESSION_CAUSES
+        cause for cause in failing if cause not in previous_failing and cause not in SESSION_CAUSES
     ]
     if newly_failing and sentry_reporting.is_enabled():
         cooldown = int(config.store_alert_cooldown().total_seconds())

@@ -76,8 +76,7 @@ def _session_events(server) -> list[dict]:
 
 
 def test_check_store_and_alert__a_failing_session_is_one_sentry_event_not_two(sentry_server):
-    """A session turning FAIL goes out once, from the transition stream; the store alert
-    counts it in its status but does not report it again."""
+    """A session turning FAIL is one event (transition stream), not a store alert as well."""
     _healthy("962302")
     _healthy("962303")
     assert _check()["status"] == "OK"
