@@ -211,14 +211,16 @@ NOTES = (
     "its own time zone, quiet nights, some closed on Sundays, each day busier or calmer "
     "(log-normal, sigma 0.35) and opening up to 45 min late or 30 min early. A message rewrites "
     "a contact's `session` row; a new contact (5 %) uses up a pre-key; 0.2 % of messages fail "
-    "to decrypt (one pre-key created, `nextPreKeyId` saved); one login a day rewrites the creds. "
-    "Rows carry the bot's `expires_at`; `updated_at` is the simulated clock.",
+    "to decrypt (one pre-key created, `nextPreKeyId` saved); one login a day rewrites the creds "
+    "and, as the bot records `connection.update`, `companies.disconnected_at` and "
+    "`whatsapp_connected_at`. Rows carry the bot's `expires_at`; `updated_at` is the simulated "
+    "clock.",
     "- Each salon's rhythm is learned from four simulated weeks of the same traffic before the "
     "run, minute by minute, through the refresh's own counting (`detect.count_write`), instead "
     "of replaying 40,320 refreshes.",
     "- Then, once a simulated minute, the real `snapshot.refresh(now=...)` runs every rule and "
     "detector. Injected failures: logout (the bot's flags say disconnected, writes stop); a "
-    "reconnect loop (creds rewritten every minute for 2 h); creds not saved (from then on; the "
+    "reconnect loop (a login every minute for 2 h); creds not saved (from then on; the "
     "first trace is the next pre-key upload, 0-60 min later); a decryption-failure storm "
     "(1.5 a minute for 30 min); the silent death of a busy salon (injected within 3 h of its "
     "busiest hour on a weekday) and of a quiet one (writes simply stop).",
