@@ -322,3 +322,17 @@ def test_cleanup_actions__preview_needs_only_the_read_only_role(
         applied = CleanupRun.objects.filter(dry_run=False).latest("pk")
         assert applied.outcome == "succeeded" and applied.rows_deleted == preview.rows_seen
     assert set(WhatsAppKey.objects.values_list("company_id", flat=True)) == {"company_962302"}
+
+
+@bot_tables
+def test_duplicates_action__sides_written_at_one_instant_are_refused_and_named_once(admin_client):
+    """The demo's twin: both written at the same instant; the page says so once, refused."""
+    written = timezone.now() - 3 * DAY
+    for seed, session_id in enumerate(("962302", "company_962302"), start=1):
+        factories.make_auth(session_id, written_at=written, seed=seed)
+    snapshot.refresh(full=True)
+    body = _act(admin_client, "clean_duplicate_spellings", ["962302"]).content.decode()
+    assert duplicates_rule_text(duplicates.RULE_SAME_INSTANT) in body
+    assert body.count("last written at the same instant") == 2  # the refusal, then the why
+    assert "Refused: salon 962302" in body and "Nothing can be removed" in body
+    assert CleanupRun.objects.get().outcome == "refused"

@@ -53,6 +53,10 @@ RULE_EXPLAINED = {
 }
 
 
+#: Rules whose reason says no more than their explanation.
+_SELF_EXPLAINED = (duplicate_rules.RULE_UNDATED, duplicate_rules.RULE_SAME_INSTANT)
+
+
 def has_cleanup_permission(modeladmin, request) -> bool:
     """The actions' ``permissions=["cleanup"]``: the same permission as every cleanup."""
     return request.user.has_perm(CLEANUP_PERMISSION)
@@ -255,6 +259,8 @@ def _pair_view(pair) -> dict:
         "rule": pair.rule,
         "explained": RULE_EXPLAINED.get(pair.rule, ""),
         "reason": pair.reason,
+        # The reason's own words, when they add to the rule's (names, ages).
+        "detail": "" if pair.rule in _SELF_EXPLAINED else pair.reason,
         "held_until": pair.held_until,
         "backup": backup,
     }

@@ -307,7 +307,7 @@ def _orphan_kept_because(grace: policy.OrphanGrace, *, recent: bool, undated: bo
     reasons = []
     if recent:
         reasons.append(
-            f"written within the {grace.period_text} grace period (a session being "
+            f"written within the grace period ({grace.period_text}: a session being "
             "paired writes keys before its auth row); deletable once unwritten that long"
         )
     if undated:
