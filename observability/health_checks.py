@@ -15,7 +15,7 @@ from django.utils.connection import ConnectionDoesNotExist
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
 
-from observability import activity, config
+from observability import activity, config, moments
 from observability.exceptions import (
     BotDatabaseUnavailable,
     ObservabilityError,
@@ -344,13 +344,13 @@ class JobQueue(HealthCheck):
             period = _schedule_period(schedule, now)
             if schedule.next_run and schedule.next_run < now - margin:
                 warnings.append(
-                    f"the scheduled cleanup was due at {schedule.next_run:%Y-%m-%d %H:%M} UTC "
+                    f"the scheduled cleanup was due at {moments.text(schedule.next_run, now)} "
                     "and has not run"
                 )
             last = tasks["last"]
             if period is not None and last is not None and now - last > period + margin:
                 warnings.append(
-                    f"the last successful cleanup finished at {last:%Y-%m-%d %H:%M} UTC, "
+                    f"the last successful cleanup finished at {moments.text(last, now)}, "
                     f"longer ago than its period ({period}) plus {margin}"
                 )
 

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connections, transaction
@@ -653,7 +653,7 @@ def size_history(*, days: int = 30, now: datetime | None = None) -> dict[str, li
     now = now or timezone.now()
     recent = TableSizeSample.objects.filter(taken_at__gte=now - timedelta(days=days))
     latest_per_day = (
-        recent.annotate(day=TruncDate("taken_at"))
+        recent.annotate(day=TruncDate("taken_at", tzinfo=UTC))  # the page charts UTC days
         .values("day")
         .annotate(last=Max("taken_at"))
         .values_list("last", flat=True)

@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from observability import moments
 from observability.fields import NaiveDateTimeField, NumericField
 
 
@@ -337,7 +338,7 @@ class CleanupRun(models.Model):
 
     def __str__(self) -> str:
         mode = "dry run" if self.dry_run else "applied"
-        return f"{self.operation} ({mode}) {self.outcome} at {self.started_at:%Y-%m-%d %H:%M}"
+        return f"{self.operation} ({mode}) {self.outcome} at {moments.text(self.started_at)}"
 
 
 # --- The stored snapshot of session health (observability.snapshot) ---------------------------
@@ -480,7 +481,7 @@ class SessionChange(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.session_id} {self.kind} at {self.at:%Y-%m-%d %H:%M}"
+        return f"{self.session_id} {self.kind} at {moments.text(self.at)}"
 
 
 class Snapshot(models.Model):
@@ -533,7 +534,7 @@ class Snapshot(models.Model):
         ordering = ["-taken_at"]
 
     def __str__(self) -> str:
-        return f"{self.kind} snapshot at {self.taken_at:%Y-%m-%d %H:%M:%S} ({self.outcome})"
+        return f"{self.kind} snapshot at {moments.text(self.taken_at)} ({self.outcome})"
 
 
 #: Hours in a week: the buckets of a session's rhythm (Monday 00:00 UTC is bucket 0).
@@ -679,4 +680,4 @@ class TableSizeSample(models.Model):
         indexes = [models.Index(fields=["relation", "taken_at"], name="obs_tablesize_rel_taken")]
 
     def __str__(self) -> str:
-        return f"{self.relation} {self.bytes} B at {self.taken_at:%Y-%m-%d %H:%M}"
+        return f"{self.relation} {self.bytes} B at {moments.text(self.taken_at)}"

@@ -163,4 +163,4 @@ def test_check_store_and_alert__a_stale_snapshot_is_a_cause_of_its_own(sentry_se
     (event,) = _alert_events(sentry_server)
     assert event["fingerprint"] == ["observability-alert", "store.stale_snapshot"]
     text = event["message"] if isinstance(event.get("message"), str) else str(event)
-    assert "15 min ago" in text and "worker" in text
+    assert "· 15 minutes ago" in text and "worker" in text

@@ -330,10 +330,10 @@ def test_whatsapp_store__a_stale_snapshot_warns_then_fails(settings):
     _session("962302")
     now = timezone.now()
     snapshot.refresh(full=True, now=now - timedelta(minutes=4))
-    with pytest.raises(ServiceWarning, match=r"4 min ago.*worker"):
+    with pytest.raises(ServiceWarning, match=r"· 4 minutes ago.*worker"):
         WhatsAppStore().run()
     Snapshot.objects.update(taken_at=now - timedelta(minutes=11))
-    with pytest.raises(ServiceUnavailable, match=r"11 min ago"):
+    with pytest.raises(ServiceUnavailable, match=r"· 11 minutes ago"):
         WhatsAppStore().run()
 
 
@@ -353,10 +353,10 @@ def test_snapshot_freshness__ok_warn_fail_by_age():
     snapshot.refresh(full=True)
     SnapshotFreshness().run()
     Snapshot.objects.update(taken_at=timezone.now() - timedelta(minutes=4))
-    with pytest.raises(ServiceWarning, match="4 min ago"):
+    with pytest.raises(ServiceWarning, match="· 4 minutes ago"):
         SnapshotFreshness().run()
     Snapshot.objects.update(taken_at=timezone.now() - timedelta(minutes=11))
-    with pytest.raises(ServiceUnavailable, match="11 min ago"):
+    with pytest.raises(ServiceUnavailable, match="· 11 minutes ago"):
         SnapshotFreshness().run()
 
 

@@ -366,7 +366,7 @@ def test_refresh__bot_down_is_recorded_and_the_last_snapshot_stays(bot_database_
     assert "unavailable" in failed.error
     fresh = snapshot.freshness(now=t0)
     assert fresh.status is Status.WARN and fresh.failed_since == failed
-    assert "5 min ago" in fresh.message and "failed" in fresh.message
+    assert "· 5 minutes ago" in fresh.message and "failed" in fresh.message
     assert snapshot.store_health().total_sessions == 0
 
 

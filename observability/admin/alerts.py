@@ -7,6 +7,7 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
+from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin
 from observability.models import AlertDelivery
 
@@ -16,7 +17,7 @@ class AlertDeliveryAdmin(ReadOnlyModelAdmin):
     """Each transition to FAIL or recovery, its Sentry report and webhook attempts."""
 
     list_display = (
-        "at",
+        "at_when",
         "session_id",
         "transition",
         "cause",
@@ -29,7 +30,7 @@ class AlertDeliveryAdmin(ReadOnlyModelAdmin):
     search_fields = ("session_id",)
     date_hierarchy = "at"
     fields = (
-        "at",
+        "at_when",
         "session_id",
         "salon_id",
         "transition",
@@ -37,14 +38,19 @@ class AlertDeliveryAdmin(ReadOnlyModelAdmin):
         "sentry",
         "outcome",
         "attempts",
-        "last_attempt_at",
-        "next_attempt_at",
-        "delivered_at",
+        "last_attempt_at_when",
+        "next_attempt_at_when",
+        "delivered_at_when",
         "response_status",
         "error",
         "payload_pretty",
     )
     readonly_fields = fields
+
+    at_when = display.when_column("at", "at")
+    last_attempt_at_when = display.when_column("last_attempt_at", "last attempt")
+    next_attempt_at_when = display.when_column("next_attempt_at", "next attempt")
+    delivered_at_when = display.when_column("delivered_at", "delivered")
 
     @admin.display(description="transition")
     def transition(self, obj):

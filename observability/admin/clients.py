@@ -102,6 +102,7 @@ class SegmentFilter(_ValuesFilter):
 _column = display.field_column
 _array = display.array
 _json = display.pretty_json
+_when = display.when_column
 
 
 @admin.register(Client)
@@ -115,7 +116,7 @@ class ClientAdmin(ReadOnlyModelAdmin):
         "loyalty_level",
         "client_segment",
         "visit_count",
-        "last_visit_date",
+        "last_visit_date_when",
         "blacklisted",
     )
     list_display_links = ("name", "phone_masked")
@@ -151,8 +152,8 @@ class ClientAdmin(ReadOnlyModelAdmin):
             {
                 "fields": (
                     "visit_count",
-                    "first_visit_date",
-                    "last_visit_date",
+                    "first_visit_date_when",
+                    "last_visit_date_when",
                     "total_spent",
                     "average_bill",
                     "discount",
@@ -178,19 +179,25 @@ class ClientAdmin(ReadOnlyModelAdmin):
                     "goods_count",
                     "goods_purchases_display",
                     "created_by_ai",
-                    "last_ai_interaction",
+                    "last_ai_interaction_when",
                     "ai_messages_count",
                     "ai_satisfaction_score",
                     "ai_context_display",
-                    "created_at",
-                    "updated_at",
-                    "last_sync_at",
+                    "created_at_when",
+                    "updated_at_when",
+                    "last_sync_at_when",
                 )
             },
         ),
     )
     readonly_fields = (
         "phone_masked",
+        "first_visit_date_when",
+        "last_visit_date_when",
+        "last_ai_interaction_when",
+        "created_at_when",
+        "updated_at_when",
+        "last_sync_at_when",
         "raw_phone_masked",
         "last_services_display",
         "last_service_ids_display",
@@ -248,3 +255,9 @@ class ClientAdmin(ReadOnlyModelAdmin):
     preferences_display = _column("preferences", _json, "preferences")
     goods_purchases_display = _column("goods_purchases", _json, "goods purchases")
     ai_context_display = _column("ai_context", _json, "AI context")
+    first_visit_date_when = _when("first_visit_date", "first visit date")
+    last_visit_date_when = _when("last_visit_date", "last visit date")
+    last_ai_interaction_when = _when("last_ai_interaction", "last AI interaction")
+    created_at_when = _when("created_at", "created at")
+    updated_at_when = _when("updated_at", "updated at")
+    last_sync_at_when = _when("last_sync_at", "last sync at")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.timesince import timesince, timeuntil
 
-from observability import phones
+from observability import moments, phones
 from observability.sessions import DayCount, Status
 
 
@@ -36,39 +35,38 @@ def age(moment: datetime | None, now: datetime | None = None) -> str:
     return duration(delta) + " ago"
 
 
-#: The one way the admin writes a moment: date, minutes and the time zone's abbreviation.
-MOMENT_FORMAT = "%Y-%m-%d %H:%M %Z"
-
-
-def when(moment: datetime | None, now: datetime | None = None) -> str:
+def when(moment: datetime | date | None, now: datetime | None = None) -> str:
     """
     A moment as every admin page shows it: ``2026-11-30 19:40 UTC · 3 hours ago``.
 
-    The absolute time in the project's time zone (named), then the relative age from
-    Django's ``timesince`` / ``timeuntil`` (``in 2 days`` for a moment ahead), in a
-    ``<time>`` element whose ``datetime`` is the exact ISO moment. Use this (or the
-    ``when`` template filter of ``observability_tags``) for every date and time on a page.
+    The absolute time in the project's time zone (named), then the relative age
+    (:mod:`observability.moments`, the one format), in a ``<time>`` element whose ``datetime``
+    is the exact ISO moment. A date alone (``clients.last_visit_date``) reads ``2026-11-30``.
+    Use this (or the ``when`` template filter of ``observability_tags``, or
+    :func:`when_column`) for every date and time on a page.
     """
     if moment is None:
         return "—"
     if isinstance(moment, date) and not isinstance(moment, datetime):
         return format_html('<time datetime="{}">{}</time>', moment.isoformat(), moment)
-    now = now or timezone.now()
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, UTC)
-    local = timezone.localtime(moment)
-    if moment <= now:
-        relative = f"{timesince(moment, now, depth=1)} ago"
-    else:
-        relative = f"in {timeuntil(moment, now, depth=1)}"
+    shown = moments.split(moment, now)
     return format_html(
         '<time class="obs-when" datetime="{}" title="{}">{}</time> '
-        '<small class="obs-age">· {}</small>',
-        local.isoformat(),
-        local.isoformat(),
-        local.strftime(MOMENT_FORMAT),
-        relative.replace("\xa0", " "),
+        '<small class="obs-age">{}{}</small>',
+        shown.local.isoformat(),
+        shown.local.isoformat(),
+        shown.absolute,
+        moments.SEPARATOR.lstrip(),
+        shown.relative,
     )
+
+
+def when_column(field: str, description: str):
+    """A read-only admin column (list or detail) showing ``when(obj.<field>)``, sortable by it."""
+    column = field_column(field, when, description)
+    column.admin_order_field = field
+    column.__name__ = f"{field}_when"
+    return column
 
 
 def duration(delta: timedelta) -> str:
@@ -103,6 +101,59 @@ def array(value: Sequence | None) -> str:
     return ", ".join(str(item) for item in value)
 
 
+#: The width of a day label (``2026-11-30`` at the charts' 9 px font), and the least room
+#: between two labels: charts label their first and last day and as many between as fit.
+DAY_LABEL_PX = 54
+DAY_LABEL_GAP_PX = 20
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One label of a chart's day axis: where (``x``), what, and how it hangs (SVG anchor)."""
+
+    x: int
+    label: str
+    anchor: str
+
+
+def day_ticks(days: Sequence[date], *, left: int, step: int, bar_width: int) -> list[Tick]:
+    """
+    Label a chart's day axis: the first and last day, and a few between that do not overlap.
+
+    Days read as the one format's dates (``2026-11-30``, :func:`when`), in the time zone the
+    chart's days were counted in.
+
+    Args:
+        days: one per bar, oldest first.
+        left: the x of the first bar.
+        step: from one bar's x to the next's.
+        bar_width: the width of one bar.
+
+    """
+    if not days:
+        return []
+    last = len(days) - 1
+    first_tick = Tick(left, days[0].isoformat(), "start")
+    end = left + last * step + bar_width
+    last_tick = Tick(end, days[-1].isoformat(), "end")
+    if last == 0:
+        return [first_tick]
+    if end - DAY_LABEL_PX < left + DAY_LABEL_PX + DAY_LABEL_GAP_PX:
+        return [last_tick]  # too narrow for two labels: the newest day says where it ends
+    ticks = [first_tick]
+    right = left + DAY_LABEL_PX  # where the last label placed ends
+    half = DAY_LABEL_PX // 2
+    for index in range(1, last):
+        center = left + index * step + bar_width // 2
+        fits_after = center - half >= right + DAY_LABEL_GAP_PX
+        fits_before = center + half <= end - DAY_LABEL_PX - DAY_LABEL_GAP_PX
+        if fits_after and fits_before:
+            ticks.append(Tick(center, days[index].isoformat(), "middle"))
+            right = center + half
+    ticks.append(last_tick)
+    return ticks
+
+
 @dataclass(frozen=True)
 class Bar:
     """One bar of a server-rendered SVG bar chart."""
@@ -111,7 +162,7 @@ class Bar:
     y: int
     width: int
     height: int
-    label: str
+    day: date
     count: int
     label_x: int
 
@@ -121,8 +172,9 @@ def bars(days: Sequence[DayCount], *, height: int = 120, width: int = 28) -> dic
     Lay out a day-by-day bar chart as SVG geometry (no JavaScript, no network).
 
     Returns:
-        A dict with ``bars`` (list of :class:`Bar`), ``width``, ``height``, ``max`` and
-        ``total`` for the ``admin/observability/bar_chart.html`` include.
+        A dict with ``bars`` (list of :class:`Bar`), ``ticks`` (the day axis, :func:`day_ticks`),
+        ``width``, ``height``, ``max`` and ``total`` for the
+        ``admin/observability/bar_chart.html`` include.
 
     """
     top = max((day.count for day in days), default=0)
@@ -137,15 +189,15 @@ def bars(days: Sequence[DayCount], *, height: int = 120, width: int = 28) -> dic
                 y=plot - bar_height + 12,
                 width=width - 6,
                 height=bar_height,
-                # Every other day is labelled (ending on the last day) so labels never overlap.
-                label=day.day.strftime("%d.%m") if (len(days) - 1 - index) % 2 == 0 else "",
+                day=day.day,
                 count=day.count,
                 label_x=x + (width - 6) // 2,
             )
         )
     return {
         "bars": laid,
-        "width": 8 + len(days) * width,
+        "ticks": day_ticks([day.day for day in days], left=4, step=width, bar_width=width - 6),
+        "width": max(8 + len(days) * width, DAY_LABEL_PX + 8),
         "height": height,
         "max": top,
         "total": sum(day.count for day in days),

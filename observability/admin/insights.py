@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
@@ -21,33 +23,43 @@ def insights_url() -> str:
 
 
 def _size_charts(history: dict[str, list[insights.SizePoint]]) -> list[dict]:
-    """One small SVG bar chart per table: its total size per day (no JavaScript)."""
+    """
+    One small SVG bar chart per table: its total size per day (no JavaScript).
+
+    Under the bars a day axis (:func:`display.day_ticks`, UTC dates); above them the scale,
+    a line at the largest size labelled in human units (``filesizeformat``).
+    """
     charts = []
-    height, width = 70, 14
+    height, width, top_margin, bottom_margin = 84, 14, 14, 12
+    plot = height - top_margin - bottom_margin
     for table, points in sorted(history.items()):
         top = max(point.bytes for point in points) or 1
         bars = []
         for index, point in enumerate(points):
-            bar_height = max(1, round((height - 14) * point.bytes / top))
+            bar_height = max(1, round(plot * point.bytes / top))
             bars.append(
                 {
                     "x": 2 + index * width,
-                    "y": height - 12 - bar_height,
+                    "y": height - bottom_margin - bar_height,
                     "width": width - 3,
                     "height": bar_height,
-                    "day": point.day,
+                    "day": point.day.astimezone(UTC).date(),
                     "bytes": point.bytes,
                 }
             )
+        days = [bar["day"] for bar in bars]
         charts.append(
             {
                 "table": table,
                 "bars": bars,
-                "width": 4 + len(points) * width,
+                "ticks": display.day_ticks(days, left=2, step=width, bar_width=width - 3),
+                "width": max(4 + len(points) * width, display.DAY_LABEL_PX + 4),
                 "height": height,
-                "axis_y": height - 12,
-                "first": points[0],
-                "last": points[-1],
+                "axis_y": height - bottom_margin,
+                "top_y": top_margin,
+                "top": top,
+                "first": bars[0],
+                "last": bars[-1],
                 "growth_sign": "+" if points[-1].bytes >= points[0].bytes else "−",
                 "growth": abs(points[-1].bytes - points[0].bytes),
             }

@@ -28,6 +28,7 @@ LOADED_FIELDS = tuple(
 
 _column = display.field_column
 _array = display.array
+_when = display.when_column
 
 
 @admin.register(Company)
@@ -76,8 +77,8 @@ class SalonAdmin(ReadOnlyModelAdmin):
                     "whatsapp_enabled",
                     "whatsapp_connected",
                     "whatsapp_phone_masked",
-                    "whatsapp_connected_at",
-                    "disconnected_at",
+                    "whatsapp_connected_at_when",
+                    "disconnected",
                     "whatsapp_channel_enabled",
                     "sessions_state",
                 )
@@ -89,25 +90,34 @@ class SalonAdmin(ReadOnlyModelAdmin):
                 "fields": (
                     "yclients_id",
                     "integration_status",
-                    "connected_at",
+                    "connected_at_when",
                     "sync_enabled",
-                    "last_sync_at",
+                    "last_sync_at_when",
                     "ai_enabled",
                     "sms_channel_enabled",
                     "sms_short_names_display",
                     "telegram_enabled",
-                    "telegram_premium_until",
-                    "last_payment_date",
-                    "subscription_expires_at",
+                    "telegram_premium_until_when",
+                    "last_payment_date_when",
+                    "subscription_expires_at_when",
                     "marketplace_user_name",
-                    "created_at",
-                    "updated_at",
+                    "created_at_when",
+                    "updated_at_when",
                 )
             },
         ),
     )
     readonly_fields = (
         "phone_masked",
+        "disconnected",
+        "whatsapp_connected_at_when",
+        "connected_at_when",
+        "last_sync_at_when",
+        "telegram_premium_until_when",
+        "last_payment_date_when",
+        "subscription_expires_at_when",
+        "created_at_when",
+        "updated_at_when",
         "whatsapp_phone_masked",
         "links",
         "sessions_state",
@@ -131,6 +141,14 @@ class SalonAdmin(ReadOnlyModelAdmin):
     phone_masked = _column("phone", display.masked_phone, "phone")
     whatsapp_phone_masked = _column("whatsapp_phone", display.masked_phone, "WhatsApp phone")
     sms_short_names_display = _column("sms_short_names", _array, "SMS short names")
+    whatsapp_connected_at_when = _when("whatsapp_connected_at", "WhatsApp connected at")
+    connected_at_when = _when("connected_at", "integration connected at")
+    last_sync_at_when = _when("last_sync_at", "last sync at")
+    telegram_premium_until_when = _when("telegram_premium_until", "Telegram premium until")
+    last_payment_date_when = _when("last_payment_date", "last payment date")
+    subscription_expires_at_when = _when("subscription_expires_at", "subscription expires at")
+    created_at_when = _when("created_at", "created at")
+    updated_at_when = _when("updated_at", "updated at")
 
     @admin.display(description="bot says connected", boolean=True, ordering="whatsapp_connected")
     def bot_says_connected(self, obj):

@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from observability import phones, session_ids, sessions, snapshot
+from observability import moments, phones, session_ids, sessions, snapshot
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin, refuse_unoffered_params
 from observability.cleanup import advice
@@ -310,10 +310,9 @@ class SessionAdmin(ReadOnlyModelAdmin):
         if obj.status == Status.OK:
             return display.badge(obj.status)
         return format_html(
-            '{}<br><small title="{}">since {}</small>',
+            '<span class="obs-nowrap">{} <small>since</small></span><br>{}',
             display.badge(obj.status),
-            f"{obj.status_since:%Y-%m-%d %H:%M} UTC",
-            display.duration(timezone.now() - obj.status_since),
+            display.when(obj.status_since),
         )
 
     @admin.display(description="session", ordering="session_id")
@@ -355,11 +354,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
     def last_key_write(self, obj):
         if obj.newest_key_write is None:
             return "never"
-        return format_html(
-            '<span title="{}">{}</span>',
-            f"{obj.newest_key_write:%Y-%m-%d %H:%M} UTC",
-            display.age(obj.newest_key_write),
-        )
+        return display.when(obj.newest_key_write)
 
     @admin.display(description="reasons")
     def reasons_short(self, obj):
@@ -431,12 +426,11 @@ class SessionAdmin(ReadOnlyModelAdmin):
             "subtitle": health.salon_title,
             "health": health,
             "state": state,
-            "status_for": display.duration(now - state.status_since),
             "detail": detail,
             "detail_error": detail_error,
             "badge": display.badge(health.status),
-            "last_write": display.age(health.newest_key_write, now),
-            "auth_write": display.age(health.auth_updated_at, now),
+            "last_write": display.when(health.newest_key_write, now),
+            "auth_write": display.when(health.auth_updated_at, now),
             "expired_share": display.percent(health.expired_share),
             "timelines": [
                 _timeline_context(history.timeline(session_id, days=days, now=now))
@@ -463,8 +457,8 @@ class SessionAdmin(ReadOnlyModelAdmin):
                 key_types=[
                     {
                         "stats": stats,
-                        "oldest": display.age(stats.oldest_write, now),
-                        "newest": display.age(stats.newest_write, now),
+                        "oldest": display.when(stats.oldest_write, now),
+                        "newest": display.when(stats.newest_write, now),
                         "next_expiry": stats.next_expiry,
                         "url": keys_url(session_id, type=stats.key_type),
                         "expired_url": keys_url(session_id, type=stats.key_type, expired="yes"),
@@ -592,7 +586,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
                     "health": health,
                     "badge": display.badge(health.status),
                     "url": session_url(health.session_id),
-                    "last_write": display.age(health.newest_key_write),
+                    "last_write": display.when(health.newest_key_write, now),
                     # The first reason's headline (before its colon), as the sessions list.
                     "headline": health.reasons[0].split(":", 1)[0] if health.reasons else "—",
                     "more": max(0, len(health.reasons) - 1),
@@ -685,7 +679,7 @@ def _timeline_context(line: history.Timeline) -> dict:
                 "x": f"{(segment.start - line.since) / (line.until - line.since) * 1000:.2f}",
                 "width": f"{segment.share * 1000:.2f}",
                 "label": (
-                    f"{segment.status or 'not stored'} from {segment.start:%Y-%m-%d %H:%M} "
+                    f"{segment.status or 'not stored'} from {moments.text(segment.start)} "
                     f"for {display.duration(segment.duration)}"
                 ),
             }

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from observability import config, sessions
+from observability import config, moments, sessions
 from observability.exceptions import SessionNotFound, SnapshotMissing
 from observability.models import SessionState, Snapshot
 from observability.sessions import SessionHealth, Status, StoreHealth
@@ -59,19 +59,16 @@ class Freshness:
     failed_since: Snapshot | None
 
     @property
-    def age_text(self) -> str:
-        """The age for a page (``45 s``, ``12 min``, ``3 h``)."""
-        return _age_text(self.age) if self.age is not None else "never taken"
-
-    @property
     def message(self) -> str:
         """One sentence for a page or a health check (no secret, no phone)."""
+        # The moment the age was measured at, so the message's ages agree with ``age``.
+        now = self.snapshot.taken_at + self.age if self.snapshot is not None else None
         if self.snapshot is None:
             text = f"No session health snapshot yet: {SnapshotMissing.what_to_do}"
         else:
             text = (
-                f"Session health as of {self.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC "
-                f"({self.age_text} ago, {self.snapshot.kind})"
+                f"Session health as of {moments.text(self.snapshot.taken_at, now)} "
+                f"({self.snapshot.kind})"
             )
             if self.status is not Status.OK:
                 text += (
@@ -81,7 +78,7 @@ class Freshness:
             text += "."
         if self.failed_since is not None:
             text += (
-                f" The last refresh, at {self.failed_since.taken_at:%H:%M:%S} UTC, failed: "
+                f" The last refresh, at {moments.text(self.failed_since.taken_at, now)}, failed: "
                 f"{self.failed_since.error}"
             )
         return text

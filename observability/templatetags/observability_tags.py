@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import template
+from django.utils import timezone
 
 from observability.admin import display
 
@@ -13,6 +14,12 @@ register = template.Library()
 def when(moment):
     """``{{ run.started_at|when }}``: ``2026-11-30 19:40 UTC · 3 hours ago`` (see display.when)."""
     return display.when(moment)
+
+
+@register.simple_tag
+def now_moment() -> str:
+    """``{% now_moment %}``: now, in the one format (``2026-11-30 19:40 UTC · 0 minutes ago``)."""
+    return display.when(timezone.now())
 
 
 @register.simple_tag
