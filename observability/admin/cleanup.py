@@ -7,12 +7,13 @@ import logging
 from datetime import timedelta
 
 from django.contrib import admin, messages
-from django.template.defaultfilters import filesizeformat
+from django.template.defaultfilters import filesizeformat, pluralize
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from observability import config
+from observability import config, session_ids
 from observability.admin import display
 from observability.admin.base import ReadOnlyModelAdmin
 from observability.exceptions import ObservabilityError
@@ -57,23 +58,33 @@ def previewed_run(request, operation: str, parameter: str, selection: list) -> C
     return run
 
 
-def preview_rows(report) -> list[tuple[str, str, int, int]]:
-    """A dry run's counts as rows: (session, key type, rows to delete, rows kept)."""
+def breakdown(*counts: dict) -> list[tuple]:
+    """
+    Per-session counts side by side: ``(session id, key type, n in counts[0], n in ...)``.
+
+    Each of ``counts`` has the run record's shape, ``{"<session id>": {"<key type>": n}}``
+    (``rows_seen``, ``rows_deleted``, ``rows_kept``); a pair absent from one counts 0. Sorted
+    by session id, then key type.
+    """
     pairs = {
         (session_id, key_type)
-        for counts in (report.rows_seen, report.rows_kept)
-        for session_id, by_type in counts.items()
+        for by_session in counts
+        for session_id, by_type in (by_session or {}).items()
         for key_type in by_type
     }
     return [
         (
             session_id,
             key_type,
-            report.rows_seen.get(session_id, {}).get(key_type, 0),
-            report.rows_kept.get(session_id, {}).get(key_type, 0),
+            *((by_session or {}).get(session_id, {}).get(key_type, 0) for by_session in counts),
         )
         for session_id, key_type in sorted(pairs)
     ]
+
+
+def preview_rows(report) -> list[tuple[str, str, int, int]]:
+    """A dry run's counts as rows: (session, key type, rows to delete, rows kept)."""
+    return breakdown(report.rows_seen, report.rows_kept)
 
 
 def started_by(request) -> str:
@@ -157,44 +168,50 @@ def _pretty(data) -> str:
     return format_html("<pre>{}</pre>", json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+#: Salons named in a cleanup runs' row; more are summed up as "+N more".
+SALONS_SHOWN = 3
+
+
 @admin.register(CleanupRun)
 class CleanupRunAdmin(ReadOnlyModelAdmin):
-    """Every cleanup run, dry or applied, newest first; nothing here can be changed."""
+    """
+    Every cleanup run, dry or applied, newest first; nothing here can be changed.
+
+    Each row says which salons the run touched (or, dry, would touch), its outcome with the
+    reason when it was refused or failed, its counts, and the tables' sizes in human units.
+    """
 
     list_display = (
         "started",
-        "operation",
-        "mode",
-        "outcome",
+        "run",
+        "outcome_shown",
+        "salons",
         "started_by",
-        "total_seen",
-        "total_deleted",
-        "total_kept",
+        "rows",
+        "sizes",
         "duration",
     )
-    list_filter = ("operation", "outcome", "dry_run")
+    list_filter = ("outcome", "operation", "dry_run")
     search_fields = ("started_by", "error", "backup_path")
     date_hierarchy = "started_at"
     fields = (
         "operation",
         "mode",
-        "outcome",
+        "outcome_shown",
+        "salons",
         "started_by",
         "started",
         "finished",
         "duration",
         "total_seen",
         "total_deleted",
-        "rows_seen_pretty",
-        "rows_deleted_pretty",
         "total_kept",
-        "rows_kept_pretty",
+        "per_session",
         "kept_reasons_pretty",
         "parameters_pretty",
         "size_before",
         "size_after",
         "backup_path",
-        "error",
     )
     readonly_fields = fields
 
@@ -205,6 +222,80 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
     @admin.display(description="finished", ordering="finished_at")
     def finished(self, obj):
         return display.when(obj.finished_at)
+
+    @admin.display(description="run", ordering="operation")
+    def run(self, obj):
+        """The operation, and whether it only counted."""
+        return format_html("{}<br><small>{}</small>", obj.operation, self.mode(obj))
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_shown(self, obj):
+        """
+        The outcome, and the reason of a refused or failed run (or of pairs refused in one).
+
+        A duplicates run whose every pair was refused is recorded ``refused`` by
+        ``observability.cleanup.duplicates``; it reads so here, with the salons' reasons.
+        """
+        if not obj.error:
+            return obj.get_outcome_display()
+        return format_html(
+            '<strong class="obs-outcome-{}">{}</strong><br><small>{}</small>',
+            obj.outcome,
+            obj.get_outcome_display(),
+            obj.error,
+        )
+
+    @admin.display(description="salons")
+    def salons(self, obj):
+        """
+        The salons whose sessions the run counted or deleted, linked to their sessions.
+
+        Read from the run's per-session counts and its selection (``parameters``); a session
+        id that names no salon (an orphan's odd spelling) is counted apart.
+        """
+        chosen = obj.parameters or {}
+        session_ids_seen = {
+            *obj.rows_seen,
+            *obj.rows_deleted,
+            *obj.rows_kept,
+            *(chosen.get("session_ids") or ()),
+        }
+        parsed = [session_ids.describe(str(session_id)) for session_id in session_ids_seen]
+        salon_ids = sorted(
+            {found.salon_id for found in parsed if found.salon_id is not None}
+            | {int(salon_id) for salon_id in chosen.get("salon_ids") or ()}
+        )
+        unnamed = sum(1 for found in parsed if found.salon_id is None)
+        if not salon_ids and not unnamed:
+            return "—"
+        sessions_list = reverse("admin:observability_sessionstate_changelist")
+        shown = format_html_join(
+            ", ",
+            '<a href="{}?q={}">{}</a>',
+            ((sessions_list, salon_id, salon_id) for salon_id in salon_ids[:SALONS_SHOWN]),
+        )
+        more = len(salon_ids) - SALONS_SHOWN
+        notes = []
+        if more > 0:
+            notes.append(f"+{more} more")
+        if unnamed:
+            notes.append(f"{unnamed} session{pluralize(unnamed)} with no salon id")
+        if notes:
+            return format_html("{} <small>{}</small>", shown, " · ".join(notes))
+        return shown
+
+    @admin.display(description="rows seen / deleted / kept", ordering="total_seen")
+    def rows(self, obj):
+        return f"{obj.total_seen} / {obj.total_deleted} / {obj.total_kept}"
+
+    @admin.display(description="tables' size")
+    def sizes(self, obj):
+        """Before → after in human units (``filesizeformat``); a dry run has only before."""
+        if obj.bytes_before is None:
+            return "—"
+        if obj.bytes_after is None:
+            return filesizeformat(obj.bytes_before)
+        return f"{filesizeformat(obj.bytes_before)} → {filesizeformat(obj.bytes_after)}"
 
     @admin.display(description="tables' size before")
     def size_before(self, obj):
@@ -224,17 +315,23 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
             return "—"
         return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
 
-    @admin.display(description="rows seen")
-    def rows_seen_pretty(self, obj):
-        return _pretty(obj.rows_seen)
-
-    @admin.display(description="rows deleted")
-    def rows_deleted_pretty(self, obj):
-        return _pretty(obj.rows_deleted)
-
-    @admin.display(description="rows kept")
-    def rows_kept_pretty(self, obj):
-        return _pretty(obj.rows_kept)
+    @admin.display(description="per session")
+    def per_session(self, obj):
+        """Seen, deleted and kept per session and key type, as a table."""
+        rows = breakdown(obj.rows_seen, obj.rows_deleted, obj.rows_kept)
+        if not rows:
+            return "No rows matched."
+        return format_html(
+            '<table class="obs-table obs-breakdown"><thead><tr><th>session</th><th>key type</th>'
+            '<th class="num">seen</th><th class="num">deleted</th><th class="num">kept</th>'
+            "</tr></thead><tbody>{}</tbody></table>",
+            format_html_join(
+                "",
+                '<tr><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td>'
+                '<td class="num">{}</td></tr>',
+                rows,
+            ),
+        )
 
     @admin.display(description="why kept")
     def kept_reasons_pretty(self, obj):
