@@ -322,3 +322,32 @@ def test_insights_page__needs_its_permission(client, django_user_model):
     user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
     client.force_login(user)
     assert client.get(reverse("admin:observability_insights")).status_code == 403
+
+
+def test_insights_page__refuses_a_parameter_it_does_not_offer(admin_client):
+    """Like every admin page, ``?anything=`` is a 400 naming the parameter, before any query."""
+    url = reverse("admin:observability_insights")
+    response = admin_client.get(url + "?table=whatsapp_auth")
+    assert response.status_code == 400
+    assert "table" in response.content.decode()
+    assert admin_client.get(url).status_code == 200
+
+
+def test_insights_page__growth_charts_label_their_days_and_scale():
+    """Two weeks of samples: UTC days under the bars (first, last, some between), size on top."""
+    from datetime import UTC, datetime
+
+    from django.template.defaultfilters import filesizeformat
+
+    from observability.admin.insights import _size_charts
+
+    start = datetime(2026, 11, 17, 23, 30, tzinfo=UTC)
+    points = [
+        insights.SizePoint(start + timedelta(days=n), 1_000_000 + n * 50_000) for n in range(14)
+    ]
+    (chart,) = _size_charts({"whatsapp_keys": points})
+    labels = [tick.label for tick in chart["ticks"]]
+    assert labels[0] == "2026-11-17" and labels[-1] == "2026-11-30"
+    assert len(labels) >= 3  # and a day between
+    assert filesizeformat(chart["top"]) == "1.6\xa0MB"
+    assert chart["top_y"] < min(bar["y"] for bar in chart["bars"]) + 1

@@ -104,7 +104,7 @@ def array(value: Sequence | None) -> str:
 #: The width of a day label (``2026-11-30`` at the charts' 9 px font), and the least room
 #: between two labels: charts label their first and last day and as many between as fit.
 DAY_LABEL_PX = 54
-DAY_LABEL_GAP_PX = 20
+DAY_LABEL_GAP_PX = 12
 
 
 @dataclass(frozen=True)

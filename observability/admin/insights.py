@@ -11,6 +11,7 @@ from django.urls import path, reverse
 
 from observability import insights
 from observability.admin import display
+from observability.admin.base import refuse_unoffered_params
 
 #: Who may open the page: it shows the database's statistics (names, sizes, backends'
 #: application names), never a row or a query's literals.
@@ -22,6 +23,10 @@ def insights_url() -> str:
     return reverse("admin:observability_insights")
 
 
+#: The narrowest growth chart: room for three day labels (first, one between, last).
+MIN_CHART_PX = 240
+
+
 def _size_charts(history: dict[str, list[insights.SizePoint]]) -> list[dict]:
     """
     One small SVG bar chart per table: its total size per day (no JavaScript).
@@ -30,9 +35,11 @@ def _size_charts(history: dict[str, list[insights.SizePoint]]) -> list[dict]:
     a line at the largest size labelled in human units (``filesizeformat``).
     """
     charts = []
-    height, width, top_margin, bottom_margin = 84, 14, 14, 12
+    height, bar_width, top_margin, bottom_margin = 84, 14, 14, 12
     plot = height - top_margin - bottom_margin
     for table, points in sorted(history.items()):
+        # Few days get wider bars: the axis needs room for a day between the first and last.
+        width = max(bar_width, MIN_CHART_PX // len(points))
         top = max(point.bytes for point in points) or 1
         bars = []
         for index, point in enumerate(points):
@@ -71,6 +78,8 @@ def insights_view(request):
     """The page: sizes and growth, dead tuples and vacuum, indexes, locks, slow queries."""
     if not request.user.has_perm(INSIGHTS_PERMISSION):
         raise PermissionDenied
+    # Like every admin page: a parameter the page does not offer is a mistake or a probe (400).
+    refuse_unoffered_params(request, ())
     data = insights.read()
     context = {
         **admin.site.each_context(request),
