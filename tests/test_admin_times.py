@@ -89,6 +89,7 @@ def demo_pages():
         sessions_list + "?status=FAIL",
         reverse("admin:observability_sessionstate_change", args=[session_id]),
         reverse("admin:observability_sessionstate_keys", args=[session_id]),
+        reverse("admin:observability_sessionstate_overview"),
         reverse("admin:observability_company_changelist"),
         reverse("admin:observability_company_change", args=[salon.pk]),
         reverse("admin:observability_client_changelist"),

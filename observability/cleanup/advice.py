@@ -22,7 +22,7 @@ from datetime import datetime
 
 from django.db.models import Q
 
-from observability import config
+from observability import config, moments
 from observability.cleanup import policy
 from observability.cleanup.duplicates import decide
 from observability.cleanup.report import DuplicatePair, SessionSide
@@ -161,7 +161,7 @@ def orphan_steps(now: datetime, states: list[SessionState] | None = None) -> tup
             steps.append(
                 Step(
                     "Their keys written before "
-                    f"{grace.cutoff:%Y-%m-%d %H:%M} UTC may already go: the dry run counts them.",
+                    f"{moments.text(grace.cutoff, now)} may already go: the dry run counts them.",
                     command=ORPHAN_COMMAND,
                 )
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from observability import cleanup
+from observability import cleanup, moments
 from observability.cleanup import selection
 from observability.management.commands._cleanup import CleanupCommand, started_by
 
@@ -101,4 +101,4 @@ class Command(CleanupCommand):
 
 
 def _at(value) -> str:
-    return f"{value:%Y-%m-%d %H:%M} UTC" if value is not None else "never"
+    return moments.text(value)

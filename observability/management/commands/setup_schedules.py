@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 from django_q.models import Schedule
 
-from observability import tasks
+from observability import moments, tasks
 
 #: Schedule names: the key ``update_or_create`` matches on.
 CLEANUP_SCHEDULE = "observability: cleanup expired keys (daily)"
@@ -60,5 +60,5 @@ class Command(BaseCommand):
         ):
             schedule, what = ensure_schedule(name, func, cron)
             self.stdout.write(
-                f"{what}: {name} [{cron} UTC], next run {schedule.next_run:%Y-%m-%d %H:%M} UTC"
+                f"{what}: {name} [{cron} UTC], next run {moments.text(schedule.next_run)}"
             )
