@@ -768,7 +768,8 @@ def silence_probability(expected: float, pace: tuple[float, float]) -> float:
 
 
 def _pace_belief(pace: tuple[float, float]) -> tuple[float, float]:
-    prior = config.silence_day_prior()
+    # A prior of 0 with nothing counted would be no belief at all (a division by zero).
+    prior = max(config.silence_day_prior(), 0.1)
     counted = min(pace[0], pace[1] * config.silence_pace_cap())
     return counted + prior, pace[1] + prior
 

@@ -372,3 +372,13 @@ def test_silence_rhythm__quiet_on_the_simulators_traffic_and_catches_a_busy_salo
     assert result["false_fail"] == []
     assert result["warn_p95"] <= 30
     assert result["fail_p95"] < 120  # every death FAILs too, later
+
+
+def test_silence_rhythm__a_day_prior_of_zero_judges_by_todays_writes_alone(settings):
+    """SILENCE_DAY_PRIOR = 0: no division by zero; today's writes alone make the belief."""
+    settings.OBSERVABILITY_SILENCE_DAY_PRIOR = 0
+    unknown_day = SessionHistory(rates=_rates(30))
+    assert rules.silence_rhythm(_paired(T0 - timedelta(hours=3)), unknown_day, T0) is None
+    usual_day = SessionHistory(rates=_rates(30), pace=USUAL_MORNING)
+    verdict = rules.silence_rhythm(_paired(T0 - 30 * MIN), usual_day, T0)
+    assert verdict is not None and verdict.status is Status.FAIL
