@@ -137,10 +137,14 @@ class SharedResults:
     Why: monitors, load balancers and probes poll ``/health/`` together. Each request used to
     run every check (eight checks, about 18 SQL statements, a thread each): under 50
     concurrent callers one process spent its time running the same checks 50 times over and
-    answered in a second. The answer is the same for all of them, so one computation serves
-    every caller that arrives while it runs (single flight: the others wait for it instead of
-    starting their own) and every caller within ``health_result_ttl`` (default 1 s) of its
-    start.
+    answered in a second. The answer is the same for all of them, so:
+
+    - an answer is served for ``health_result_ttl`` (default 1 s) from its computation's
+      start, never longer;
+    - one computation at a time per answer (single flight): a caller that finds no valid
+      answer waits for the computation in flight instead of starting its own;
+    - from half the TTL on, the next caller computes the next answer while the others keep
+      the still-valid one, so a busy process does not stall every second to refresh it.
 
     This is not the per-session caches issue 13 removed: those held the salons' verdicts,
     computed from the bot tables, for 10 and 30 s, so pages disagreed about a salon. This holds
@@ -158,39 +162,53 @@ class SharedResults:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._answers: dict[tuple, tuple[float, list[HealthCheckResult]]] = {}
         self._flights: dict[tuple, tuple[float, Future]] = {}
 
     def get(
         self, key: tuple, ttl: timedelta, compute: Callable[[], list[HealthCheckResult]]
     ) -> list[HealthCheckResult]:
-        """The results for ``key``: shared when computed or computing recently, else computed."""
+        """The results for ``key``: a valid shared answer, the one in flight, or computed."""
         seconds = ttl.total_seconds()
         if seconds <= 0:
             return compute()
         now = time.monotonic()
         with self._lock:
+            answer = self._answers.get(key)
             flight = self._flights.get(key)
-            owner = flight is None or (flight[1].done() and now - flight[0] >= seconds)
+            age = now - answer[0] if answer is not None else seconds
+            # Valid, and either young or already being replaced: serve it.
+            if age < seconds and (flight is not None or age < seconds / 2):
+                return answer[1]
+            owner = flight is None
             if owner:
                 flight = (now, Future())
                 self._flights[key] = flight
-        future = flight[1]
         if not owner:
-            return future.result()
+            return flight[1].result()
         try:
             results = compute()
         except BaseException as error:
-            with self._lock:
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
-            future.set_exception(error)
+            self._land(key, flight, None)
+            flight[1].set_exception(error)
             raise
-        future.set_result(results)
+        self._land(key, flight, results)
+        flight[1].set_result(results)
         return results
+
+    def _land(self, key: tuple, flight: tuple, results: list[HealthCheckResult] | None) -> None:
+        """End ``flight``; keep its results unless it failed or was forgotten meanwhile."""
+        with self._lock:
+            if self._flights.get(key) is not flight:
+                return
+            del self._flights[key]
+            if results is not None:
+                self._answers[key] = (flight[0], results)
 
     def clear(self) -> None:
         """Forget every kept result (tests; a computation in flight still answers its callers)."""
         with self._lock:
+            self._answers.clear()
             self._flights.clear()
 
 

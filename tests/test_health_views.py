@@ -323,8 +323,9 @@ def test_log_state_changes__each_change_once_recovery_at_info(caplog):
 
 
 @pytest.fixture
-def computations(monkeypatch):
-    """The groups whose checks actually ran, one entry per computation."""
+def computations(monkeypatch, settings):
+    """The groups whose checks actually ran, one entry per computation (answers last 60 s)."""
+    settings.OBSERVABILITY_HEALTH_RESULT_TTL = timedelta(seconds=60)
     ran: list[str] = []
     real = health_views.HealthView._run_checks
 
@@ -370,7 +371,7 @@ def test_health__a_failure_shows_once_the_shared_answer_expires(client, settings
     assert _get(client, "/health/connections/").status_code == 200
     with real_connections("svc-view-shared", 8):
         shared = _get(client, "/health/connections/")
-        if time.monotonic() - started < 1:  # a slow machine may already be past the TTL
+        if time.monotonic() - started < 0.5:  # a slow machine may already refresh it
             assert shared.status_code == 200
         time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))
         assert _get(client, "/health/connections/").status_code == 500
@@ -436,3 +437,36 @@ def test_health__every_format_of_the_library(client):
     refused = client.get("/health/live/", headers={"Accept": "image/png"})
     assert refused.status_code == 406
     assert refused["Vary"] == "Accept" and "no-cache" in refused["Cache-Control"]
+
+
+def test_shared_results__refreshed_from_half_the_ttl_while_the_others_keep_the_valid_one():
+    """Past half the TTL one caller computes the next answer; meanwhile others get the old."""
+    shared = health_views.SharedResults()
+    ttl = timedelta(seconds=4)
+    key = ("all",)
+
+    def must_not_run():
+        raise AssertionError("a caller computed while a valid answer was being refreshed")
+
+    assert shared.get(key, ttl, lambda: ["old"]) == ["old"]
+    assert shared.get(key, ttl, must_not_run) == ["old"]  # young: shared
+    time.sleep(2.1)  # past half the TTL
+    computing, release = threading.Event(), threading.Event()
+    threading.Timer(6, release.set).start()  # never hang the suite
+    refreshed: list = []
+
+    def slow_refresh():
+        computing.set()
+        release.wait()
+        return ["new"]
+
+    refresher = threading.Thread(
+        target=lambda: refreshed.append(shared.get(key, ttl, slow_refresh))
+    )
+    refresher.start()
+    assert computing.wait(5)
+    assert shared.get(key, ttl, must_not_run) == ["old"]  # valid: no wait for the refresh
+    release.set()
+    refresher.join(10)
+    assert refreshed == [["new"]]
+    assert shared.get(key, ttl, must_not_run) == ["new"]
