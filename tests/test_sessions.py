@@ -171,6 +171,23 @@ def test_list_sessions__filtered_still_sees_shared_logins_outside_the_filter():
     assert health.status is Status.FAIL
 
 
+def test_list_sessions__many_ids_read_in_one_scan_answer_as_looked_up_one_by_one(monkeypatch):
+    """Past the lookups' limit the ids are read in one scan: the same facts either way."""
+    now = timezone.now()
+    healthy("2011")
+    factories.make_keys("2011", "pre-key", 3, first_id=40, expires_at=now - timedelta(days=1))
+    healthy("2012", written_at=now - timedelta(hours=30))
+    factories.make_auth("2013")  # no keys at all
+    wanted = ["2011", "2012", "2013"]
+    looked_up = sessions.list_sessions(session_ids=wanted, now=now)
+    monkeypatch.setattr(sessions, "_LOOKUPS_MAX", 2)
+    scanned = sessions.list_sessions(session_ids=wanted, now=now)
+    assert [h.facts for h in scanned] == [h.facts for h in looked_up]
+    assert scanned == looked_up
+    first = next(h for h in scanned if h.session_id == "2011")
+    assert (first.expired_keys, first.facts.max_pre_key_id) == (3, 42)
+
+
 def _seed_many(count: int, start: int) -> None:
     for index in range(count):
         sid = str(start + index)
