@@ -14,13 +14,17 @@ so the demo's first snapshot catches one session per detector:
 - paired again: a new device number two hours ago while the session worked (a WARN for a day);
 - silence against the rhythm: a salon that writes every few minutes, silent since its last
   write (a FAIL until it writes again).
+
+Then, once the demo's first snapshot is taken, :func:`seed_state_history` gives it a past: every
+session seen for weeks, each status since the moment its fault began, a few ended incidents.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from observability.models import RHYTHM_WEEKS, SessionChange, SessionRhythm
+from observability import config
+from observability.models import RHYTHM_WEEKS, SessionChange, SessionRhythm, SessionState
 from observability.snapshot import detect
 
 #: The detectors shown, in the order the sessions are given.
@@ -115,3 +119,128 @@ def pick(healths) -> list[str]:
     silent = min(ok, key=lambda h: h.last_write)
     others = sorted(h.session_id for h in ok if h is not silent)[: len(DETECTORS) - 1]
     return [*others, silent.session_id]
+
+
+# --- The sessions' past: seen for weeks, each status since it began ---------------------------
+
+#: How far back the demo's session history starts (the session page's 30-day band is full).
+HISTORY_DAYS = 35
+
+#: How long before the demo started each detector's session left OK (its seeded events above).
+DETECTOR_SINCE = {
+    "reconnect_loop": timedelta(minutes=3),
+    "decryption_failures": timedelta(minutes=4),
+    "session_rows_lost": timedelta(minutes=20),
+    "paired_again": timedelta(hours=2),
+}
+
+#: Healthy sessions given a past incident (days ago it began, hours it lasted), so the overview
+#: shows ended incidents and a median time to recovery.
+PAST_INCIDENTS = ((12, 5), (6, 2), (2, 9))
+PAST_REASON = (
+    "Demo history: no key written for 48 hours (nor creds); the salon's WhatsApp was "
+    "disconnected until it was reconnected."
+)
+
+
+def seed_state_history(now: datetime, given: dict[str, str] | None = None) -> int:
+    """
+    Give the demo's first snapshot a past, so the live snapshots after it continue a history.
+
+    The first snapshot stores every session as first seen at that moment; the demo's bot rows
+    say more: each session has been there for weeks and its fault began with a write the rows
+    show. This rewrites, in the project's own database only, what the every-minute refresh
+    would have recorded had it run for :data:`HISTORY_DAYS`: each session first seen then,
+    OK until its fault began (its last write; the silence threshold past it; a detector's
+    seeded events), and three healthy sessions with an incident that ended. A session's
+    ``status_since`` becomes the moment of its last status change, so no session reads "new"
+    or "since 0 min", and the session page's 7- and 30-day bands show the story.
+
+    Args:
+        now: the moment of the demo's first snapshot.
+        given: the detector each session was given (:func:`seed_demo_history`).
+
+    Returns:
+        How many sessions were given a past.
+
+    """
+    given = given or {}
+    start = now - timedelta(days=HISTORY_DAYS)
+    states = list(SessionState.objects.order_by("session_id"))
+    SessionChange.objects.filter(kind=Kind.APPEARED, at__gte=start).delete()
+    changes: list[SessionChange] = []
+    healthy = [s for s in states if s.status == "OK" and s.session_id not in given]
+    for state in states:
+        since = _fault_began(state, given.get(state.session_id), now)
+        since = start if since is None else min(max(since, start), now)
+        first = "OK" if since > start else state.status
+        changes.append(_status_change(state.session_id, start, Kind.APPEARED, "", first))
+        if since > start:
+            changes.append(
+                _status_change(
+                    state.session_id,
+                    since,
+                    Kind.STATUS,
+                    "OK",
+                    state.status,
+                    reasons=state.reasons,
+                    rules=(state.facts or {}).get("rules", []),
+                )
+            )
+        state.first_seen = start
+        state.status_since = since
+    for state, (days_ago, hours) in zip(healthy, PAST_INCIDENTS, strict=False):
+        began = now - timedelta(days=days_ago)
+        changes.append(
+            _status_change(
+                state.session_id, began, Kind.STATUS, "OK", "FAIL", reasons=[PAST_REASON]
+            )
+        )
+        ended = began + timedelta(hours=hours)
+        changes.append(_status_change(state.session_id, ended, Kind.STATUS, "FAIL", "OK"))
+        state.status_since = ended
+    SessionState.objects.bulk_update(states, ["first_seen", "status_since"], batch_size=500)
+    SessionChange.objects.bulk_create(changes, batch_size=1000)
+    return len(states)
+
+
+def _fault_began(state: SessionState, detector: str | None, now: datetime) -> datetime | None:
+    """When the session's current status began, as its rows tell (None: before the history)."""
+    if state.status == "OK":
+        return None
+    if detector in DETECTOR_SINCE:
+        return now - DETECTOR_SINCE[detector]
+    rules = (state.facts or {}).get("rules", [])
+    if state.last_write is None:
+        return None
+    if detector == "silence_rhythm" or (rules and rules[0] == "silence"):
+        threshold = (
+            config.stale_failure_after()
+            if state.status == "FAIL"
+            else config.stale_warning_after()
+        )
+        if detector == "silence_rhythm":
+            threshold = timedelta(0)
+        return state.last_write + threshold
+    return state.last_write
+
+
+def _status_change(
+    session_id: str,
+    at: datetime,
+    kind: str,
+    old: str,
+    new: str,
+    *,
+    reasons: list[str] | None = None,
+    rules: list[str] | None = None,
+) -> SessionChange:
+    return SessionChange(
+        session_id=session_id,
+        at=at,
+        kind=kind,
+        old_status=old,
+        new_status=new,
+        reasons=list(reasons) if reasons else None,
+        data={"rules": list(rules)} if rules else {},
+    )

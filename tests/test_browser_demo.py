@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,9 @@ def _seed_the_demo() -> dict:
     """What ``manage.py demo`` sets up, plus two dry runs; return what the pages will show."""
     summary = demo_data.seed_demo_data(demo_data.SIZES["small"], replace=True)
     chosen = demo_history.pick(sessions.list_sessions())
-    demo_history.seed_demo_history(chosen, timezone.now())
-    snapshot.refresh(full=True)
+    given = demo_history.seed_demo_history(chosen, timezone.now())
+    first = snapshot.refresh(full=True)
+    demo_history.seed_state_history(first.taken_at, given)
     for command in ("cleanup_expired_keys", "cleanup_orphan_keys"):
         call_command(command, stdout=io.StringIO())
     client = Client.objects.exclude(phone="").order_by("id").first()
@@ -128,7 +130,10 @@ def _visit(page, base: str, seeded: dict, shots: Path | None) -> dict[str, dict]
     page.locator("#result_list tbody a[href*='962302']").first.click()
     page.wait_for_selector("#reasons")
     incidents = page.locator("#incidents").inner_text()
-    assert "until now (0 min)" in incidents, incidents  # ops' units, not a raw timedelta
+    assert re.search(r"until now \((\d+ min|\d+ h|\d+ d \d+ h)\)", incidents), incidents
+    assert "until now (0 min)" not in incidents  # the demo's history: failing for hours
+    band = page.locator("svg.obs-band").first.inner_html()
+    assert "obs-band-ok" in band and "obs-band-fail" in band, band  # OK, then FAIL
     look("session page", "3-session-page.png")
 
     page.click("#key-browser-link")

@@ -39,3 +39,34 @@ def test_demo_history__too_few_healthy_sessions_writes_nothing():
     """With fewer healthy sessions than detectors, no history is picked."""
     factories.make_session("company_5200")
     assert demo_history.pick(sessions.list_sessions()) == []
+
+
+def test_seed_state_history__the_live_snapshot_continues_the_demo_history():
+    """After the demo's past is written, no session is new and each status has its own since."""
+    from observability.models import SessionChange
+    from observability.snapshot import history
+
+    now = timezone.now()
+    factories.make_session("company_5300", now=now)
+    factories.make_keys("company_5301", "session", 3, written_at=now - timedelta(days=3))
+    first = snapshot.refresh(full=True, now=now)
+    assert demo_history.seed_state_history(first.taken_at, {}) == 2
+
+    later = now + timedelta(minutes=1)
+    snapshot.refresh(full=True, now=later)  # the first live snapshot after the seeded past
+    assert not SessionState.objects.filter(first_seen__gt=snapshot.new_after(later)).exists()
+    orphan = SessionState.objects.get(session_id="company_5301")
+    assert orphan.status == "WARN"
+    assert abs(orphan.status_since - (now - timedelta(days=3))) < timedelta(seconds=1)
+    healthy = SessionState.objects.get(session_id="company_5300")
+    began, hours = demo_history.PAST_INCIDENTS[0]
+    assert healthy.status_since == now - timedelta(days=began) + timedelta(hours=hours)
+
+    band = history.timeline("company_5301", days=7, now=later)
+    assert [segment.status for segment in band.segments] == ["OK", "WARN"]
+    assert history.median_time_to_recovery(now=later) == timedelta(hours=hours)
+    appeared = SessionChange.objects.filter(kind=SessionChange.Kind.APPEARED)
+    assert sorted(appeared.values_list("session_id", flat=True)) == [
+        "company_5300",
+        "company_5301",
+    ]

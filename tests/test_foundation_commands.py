@@ -174,11 +174,23 @@ def test_demo__sets_up_a_fresh_data_folder_then_is_idempotent(demo_data_dir):
     assert "Creating the bot tables" in first.stdout
     assert "40 WhatsApp sessions, 40,000 keys" in first.stdout
     assert _PASSWORD.search(first.stdout)
+    assert "Session history written for the 35 days before it" in first.stdout
+    story = _run(
+        "shell",
+        "-c",
+        "from observability import snapshot; from observability.models import SessionState as S; "
+        "print(S.objects.filter(first_seen__gt=snapshot.new_after()).count(), "
+        "S.objects.exclude(status='OK').filter(status_since__lt=snapshot.baseline()).count())",
+        env=env,
+    )
+    new, failing_before = map(int, story.stdout.split()[-2:])
+    assert new == 0 and failing_before > 10  # no session "new", faults dated by the rows
 
     second = _run("demo", "--no-serve", "--no-worker", env=env)
     assert second.returncode == 0, second.stderr
     assert "Demo data present: kept as it is" in second.stdout
     assert "An admin login exists already" in second.stdout
+    assert "Session history written" not in second.stdout
     assert not _PASSWORD.search(second.stdout)
 
     check = _run("check_bot_schema", env=env)

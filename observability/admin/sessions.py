@@ -10,7 +10,7 @@ from defusedcsv import csv
 from django.contrib import admin
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import F, Q
+from django.db.models import BooleanField, ExpressionWrapper, F, Q
 from django.db.models.fields.json import KT
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -37,7 +37,6 @@ from observability.snapshot import history
 KEYS_PER_PAGE = 100
 
 #: "New" means first seen by a snapshot within this long.
-NEW_WITHIN = timedelta(hours=24)
 
 #: The key browser's parameters: key type, expired ("yes"/"no"/""), page number.
 KEYS_PARAMS = ("type", "expired", "p")
@@ -132,8 +131,9 @@ class SinceFilter(_ValueFilter):
         return [("new", "new sessions"), ("changed", "status changed")]
 
     def condition(self, value):
-        since = timezone.now() - NEW_WITHIN
-        return Q(first_seen__gte=since) if value == "new" else Q(status_since__gte=since)
+        # Never the first snapshot's sessions: they were first observed, not new.
+        since = snapshot.new_after()
+        return Q(first_seen__gt=since) if value == "new" else Q(status_since__gt=since)
 
 
 class SpellingFilter(_ValueFilter):
@@ -273,11 +273,23 @@ class SessionAdmin(ReadOnlyModelAdmin):
 
     def get_queryset(self, request):
         """Load only the key counts of the facts: every other column shown is a column."""
+        first = snapshot.baseline()
         return (
             super()
             .get_queryset(request)
             .defer("facts")
-            .annotate(key_counts=F("facts__key_counts"))
+            .annotate(
+                key_counts=F("facts__key_counts"),
+                # Seen first, or in this status, after the baseline (snapshot.new_after):
+                # computed once per request, not per row.
+                is_new=ExpressionWrapper(
+                    Q(first_seen__gt=snapshot.new_after()), output_field=BooleanField()
+                ),
+                status_observed=ExpressionWrapper(
+                    Q(status_since__gt=first) if first else Q(pk__isnull=False),
+                    output_field=BooleanField(),
+                ),
+            )
         )
 
     def get_search_results(self, request, queryset, search_term):
@@ -309,6 +321,14 @@ class SessionAdmin(ReadOnlyModelAdmin):
     def status_badge(self, obj):
         if obj.status == Status.OK:
             return display.badge(obj.status)
+        if not getattr(obj, "status_observed", True):
+            # Status as the first snapshot found it: it began then or earlier.
+            return format_html(
+                '<span class="obs-nowrap" title="{}">{} <small>since ≥</small></span><br>{}',
+                "as the first snapshot found it: it began then or earlier",
+                display.badge(obj.status),
+                display.when(obj.status_since),
+            )
         return format_html(
             '<span class="obs-nowrap">{} <small>since</small></span><br>{}',
             display.badge(obj.status),
@@ -322,7 +342,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
             notes.append("⚠ twin")
         if not obj.has_auth:
             notes.append("keys only")
-        if obj.first_seen >= timezone.now() - NEW_WITHIN:
+        if getattr(obj, "is_new", False):
             notes.append("new")
         return format_html(
             '<a href="{}"><strong>{}</strong></a><br><small>{}</small>',
@@ -426,6 +446,8 @@ class SessionAdmin(ReadOnlyModelAdmin):
             "subtitle": health.salon_title,
             "health": health,
             "state": state,
+            # Found so by the first snapshot ever: it began then or earlier.
+            "status_at_baseline": state.status_since <= (snapshot.baseline() or now),
             "detail": detail,
             "detail_error": detail_error,
             "badge": display.badge(health.status),
@@ -599,7 +621,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
             ],
             "new_sessions": [
                 {"state": state, "url": session_url(state.session_id), "badge": state.status}
-                for state in states.filter(first_seen__gte=now - NEW_WITHIN).order_by(
+                for state in states.filter(first_seen__gt=snapshot.new_after(now)).order_by(
                     "-first_seen"
                 )[:20]
             ],

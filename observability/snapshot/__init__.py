@@ -10,10 +10,13 @@ The stored snapshot of session health: the one place pages, checks and alerts re
 from __future__ import annotations
 
 from observability.snapshot.read import (
+    NEW_WITHIN,
     Freshness,
     all_health,
+    baseline,
     freshness,
     latest,
+    new_after,
     session_health,
     state_health,
     store_health,
@@ -21,12 +24,15 @@ from observability.snapshot.read import (
 from observability.snapshot.refresh import SKIPPED, RefreshResult, prune, refresh
 
 __all__ = [
+    "NEW_WITHIN",
     "SKIPPED",
     "Freshness",
     "RefreshResult",
     "all_health",
+    "baseline",
     "freshness",
     "latest",
+    "new_after",
     "prune",
     "refresh",
     "session_health",

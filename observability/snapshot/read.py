@@ -23,6 +23,41 @@ def latest() -> Snapshot | None:
     )
 
 
+#: A session first seen this recently is "new" (and after the baseline: :func:`new_after`).
+NEW_WITHIN = timedelta(hours=24)
+
+
+def baseline() -> datetime | None:
+    """
+    The moment of the first successful snapshot on record: when observation began.
+
+    Every session that snapshot stored was there before anyone looked: it is first observed
+    then, not new, and its status is known since then at the latest, not changed then. Refresh
+    records are kept for ``snapshot_log_retention`` (2 days by default, longer than
+    :data:`NEW_WITHIN`), so the baseline is on record for as long as it decides anything.
+    """
+    return (
+        Snapshot.objects.filter(outcome=Snapshot.Outcome.SUCCEEDED)
+        .order_by("taken_at", "id")
+        .values_list("taken_at", flat=True)
+        .first()
+    )
+
+
+def new_after(now: datetime | None = None) -> datetime:
+    """
+    The moment after which a first sighting is "new" (and a status since then "changed").
+
+    The later of 24 hours ago and the baseline (:func:`baseline`): "new" means first seen by a
+    snapshot after the store already had one, so the very first snapshot ever taken marks no
+    session new (nor any status changed), however recent it is.
+    """
+    now = now or timezone.now()
+    window = now - NEW_WITHIN
+    first = baseline()
+    return window if first is None else max(window, first)
+
+
 def state_health(state: SessionState) -> SessionHealth:
     """A stored state as the ``SessionHealth`` it was computed as (phone digits included)."""
     return codec.decode(SessionHealth, state.facts, phone_digits=state.phone_digits or None)

@@ -85,6 +85,7 @@ class Command(ObservabilityCommand):
                 "python manage.py create_bot_schema --replace"
             )
         summary = demo_data.seed_demo_data(demo_data.SIZES["small"], alias=alias, if_empty=True)
+        given = None
         if summary.skipped:
             self._step("Demo data present: kept as it is")
         else:
@@ -92,17 +93,27 @@ class Command(ObservabilityCommand):
                 f"Demo data written: {summary.companies} salons, {summary.clients:,} clients, "
                 f"{summary.sessions} WhatsApp sessions, {summary.keys:,} keys"
             )
-            self._seed_history()
+            given = self._seed_history()
 
         self._ensure_admin()
         if "setup_schedules" in get_commands():
             self._step("Creating the scheduled jobs (the snapshot is refreshed every minute)")
             call_command("setup_schedules", verbosity=0)
+        first = snapshot.latest() is None
         self._step("Taking the first session health snapshot (pages read it)")
         result = snapshot.refresh(full=True)
         self._step(f"Snapshot: {result.sessions_total} sessions in {result.duration:.1f} s")
+        if first and given is not None:
+            from observability_demo import demo_history
 
-    def _seed_history(self) -> None:
+            days = demo_history.HISTORY_DAYS
+            demo_history.seed_state_history(result.taken_at, given)
+            self._step(
+                f"Session history written for the {days} days before it: the live snapshots "
+                "continue it (no session reads new; each status since its fault began)"
+            )
+
+    def _seed_history(self) -> dict[str, str]:
         """The history the detectors read, so the first snapshot catches one session each."""
         from django.utils import timezone
 
@@ -110,10 +121,12 @@ class Command(ObservabilityCommand):
         from observability_demo import demo_history
 
         chosen = demo_history.pick(sessions.list_sessions())
-        if chosen:
-            given = demo_history.seed_demo_history(chosen, timezone.now())
-            shown = ", ".join(f"{detector} ({sid})" for sid, detector in given.items())
-            self._step(f"Demo history written: the first snapshot catches {shown}")
+        if not chosen:
+            return {}
+        given = demo_history.seed_demo_history(chosen, timezone.now())
+        shown = ", ".join(f"{detector} ({sid})" for sid, detector in given.items())
+        self._step(f"Demo history written: the first snapshot catches {shown}")
+        return given
 
     def _ensure_admin(self) -> None:
         """Create the ``admin`` superuser once and print its random password that one time."""

@@ -1,0 +1,54 @@
+"""Tests of "new in the last 24 h": first seen after the store's baseline, not at its first."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from observability import snapshot
+from observability.models import SessionState
+from tests import factories
+
+pytestmark = pytest.mark.django_db(databases=["default", "bot"])
+
+
+def _new_ids(now) -> list[str]:
+    after = snapshot.new_after(now)
+    return sorted(SessionState.objects.filter(first_seen__gt=after).values_list("pk", flat=True))
+
+
+def test_new_after__the_first_snapshot_marks_nothing_new_a_later_one_does():
+    """Sessions of the very first snapshot are first observed; one seen later is new."""
+    now = timezone.now()
+    factories.make_keys("company_5400", "session", 2)
+    first = snapshot.refresh(full=True, now=now)
+    assert snapshot.baseline() == first.taken_at
+    assert _new_ids(now) == []
+
+    factories.make_keys("company_5401", "session", 2)
+    snapshot.refresh(full=True, now=now + timedelta(minutes=1))
+    assert _new_ids(now + timedelta(minutes=1)) == ["company_5401"]
+    # A day on, the baseline no longer matters: the window alone decides.
+    assert _new_ids(now + timedelta(hours=25)) == []
+
+
+def test_sessions_admin__new_and_since_read_the_baseline(admin_client):
+    """The list's 'new' filter and label, and the status 'since', say first observed honestly."""
+    factories.make_keys("company_5410", "session", 2)
+    snapshot.refresh(full=True)
+    changelist = reverse("admin:observability_sessionstate_changelist")
+    html = admin_client.get(changelist).content.decode()
+    assert "since ≥" in html and "· new" not in html and "keys only · new" not in html
+    assert "company_5410" not in admin_client.get(changelist + "?recent=new").content.decode()
+
+    factories.make_keys("company_5411", "session", 2)
+    snapshot.refresh(full=True, now=timezone.now() + timedelta(seconds=1))
+    found = admin_client.get(changelist + "?recent=new").content.decode()
+    assert "company_5411" in found and "company_5410" not in found
+    overview = admin_client.get(reverse("admin:observability_sessionstate_overview"))
+    assert [row["state"].session_id for row in overview.context["new_sessions"]] == [
+        "company_5411"
+    ]
