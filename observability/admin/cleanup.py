@@ -92,13 +92,18 @@ def started_by(request) -> str:
     return f"admin:{request.user.get_username()}"
 
 
-@admin.action(description="Queue cleanup of expired keys for the selected sessions")
+@admin.action(
+    description="Queue cleanup of expired keys for the selected sessions",
+    permissions=["cleanup"],
+)
 def queue_expired_keys_cleanup(modeladmin, request, queryset):
     """
     Show the dry-run counts of the selected sessions, then queue the cleanup when confirmed.
 
-    Only a confirmation carrying this user's dry run of the same sessions queues anything
-    (:func:`_previewed`); any other ``post=yes`` gets the dry-run page first.
+    Offered only to holders of :data:`CLEANUP_PERMISSION` (``permissions=["cleanup"]``:
+    ``SessionAdmin.has_cleanup_permission``). Only a confirmation carrying this user's dry
+    run of the same sessions queues anything (:func:`_previewed`); any other ``post=yes``
+    gets the dry-run page first.
 
     The first step is itself a recorded dry run (the counts shown are exactly what the
     queued run would delete now); the confirmation queues
@@ -109,13 +114,6 @@ def queue_expired_keys_cleanup(modeladmin, request, queryset):
 
     from observability import cleanup, tasks
 
-    if not request.user.has_perm(CLEANUP_PERMISSION):
-        modeladmin.message_user(
-            request,
-            "You may not start cleanups (permission “Can add cleanup run” is needed).",
-            messages.ERROR,
-        )
-        return None
     session_ids = sorted(queryset.values_list("pk", flat=True))
     confirmed = request.POST.get("post") == "yes"
     if confirmed and not _previewed(request, session_ids):
@@ -344,10 +342,16 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
         return _pretty(obj.parameters)
 
 
+def has_cleanup_permission(modeladmin, request) -> bool:
+    """The cleanup actions' ``permissions=["cleanup"]``: the permission every cleanup needs."""
+    return request.user.has_perm(CLEANUP_PERMISSION)
+
+
 def _register_session_action() -> None:
     """Offer the action on the sessions changelist (its ``actions`` is a plain list)."""
     from observability.admin.sessions import SessionAdmin
 
+    SessionAdmin.has_cleanup_permission = has_cleanup_permission
     if queue_expired_keys_cleanup not in SessionAdmin.actions:
         SessionAdmin.actions = [*SessionAdmin.actions, queue_expired_keys_cleanup]
 

@@ -18,7 +18,6 @@ from django.template.response import TemplateResponse
 
 from observability import config, session_ids
 from observability.admin.cleanup import (
-    CLEANUP_PERMISSION,
     preview_rows,
     previewed_run,
     started_by,
@@ -55,11 +54,6 @@ RULE_EXPLAINED = {
 
 #: Rules whose reason says no more than their explanation.
 _SELF_EXPLAINED = (duplicate_rules.RULE_UNDATED, duplicate_rules.RULE_SAME_INSTANT)
-
-
-def has_cleanup_permission(modeladmin, request) -> bool:
-    """The actions' ``permissions=["cleanup"]``: the same permission as every cleanup."""
-    return request.user.has_perm(CLEANUP_PERMISSION)
 
 
 def _context(modeladmin, request, **extra) -> dict:
@@ -267,10 +261,9 @@ def _pair_view(pair) -> dict:
 
 
 def _register_session_actions() -> None:
-    """Offer both actions on the sessions changelist, to holders of the cleanup permission."""
+    """Offer both actions on the sessions changelist (``cleanup.has_cleanup_permission``)."""
     from observability.admin.sessions import SessionAdmin
 
-    SessionAdmin.has_cleanup_permission = has_cleanup_permission
     for action in (clean_orphan_keys, clean_duplicate_spellings):
         if action not in SessionAdmin.actions:
             SessionAdmin.actions = [*SessionAdmin.actions, action]
