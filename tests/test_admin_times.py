@@ -11,6 +11,7 @@ from django.contrib.admin.utils import quote
 from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
+from django_q.models import Schedule, Task
 
 from observability import sessions, snapshot
 from observability.models import AlertDelivery, CleanupRun, Client, Company, SessionState
@@ -79,6 +80,18 @@ def demo_pages():
         delivered_at=now - timedelta(hours=3),
         payload={"timestamp": (now - timedelta(hours=3)).isoformat()},
     )
+    Schedule.objects.create(
+        name="demo schedule", func="observability.tasks.take_snapshot_task", next_run=now
+    )
+    for number, success in ((1, True), (2, False)):
+        Task.objects.create(
+            id=f"{number:032x}",
+            name=f"demo task {number}",
+            func="observability.tasks.take_snapshot_task",
+            started=now - timedelta(hours=2),
+            stopped=now - timedelta(hours=1),
+            success=success,
+        )
     salon = Company.objects.order_by("company_id").first()
     client = Client.objects.exclude(last_sync_at=None).order_by("id").first()
     sessions_list = reverse("admin:observability_sessionstate_changelist")
@@ -99,6 +112,10 @@ def demo_pages():
         reverse("admin:observability_alertdelivery_changelist"),
         reverse("admin:observability_alertdelivery_change", args=[delivery.pk]),
         reverse("admin:observability_insights"),
+        # django-q2's lists: their date-time columns through MomentColumnsMixin.
+        reverse("admin:django_q_schedule_changelist"),
+        reverse("admin:django_q_success_changelist"),
+        reverse("admin:django_q_failure_changelist"),
         "/health/?format=html",
     ]
 
@@ -163,3 +180,35 @@ def test_day_ticks__first_last_and_a_few_between_that_never_overlap():
     assert all(left[1] < right[0] for left, right in zip(boxes, boxes[1:], strict=False))
     narrow = display.day_ticks(days[:3], left=4, step=14, bar_width=11)
     assert [t.label for t in narrow] == ["2026-11-19"]  # no room for two: the newest day
+
+
+def test_third_party_detail_pages__django_writes_the_absolute_moment(admin_client, demo_pages):
+    """A django-q2 task's page (fields Django formats itself) reads '2026-11-30 19:40 UTC'."""
+    task = Task.objects.get(id=f"{1:032x}")
+    html = admin_client.get(reverse("admin:django_q_success_change", args=[task.pk])).content
+    html = html.decode()
+    assert f"{timezone.localtime(task.started):%Y-%m-%d %H:%M} UTC" in html
+    kinds = {problem.split(":", 1)[0] for problem in other_formats(html)}
+    assert kinds <= {"ISO or minutes without zone and age"}, kinds  # no 'Nov. 30', 'p.m.'
+
+
+def test_moment_columns__a_third_party_list_still_sorts_by_its_moment(admin_client):
+    """django-q2's schedules: next run in the one format, and sorting by it still works."""
+    now = timezone.now()
+    for name, hours in (("later", 5), ("sooner", 1)):
+        Schedule.objects.create(
+            name=name, func="math.floor", next_run=now + timedelta(hours=hours)
+        )
+    url = reverse("admin:django_q_schedule_changelist")
+    response = admin_client.get(url)
+    cl = response.context["cl"]
+    column = [name for name in cl.list_display if getattr(name, "__name__", "") == "next_run"]
+    index = cl.list_display.index(column[0])
+    html = response.content.decode()
+    assert "· in 4 hours" in html and "· in 59 minutes" in html
+
+    def order(query: str) -> list[str]:
+        return [s.name for s in admin_client.get(url + query).context["cl"].result_list]
+
+    assert order(f"?o={index}") == ["sooner", "later"]
+    assert order(f"?o=-{index}") == ["later", "sooner"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.db import models
 from django.http import HttpRequest
 
+from observability.admin import display
 from observability.exceptions import BadInput, translate_database_errors
 from observability.routers import is_bot_model
 
@@ -118,6 +121,52 @@ class StrictQueryParamsMixin(admin.ModelAdmin):
         return StrictChangeList
 
 
+@functools.cache
+def _moment_column(model, name: str):
+    """
+    ``name``'s column: a date-time field of ``model`` becomes a :func:`display.when_column`.
+
+    Cached, so the list's columns and its links name the same callable on every request.
+    """
+    try:
+        field = model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return name
+    if not isinstance(field, models.DateTimeField):
+        return name
+
+    def column(obj):
+        return display.when(getattr(obj, name))
+
+    column.short_description = field.verbose_name
+    column.admin_order_field = name
+    column.__name__ = name  # the cell's class stays field-<name>
+    return column
+
+
+class MomentColumnsMixin(admin.ModelAdmin):
+    """
+    Every list of this site shows its date-time columns in the one moment format.
+
+    A model's ``DateTimeField`` named in ``list_display`` (``next_run`` of django-q2's
+    schedules, ``started`` of its tasks, ...) reads ``2026-11-30 19:40 UTC · 3 hours ago``
+    (:func:`display.when`) rather than Django's ``Nov. 30, 2026, 7:40 p.m.``; sorting by it
+    still works. Mixed in, through :func:`harden_site`, into admins this project does not
+    write.
+    """
+
+    def get_list_display(self, request):
+        """The columns, date-time fields as moments."""
+        return [_moment_column(self.model, name) for name in super().get_list_display(request)]
+
+    def get_list_display_links(self, request, list_display):
+        """The linked columns, mapped as the columns are (a linked moment stays linked)."""
+        links = super().get_list_display_links(request, list_display)
+        if not links:
+            return links
+        return [name if callable(name) else _moment_column(self.model, name) for name in links]
+
+
 def harden_site(site: admin.AdminSite) -> None:
     """
     Re-register every admin of ``site`` that lacks :class:`StrictQueryParamsMixin` with it.
@@ -125,6 +174,7 @@ def harden_site(site: admin.AdminSite) -> None:
     Called once the admin modules are imported (``ObservabilityConfig.ready``), so the
     pages of Django's auth app and of django-q2 refuse unoffered lookups as ours do: a
     view-only user could otherwise probe password hashes with ``?password__startswith=``.
+    They get :class:`MomentColumnsMixin` too: their lists' moments read as ours.
     """
     for model, model_admin in list(site._registry.items()):
         if isinstance(model_admin, StrictQueryParamsMixin):
@@ -132,14 +182,14 @@ def harden_site(site: admin.AdminSite) -> None:
         loose = type(model_admin)
         strict = type(
             loose.__name__,
-            (StrictQueryParamsMixin, loose),
+            (StrictQueryParamsMixin, MomentColumnsMixin, loose),
             {"__module__": loose.__module__, "__doc__": loose.__doc__},
         )
         site.unregister(model)
         site.register(model, strict)
 
 
-class ReadOnlyModelAdmin(StrictQueryParamsMixin, admin.ModelAdmin):
+class ReadOnlyModelAdmin(StrictQueryParamsMixin, MomentColumnsMixin, admin.ModelAdmin):
     """A model admin that never adds, changes or deletes, for anyone, superusers included.
 
     Its changelist accepts only the parameters it offers (:class:`StrictQueryParamsMixin`).
