@@ -285,6 +285,8 @@ def test_tasks__report_and_monitor_through_the_sentry_module(caplog):
     assert "sentry_sdk" not in inspect.getsource(tasks)
     for task in (
         tasks.cleanup_expired_keys_task,
+        tasks.cleanup_orphan_keys_task,
+        tasks.cleanup_duplicates_task,
         tasks.check_store_health,
         tasks.take_snapshot_task,
     ):
