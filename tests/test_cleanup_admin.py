@@ -105,3 +105,23 @@ def test_cleanup_runs__filter_by_outcome_and_operation(admin_client):
     html = admin_client.get(CHANGELIST).content.decode()
     assert "By outcome" in html and "By operation" in html
     assert admin_client.get(CHANGELIST + "?error__startswith=R").status_code == 400
+
+
+def test_cleanup_runs__search_by_salon_finds_the_runs_over_its_sessions(admin_client):
+    """A salon id in either spelling finds runs that counted or chose it; text still works."""
+    kwargs = {"operation": "expired_keys", "outcome": "succeeded"}
+    counted = CleanupRun.objects.create(
+        started_by="command", rows_seen={"company_962302": {"session": 3}}, **kwargs
+    )
+    chosen = CleanupRun.objects.create(
+        started_by="admin:ops", parameters={"session_ids": ["962302"]}, **kwargs
+    )
+    CleanupRun.objects.create(started_by="task", rows_seen={"777": {"session": 1}}, **kwargs)
+
+    def found(term: str) -> set[int]:
+        response = admin_client.get(CHANGELIST, {"q": term})
+        assert response.status_code == 200, term
+        return {run.pk for run in response.context["cl"].result_list}
+
+    assert found("962302") == found("company_962302") == {counted.pk, chosen.pk}
+    assert found("admin:ops") == {chosen.pk}

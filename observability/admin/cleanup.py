@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.db.models import Q
 from django.template.defaultfilters import filesizeformat, pluralize
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -191,6 +192,10 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
     )
     list_filter = ("outcome", "operation", "dry_run")
     search_fields = ("started_by", "error", "backup_path")
+    search_help_text = (
+        "A salon id (either spelling) finds the runs that counted, deleted or chose its "
+        "sessions; anything else searches who started a run, its error and its backup path."
+    )
     date_hierarchy = "started_at"
     fields = (
         "operation",
@@ -212,6 +217,24 @@ class CleanupRunAdmin(ReadOnlyModelAdmin):
         "backup_path",
     )
     readonly_fields = fields
+
+    def get_search_results(self, request, queryset, search_term):
+        """A salon id finds the runs over its sessions (both spellings); else the text fields."""
+        term = (search_term or "").strip()
+        parsed = session_ids.describe(term)
+        if parsed.salon_id is None:
+            return super().get_search_results(request, queryset, search_term)
+        spellings = session_ids.spellings(parsed.salon_id)
+        return (
+            queryset.filter(
+                Q(rows_seen__has_any_keys=list(spellings))
+                | Q(rows_deleted__has_any_keys=list(spellings))
+                | Q(parameters__salon_ids__contains=[parsed.salon_id])
+                | Q(parameters__session_ids__contains=[spellings[0]])
+                | Q(parameters__session_ids__contains=[spellings[1]])
+            ),
+            False,
+        )
 
     @admin.display(description="started", ordering="started_at")
     def started(self, obj):
