@@ -52,3 +52,25 @@ def test_sessions_admin__new_and_since_read_the_baseline(admin_client):
     assert [row["state"].session_id for row in overview.context["new_sessions"]] == [
         "company_5411"
     ]
+
+
+def test_sessions_admin__a_status_from_recorded_history_is_not_at_least(admin_client):
+    """The first snapshot's statuses read 'since ≥'; a status dated by history reads 'since'."""
+    from django.contrib.admin.utils import quote
+
+    from observability_demo import demo_history
+
+    factories.make_keys(
+        "company_5420", "session", 2, written_at=timezone.now() - timedelta(hours=3)
+    )
+    first = snapshot.refresh(full=True)
+    changelist = reverse("admin:observability_sessionstate_changelist")
+    page = reverse("admin:observability_sessionstate_change", args=[quote("company_5420")])
+    assert "since ≥" in admin_client.get(changelist).content.decode()
+    assert "first snapshot or earlier" in admin_client.get(page).content.decode()
+    assert "company_5420" not in admin_client.get(changelist + "?recent=changed").content.decode()
+
+    demo_history.seed_state_history(first.taken_at, {})  # WARN since its write, 3 h ago
+    assert "since ≥" not in admin_client.get(changelist).content.decode()
+    assert "first snapshot or earlier" not in admin_client.get(page).content.decode()
+    assert "company_5420" in admin_client.get(changelist + "?recent=changed").content.decode()

@@ -121,6 +121,18 @@ class StatusFilter(_ValueFilter):
         return Q(status=value)
 
 
+def _status_observed() -> Q:
+    """
+    The status began at its ``status_since``, not merely found so by the first snapshot.
+
+    The first snapshot ever sets ``status_since`` to its own moment (the baseline): the
+    status began then or earlier. A moment before the baseline comes from recorded history
+    (the demo's seeded past), one after it from a change a snapshot saw.
+    """
+    first = snapshot.baseline()
+    return ~Q(status_since=first) if first is not None else Q(pk__isnull=False)
+
+
 class SinceFilter(_ValueFilter):
     """Sessions new, or whose status changed, within the last 24 hours."""
 
@@ -131,9 +143,10 @@ class SinceFilter(_ValueFilter):
         return [("new", "new sessions"), ("changed", "status changed")]
 
     def condition(self, value):
-        # Never the first snapshot's sessions: they were first observed, not new.
-        since = snapshot.new_after()
-        return Q(first_seen__gt=since) if value == "new" else Q(status_since__gt=since)
+        # Never what the first snapshot found: first observed, not new nor changed then.
+        if value == "new":
+            return Q(first_seen__gt=snapshot.new_after())
+        return Q(status_since__gte=timezone.now() - snapshot.NEW_WITHIN) & _status_observed()
 
 
 class SpellingFilter(_ValueFilter):
@@ -273,7 +286,6 @@ class SessionAdmin(ReadOnlyModelAdmin):
 
     def get_queryset(self, request):
         """Load only the key counts of the facts: every other column shown is a column."""
-        first = snapshot.baseline()
         return (
             super()
             .get_queryset(request)
@@ -285,10 +297,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
                 is_new=ExpressionWrapper(
                     Q(first_seen__gt=snapshot.new_after()), output_field=BooleanField()
                 ),
-                status_observed=ExpressionWrapper(
-                    Q(status_since__gt=first) if first else Q(pk__isnull=False),
-                    output_field=BooleanField(),
-                ),
+                status_observed=ExpressionWrapper(_status_observed(), BooleanField()),
             )
         )
 
@@ -447,7 +456,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
             "health": health,
             "state": state,
             # Found so by the first snapshot ever: it began then or earlier.
-            "status_at_baseline": state.status_since <= (snapshot.baseline() or now),
+            "status_at_baseline": state.status_since == snapshot.baseline(),
             "detail": detail,
             "detail_error": detail_error,
             "badge": display.badge(health.status),
