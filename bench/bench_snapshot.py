@@ -139,12 +139,12 @@ def _rewrite_sessions(share: float, each: int) -> tuple[int, int]:
 
 def _after_the_margin() -> None:
     """
-    Wait out the refresh's clock margin before writing the next changes.
+    Wait out the refresh's clock margin between writing a batch and refreshing.
 
     An incremental refresh re-reads the rows stamped in the few seconds before the previous
     one's high-water mark (``CLOCK_MARGIN``, for the bot host's clock). Refreshed a minute
     apart that is the last seconds of the previous minute; back to back, as here, it would be
-    the whole previous batch, so each batch is written after the margin has passed.
+    the whole previous batch, so each refresh starts once its batch is older than the margin.
     """
     from observability.snapshot.refresh import CLOCK_MARGIN
 
@@ -166,15 +166,15 @@ def measure_refresh(floor, *, runs: int = 3, share: float = 0.01) -> dict:
     incremental = []
     changed = []
     for _ in range(runs):
-        _after_the_margin()
         changed.append(_rewrite_share(share))
+        _after_the_margin()
         started = time.perf_counter()
         step = snapshot.refresh(full=False)
         incremental.append((time.perf_counter() - started, step.sessions_refreshed))
     busy = []
     for _ in range(runs):
-        _after_the_margin()
         rows, touched = _rewrite_sessions(BUSY_SESSIONS_SHARE, BUSY_ROWS_EACH)
+        _after_the_margin()
         started = time.perf_counter()
         step = snapshot.refresh(full=False)
         busy.append((time.perf_counter() - started, step.sessions_refreshed, rows, touched))
