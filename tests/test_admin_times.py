@@ -27,8 +27,8 @@ ONE_FORMAT = (
     ),
     re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} [A-Z]{2,5} · (in )?\d+ [a-z]+( ago)?"),
 )
-#: Shown verbatim, not as moments: jsonb and payloads (<pre>), the date drill-down's links.
-VERBATIM = re.compile(r'<pre[ >].*?</pre>|<nav class="toplinks">.*?</nav>', re.DOTALL)
+#: Shown verbatim, not as moments: jsonb and payloads (<pre>).
+VERBATIM = re.compile(r"<pre[ >].*?</pre>", re.DOTALL)
 #: The formats that crept in before: ISO, Django's default, US short, chart labels, bare ages.
 OTHER_FORMATS = {
     "ISO or minutes without zone and age": re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}"),

@@ -104,6 +104,8 @@ def test_cleanup_runs__filter_by_outcome_and_operation(admin_client):
     assert operations("") == {"expired_keys", "duplicates", "orphan_keys"}
     html = admin_client.get(CHANGELIST).content.decode()
     assert "By outcome" in html and "By operation" in html
+    drill_down = html.split('class="toplinks"')[1].split("</nav>")[0]
+    assert f"{timezone.localdate():%Y-%m-%d}" in drill_down  # a day as the one date format
     assert admin_client.get(CHANGELIST + "?error__startswith=R").status_code == 400
 
 

@@ -13,3 +13,5 @@ SHORT_DATETIME_FORMAT = "Y-m-d H:i T"
 DATE_FORMAT = "Y-m-d"
 SHORT_DATE_FORMAT = "Y-m-d"
 TIME_FORMAT = "H:i"
+# The admin's date drill-down names a day by it (``2026-11-30``, not ``November 30``).
+MONTH_DAY_FORMAT = "Y-m-d"
