@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import timedelta
 
 import pytest
@@ -498,3 +499,104 @@ def test_overview__sessions_grouped_by_reason_said_once(admin_client):
     warning = html[html.index('id="warning"') : html.index('id="incidents"')]
     assert warning.count(group["sentence"].split(":")[0]) == 2  # the group's text and its title
     assert warning.count('class="obs-since"') == 2
+
+
+def _chart(html: str, label: str) -> dict[str, int]:
+    """The day -> count bars of one chart of the session page, as its bar titles say."""
+    svg = re.search(rf'<svg class="obs-chart"[^>]*aria-label="{label}".*?</svg>', html, re.S)
+    return {day: int(count) for day, count in re.findall(r"<title>([\d-]+): (\d+) keys", svg[0])}
+
+
+def _key_type_rows(html: str) -> dict[str, tuple[str, str]]:
+    """The keys-by-type table of the session page: type -> (count, expired) as shown."""
+    table = re.search(r'<div class="module" id="key-types">.*?</table>', html, re.S)[0]
+    rows = re.findall(
+        r"<tr>\s*<td><a [^>]*>([^<]+)</a></td>\s*<td>(\d+)</td>\s*<td>(?:<a [^>]*>)?(\d+)",
+        table,
+    )
+    return {key_type: (count, expired) for key_type, count, expired in rows}
+
+
+def test_session_page__key_types_and_charts_count_its_own_keys_by_local_day(
+    admin_client, settings
+):
+    """Keys by type and both charts count this session's keys on the days of the time zone."""
+    from datetime import datetime, time
+    from zoneinfo import ZoneInfo
+
+    settings.TIME_ZONE = "America/Bogota"  # UTC-5 all year: local days differ from UTC's
+    zone = ZoneInfo("America/Bogota")
+    now = timezone.now()
+    today = timezone.localtime(now, zone).date()
+
+    def local(days: int, hour: int, minute: int = 0) -> datetime:
+        return datetime.combine(today + timedelta(days=days), time(hour, minute), tzinfo=zone)
+
+    factories.make_auth("4100")
+    # Written yesterday at 21:30 local (today in UTC), expiring in two days at 21:30 local.
+    factories.make_keys(
+        "4100", "session", 3, written_at=local(-1, 21, 30), expires_at=local(2, 21, 30)
+    )
+    factories.make_keys(
+        "4100",
+        "sender-key",
+        4,
+        written_at=now - timedelta(days=3),
+        expires_at=now - timedelta(hours=1),
+    )
+    factories.make_keys("4100", "pre-key", 2, written_at=now - timedelta(days=20), expires_at=None)
+    factories.make_keys("4101", "session", 9)  # another session's keys count nowhere here
+    snapshot.refresh(full=True)
+
+    html = admin_client.get(session_page("4100")).content.decode()
+
+    assert _key_type_rows(html) == {
+        "pre-key": ("2", "0"),
+        "sender-key": ("4", "4"),
+        "session": ("3", "0"),
+    }
+    writes = _chart(html, "Key writes per day")
+    assert len(writes) == 14 and max(writes) == today.isoformat()
+    assert {day: count for day, count in writes.items() if count} == {
+        (today - timedelta(days=3)).isoformat(): 4,
+        (today - timedelta(days=1)).isoformat(): 3,
+    }
+    assert "Writes: 7 keys last written in these days" in html
+    expiries = _chart(html, "Key expiries per day ahead")
+    assert len(expiries) == 14 and min(expiries) == today.isoformat()
+    assert {day: count for day, count in expiries.items() if count} == {
+        (today + timedelta(days=2)).isoformat(): 3
+    }
+    assert "Expiring: 3 keys in the next days" in html
+
+
+def test_session_page__reads_only_the_sessions_own_rows(admin_client):
+    """Every bot query of the session page names its session: its cost follows its own keys."""
+    factories.make_auth("4200")
+    factories.make_keys("4200", "session", 5)
+    factories.make_auth("4201")  # other sessions, never read by the page
+    factories.make_keys("4201", "session", 5)
+    snapshot.refresh(full=True)
+    with CaptureQueriesContext(connections["bot"]) as queries:
+        html = admin_client.get(session_page("4200")).content.decode()
+    assert 'id="key-types"' in html and 'id="creds"' in html
+    assert len(queries.captured_queries) == 3  # the keys, whether creds exist, the creds walk
+    for query in queries.captured_queries:
+        assert "'4200'" in query["sql"], query["sql"]
+
+
+def test_session_page__rows_gone_since_the_snapshot_keep_the_stored_verdict(admin_client):
+    """A session deleted from the bot's tables after the snapshot still shows its verdict."""
+    factories.make_auth("4300", paired=False)
+    factories.make_keys("4300", "session", 2)
+    factories.make_keys("4301", "tctoken", 2)  # keys only: no auth row
+    snapshot.refresh(full=True)
+    keys_only = admin_client.get(session_page("4301")).content.decode()
+    assert "No auth row: this session exists only as keys." in keys_only
+    WhatsAppKey.objects.filter(company_id="4300").delete()
+    WhatsAppAuth.objects.filter(company_id="4300").delete()
+    response = admin_client.get(session_page("4300"))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="session-status"' in html and "FAIL" in html
+    assert 'id="detail-unavailable"' in html and "no longer hold this session" in html

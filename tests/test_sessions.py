@@ -315,3 +315,38 @@ def test_store_health__one_failing_session_fails_the_store_with_an_action():
     assert (first.cause, first.status) == ("failing_sessions", Status.FAIL)
     assert "1 of 2 session(s) failing (worst: 8002)" in first.message
     assert store.reasons[0] == f"{first.message}: {first.action}"
+
+
+def test_session_detail__chart_days_follow_the_zone_across_a_clock_change(settings):
+    """Writes and expiries fall on their local calendar day on both sides of a DST change."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    settings.TIME_ZONE = "America/New_York"  # clocks went forward at 02:00 on 2026-03-08
+    zone = ZoneInfo("America/New_York")
+    now = datetime(2026, 3, 9, 12, 0, tzinfo=zone)
+    factories.make_auth("7005", written_at=now)
+    for hour, count in ((0, 1), (23, 2)):  # 2026-03-08 00:30 (UTC-5) and 23:30 (UTC-4)
+        at = datetime(2026, 3, 8, hour, 30, tzinfo=zone)
+        factories.make_keys("7005", "sender-key", count, written_at=at, seed=hour, expires_at=None)
+    factories.make_keys(
+        "7005",
+        "tctoken",
+        4,
+        written_at=datetime(2026, 3, 7, 23, 30, tzinfo=zone),
+        expires_at=datetime(2026, 3, 10, 23, 30, tzinfo=zone),
+    )
+    detail = sessions.session_detail("7005", now=now)
+    writes = {day.day.isoformat(): day.count for day in detail.writes_per_day if day.count}
+    assert writes == {"2026-03-07": 4, "2026-03-08": 3}
+    assert detail.writes_per_day[-1].day.isoformat() == "2026-03-09"
+    expiries = {day.day.isoformat(): day.count for day in detail.expiries_per_day if day.count}
+    assert expiries == {"2026-03-10": 4}
+
+
+def test_session_detail__nothing_stored_is_not_found():
+    """A session id with neither keys nor an auth row raises SessionNotFound."""
+    factories.make_keys("7006", "session", 1)
+    with pytest.raises(SessionNotFound):
+        sessions.session_detail("7007")
+    assert sessions.session_detail("7006").has_auth is False
