@@ -21,11 +21,12 @@ session seen for weeks, each status since the moment its fault began, a few ende
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from observability import config
 from observability.models import RHYTHM_WEEKS, SessionChange, SessionRhythm, SessionState
 from observability.snapshot import detect
+from observability.snapshot.changes import change_row, creds_detail
 
 #: The detectors shown, in the order the sessions are given.
 DETECTORS = (
@@ -59,30 +60,53 @@ def seed_demo_history(session_ids: list[str], now: datetime) -> dict[str, str]:
     ]
     SessionRhythm.objects.filter(session_id__in=[loop, silent]).delete()
     SessionRhythm.objects.bulk_create(rhythms)
+    # The rows the refresh records as these facts move (a fact change carries the session's
+    # status after it on both sides; creds rewrites are one row a day with their count).
+    logins = sorted(rhythms[0].recent_logins)
     changes = [
-        SessionChange(
-            session_id=storm,
-            at=now - timedelta(minutes=minute),
-            kind=Kind.PREKEY_ONE_BY_ONE,
+        change_row(
+            loop,
+            logins[0],
+            Kind.CREDS_REWRITTEN,
+            "FAIL",
+            "FAIL",
+            detail=creds_detail(len(logins), logins[-1].astimezone(UTC).strftime("%H:%M")),
+        )
+    ]
+    changes += [
+        change_row(
+            storm,
+            now - timedelta(minutes=minute),
+            Kind.PREKEY_ONE_BY_ONE,
+            "FAIL",
+            "FAIL",
             detail=f"nextPreKeyId {900 + 5 - minute} → {900 + 5 - minute + 3}",
-            data={"old": 900 + 5 - minute, "new": 900 + 5 - minute + 3, "was": "OK"},
+            data={
+                "old": 900 + 5 - minute,
+                "new": 900 + 5 - minute + 3,
+                "was": "OK" if minute == 4 else "FAIL",
+            },
         )
         for minute in (4, 3, 2, 1)
     ]
     changes.append(
-        SessionChange(
-            session_id=lost,
-            at=now - timedelta(minutes=20),
-            kind=Kind.SESSION_ROWS_LOST,
+        change_row(
+            lost,
+            now - timedelta(minutes=20),
+            Kind.SESSION_ROWS_LOST,
+            "WARN",
+            "WARN",
             detail="'session' rows 40 → 6",
             data={"old": 40, "new": 6, "was": "OK"},
         )
     )
     changes.append(
-        SessionChange(
-            session_id=paired,
-            at=now - timedelta(hours=2),
-            kind=Kind.PAIRED_AGAIN,
+        change_row(
+            paired,
+            now - timedelta(hours=2),
+            Kind.PAIRED_AGAIN,
+            "WARN",
+            "WARN",
             detail="a new device number in creds.me.id (3 → 7)",
             data={"was": "OK"},
         )
@@ -174,17 +198,18 @@ def seed_state_history(now: datetime, given: dict[str, str] | None = None) -> in
         since = _fault_began(state, given.get(state.session_id), now)
         since = start if since is None else min(max(since, start), now)
         first = "OK" if since > start else state.status
-        changes.append(_status_change(state.session_id, start, Kind.APPEARED, "", first))
+        changes.append(change_row(state.session_id, start, Kind.APPEARED, "", first))
         if since > start:
+            rules = (state.facts or {}).get("rules", [])
             changes.append(
-                _status_change(
+                change_row(
                     state.session_id,
                     since,
                     Kind.STATUS,
                     "OK",
                     state.status,
-                    reasons=state.reasons,
-                    rules=(state.facts or {}).get("rules", []),
+                    reasons=state.reasons or (),
+                    data={"rules": list(rules)} if rules else None,
                 )
             )
         state.first_seen = start
@@ -192,12 +217,10 @@ def seed_state_history(now: datetime, given: dict[str, str] | None = None) -> in
     for state, (days_ago, hours) in zip(healthy, PAST_INCIDENTS, strict=False):
         began = now - timedelta(days=days_ago)
         changes.append(
-            _status_change(
-                state.session_id, began, Kind.STATUS, "OK", "FAIL", reasons=[PAST_REASON]
-            )
+            change_row(state.session_id, began, Kind.STATUS, "OK", "FAIL", reasons=[PAST_REASON])
         )
         ended = began + timedelta(hours=hours)
-        changes.append(_status_change(state.session_id, ended, Kind.STATUS, "FAIL", "OK"))
+        changes.append(change_row(state.session_id, ended, Kind.STATUS, "FAIL", "OK"))
         state.status_since = ended
     SessionState.objects.bulk_update(states, ["first_seen", "status_since"], batch_size=500)
     SessionChange.objects.bulk_create(changes, batch_size=1000)
@@ -223,24 +246,3 @@ def _fault_began(state: SessionState, detector: str | None, now: datetime) -> da
             threshold = timedelta(0)
         return state.last_write + threshold
     return state.last_write
-
-
-def _status_change(
-    session_id: str,
-    at: datetime,
-    kind: str,
-    old: str,
-    new: str,
-    *,
-    reasons: list[str] | None = None,
-    rules: list[str] | None = None,
-) -> SessionChange:
-    return SessionChange(
-        session_id=session_id,
-        at=at,
-        kind=kind,
-        old_status=old,
-        new_status=new,
-        reasons=list(reasons) if reasons else None,
-        data={"rules": list(rules)} if rules else {},
-    )

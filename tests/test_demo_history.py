@@ -35,6 +35,28 @@ def test_demo_history__the_first_snapshot_catches_one_session_per_history_detect
     assert untouched.status == "OK"
 
 
+def test_seed_demo_history__its_rows_read_as_the_refresh_records_them():
+    """The timeline's seeded fact rows carry the session's status, as the refresh's rows do."""
+    from observability.models import SessionChange
+    from observability.snapshot import history
+
+    now = timezone.now()
+    for n in range(5):
+        factories.make_session(f"company_{5400 + n}", now=now, connected_hours_ago=1 + n)
+    chosen = demo_history.pick(sessions.list_sessions(now=now))
+    given = demo_history.seed_demo_history(chosen, now)
+    snapshot.refresh(now=now + timedelta(seconds=30))
+    status = dict(SessionState.objects.values_list("session_id", "status"))
+    facts = SessionChange.objects.exclude(kind__in=history.STATUS_KINDS)
+    assert {row.session_id for row in facts} == set(chosen) - {chosen[-1]}  # silence: no row
+    for row in facts:
+        assert row.old_status == row.new_status == status[row.session_id], row
+    loop = next(sid for sid, detector in given.items() if detector == "reconnect_loop")
+    (rewrites,) = facts.filter(session_id=loop)
+    assert rewrites.kind == SessionChange.Kind.CREDS_REWRITTEN
+    assert rewrites.detail.startswith("3 rewrites, last at ")
+
+
 def test_demo_history__too_few_healthy_sessions_writes_nothing():
     """With fewer healthy sessions than detectors, no history is picked."""
     factories.make_session("company_5200")

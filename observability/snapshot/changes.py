@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,6 +31,36 @@ class Change:
     kind: str
     detail: str = ""
     data: dict = field(default_factory=dict)
+
+
+def change_row(
+    session_id: str,
+    at: datetime,
+    kind: str,
+    old_status: str,
+    new_status: str,
+    *,
+    reasons: Iterable[str] = (),
+    detail: str = "",
+    data: dict | None = None,
+) -> SessionChange:
+    """
+    One row of a session's history, as the refresh records it (not saved).
+
+    A status change has the two statuses and the new status's reasons (``data["rules"]``
+    names its rules: the alert's cause); a fact change has the session's status on both sides,
+    its ``detail`` and the fact's numbers in ``data``.
+    """
+    return SessionChange(
+        session_id=session_id,
+        at=at,
+        kind=kind,
+        old_status=old_status,
+        new_status=new_status,
+        reasons=list(reasons) or None,
+        detail=detail,
+        data=data or {},
+    )
 
 
 def creds_detail(count: int, last: str) -> str:

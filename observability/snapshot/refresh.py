@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,7 +21,7 @@ from observability import config, key_types, phones, session_ids, sessions
 from observability.exceptions import ObservabilityError, translate_database_errors
 from observability.models import CleanupRun, SessionChange, SessionState, Snapshot
 from observability.snapshot import codec, detect
-from observability.snapshot.changes import creds_count, creds_detail, fact_changes
+from observability.snapshot.changes import change_row, creds_count, creds_detail, fact_changes
 from observability.snapshot.read import state_health
 
 logger = logging.getLogger(__name__)
@@ -410,14 +409,14 @@ def _store(
                 )
             )
             changes.append(
-                _change(
+                change_row(
                     health.session_id, now, SessionChange.Kind.APPEARED, "", health.status.value
                 )
             )
             continue
         if state.status != health.status.value:
             changes.append(
-                _change(
+                change_row(
                     health.session_id,
                     now,
                     SessionChange.Kind.STATUS,
@@ -430,7 +429,7 @@ def _store(
             state.status_since = now
         for change in found:
             changes.append(
-                _change(
+                change_row(
                     health.session_id,
                     now,
                     change.kind,
@@ -447,7 +446,7 @@ def _store(
             updated.append(state)
     for session_id in sorted(gone):
         changes.append(
-            _change(session_id, now, SessionChange.Kind.GONE, existing[session_id].status, "")
+            change_row(session_id, now, SessionChange.Kind.GONE, existing[session_id].status, "")
         )
 
     changes = _coalesce_creds_rewrites(changes, now)
@@ -570,29 +569,6 @@ def _coalesce_creds_rewrites(changes: list[SessionChange], now: datetime) -> lis
         folded.append(row)
     SessionChange.objects.bulk_update(folded, ["detail"])
     return [c for c in changes if not (c in rewrites.values() and c.session_id in seen)]
-
-
-def _change(
-    session_id: str,
-    at: datetime,
-    kind: str,
-    old_status: str,
-    new_status: str,
-    *,
-    reasons: Iterable[str] = (),
-    detail: str = "",
-    data: dict | None = None,
-) -> SessionChange:
-    return SessionChange(
-        session_id=session_id,
-        at=at,
-        kind=kind,
-        old_status=old_status,
-        new_status=new_status,
-        reasons=list(reasons) or None,
-        detail=detail,
-        data=data or {},
-    )
 
 
 def prune(now: datetime) -> int:
