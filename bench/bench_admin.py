@@ -30,6 +30,7 @@ BUDGETS_MS = {
     "sessions search by phone": 300,
     "store overview": 300,
     "session page (largest session)": 100,
+    "session page (median session)": 100,
     "session page (failing session)": 100,
     "key browser (page 1)": 100,
     "clients search by phone": 50,
