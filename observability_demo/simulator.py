@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from django.db import connections
 
-from observability import schema
+from observability import config, schema
 from observability.models import SessionRhythm
 from observability.snapshot import detect
 from observability_demo import fakes
@@ -78,6 +78,11 @@ class Salon:
     failure: str | None = None
     failed_at: datetime | None = None
     first_trace: datetime | None = None
+    #: When the failure's traces can first be told from normal traffic: a storm's
+    #: ``DECRYPT_WARNING_COUNT``-th pre-key made one at a time (one alone also happens to a
+    #: healthy salon); for the other failures, the first trace.
+    telling_trace: datetime | None = None
+    storm_moments: list[datetime] = field(default_factory=list)
     loop_until: datetime | None = None
     storm_until: datetime | None = None
     upload_at: datetime | None = None
@@ -286,8 +291,14 @@ class Simulator:
         if salon.failure == DECRYPT_STORM and now < salon.storm_until:
             for _ in range(_poisson(rng, 1.5)):
                 moment = at()
-                salon.first_trace = salon.first_trace or moment
+                salon.storm_moments.append(moment)
                 self._create_pre_keys(salon, 1, moment, saves_creds)
+            moments = sorted(salon.storm_moments)
+            if moments:
+                salon.first_trace = moments[0]
+                telling = config.decrypt_warning_count()
+                if len(moments) >= telling:
+                    salon.telling_trace = moments[telling - 1]
         if salon.failure == RECONNECT_LOOP and now < salon.loop_until:
             self._login(salon, at())
         elif rng.random() < LOGINS_PER_DAY / 1440:

@@ -365,6 +365,26 @@ def test_simulator__normal_traffic_stays_ok_and_injected_failures_are_caught():
     assert not SessionChange.objects.filter(session_id__in=untouched, kind="status").exists()
 
 
+def test_simulator__a_decryption_storm_is_caught_within_two_minutes_of_its_second_pre_key():
+    """The storm's second pre-key made one at a time tells it apart; the WARN follows at once."""
+    sim = simulator.Simulator(6, T0 - timedelta(hours=1), seed=3)
+    sim.create(tables=False)
+    snapshot.refresh(full=True, now=sim.now)
+    storm = sim.salons[2]
+    caught = None
+    for minute in range(40):
+        if minute == 5:
+            sim.inject(storm, simulator.DECRYPT_STORM)
+        sim.step()
+        snapshot.refresh(now=sim.now)
+        fired = SessionState.objects.get(session_id=storm.session_id).facts.get("rules") or []
+        if caught is None and "decryption_failures" in fired:
+            caught = sim.now
+    assert caught is not None and storm.telling_trace is not None
+    assert storm.first_trace <= storm.telling_trace == sorted(storm.storm_moments)[1]
+    assert timedelta(0) <= caught - storm.telling_trace <= 2 * MIN
+
+
 def test_silence_rhythm__quiet_on_the_simulators_traffic_and_catches_a_busy_salons_death():
     """Two simulated days of 36 salons: no false FAIL; a busy salon's death WARNs within 30 min."""
     result = silence_replay.run(36, 2, seed=5)
