@@ -162,8 +162,8 @@ DETECTOR_SINCE = {
 #: shows ended incidents and a median time to recovery.
 PAST_INCIDENTS = ((12, 5), (6, 2), (2, 9))
 PAST_REASON = (
-    "Demo history: no key written for 48 hours (nor creds); the salon's WhatsApp was "
-    "disconnected until it was reconnected."
+    "Disconnected: no key written for 48 hours (nor creds); the salon's WhatsApp was "
+    "disconnected until it was reconnected (demo history)."
 )
 
 

@@ -92,3 +92,63 @@ def test_seed_state_history__the_live_snapshot_continues_the_demo_history():
         "company_5300",
         "company_5301",
     ]
+
+
+def _rules(session_id: str) -> tuple[str, ...]:
+    return tuple(SessionState.objects.get(session_id=session_id).facts.get("rules") or ())
+
+
+def test_demo_history__each_catch_stays_on_the_pages_as_the_worker_refreshes(admin_client):
+    """The demo's five catches survive the worker's refreshes; a passed window keeps its cause."""
+    from django.urls import reverse
+
+    start = timezone.now() - timedelta(minutes=15)
+    for n in range(6):
+        factories.make_session(f"company_{5500 + n}", now=start, connected_hours_ago=1 + n)
+    chosen = demo_history.pick(sessions.list_sessions(now=start))
+    given = demo_history.seed_demo_history(chosen, start)
+    first = snapshot.refresh(full=True, now=start)  # as `manage.py demo` does, then its past
+    demo_history.seed_state_history(first.taken_at, given)
+    by_detector = {detector: sid for sid, detector in given.items()}
+
+    for minute in (1, 2, 3):  # the worker's refreshes: nothing is wiped out
+        snapshot.refresh(now=start + timedelta(minutes=minute))
+        for session_id, detector in given.items():
+            assert detector in _rules(session_id), (minute, detector)
+
+    snapshot.refresh()  # a quarter of an hour on: the loop and the storm are over
+    assert _rules(by_detector["reconnect_loop"]) == ()
+    assert _rules(by_detector["decryption_failures"]) == ()
+    for detector in ("session_rows_lost", "paired_again", "silence_rhythm"):
+        assert detector in _rules(by_detector[detector]), detector
+
+    listed = admin_client.get(reverse("admin:observability_sessionstate_changelist")).content
+    listed = listed.decode()
+    assert "Session rows lost" in listed
+    assert "paired again while it was working" in listed
+    assert "Unusual silence" in listed
+
+    overview = admin_client.get(reverse("admin:observability_sessionstate_overview")).content
+    incidents = overview.decode().split('id="incidents"', 1)[1].split('id="flapping"', 1)[0]
+    for detector, cause in (
+        ("reconnect_loop", "Reconnect loop"),
+        ("decryption_failures", "Decryption failures"),
+    ):
+        row = incidents.split(f">{by_detector[detector]}</a>", 1)[1].split("</tr>", 1)[0]
+        assert f">{cause}</td>" in row, (detector, row)
+
+    for detector, headline in (
+        ("reconnect_loop", "Reconnect loop:"),
+        ("decryption_failures", "Decryption failures:"),
+        ("session_rows_lost", "Session rows lost:"),
+        ("paired_again", "The salon was paired again while it was working"),
+        ("silence_rhythm", "Unusual silence:"),
+    ):
+        url = reverse("admin:observability_sessionstate_change", args=[by_detector[detector]])
+        page = admin_client.get(url).content.decode()
+        timeline = page.split('id="incidents"', 1)[0]
+        assert headline in timeline, detector  # the status change into it, with its reason
+    loop_page = admin_client.get(
+        reverse("admin:observability_sessionstate_change", args=[by_detector["reconnect_loop"]])
+    ).content.decode()
+    assert '<span class="obs-cause"' in loop_page.split('id="incidents"', 1)[1].split("</div>")[0]

@@ -79,6 +79,11 @@ def duration(delta: timedelta) -> str:
     return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
 
 
+def headline(reasons: Sequence[str]) -> str:
+    """The first reason's headline (before its colon), as the lists show it; ``—`` for none."""
+    return reasons[0].split(":", 1)[0] if reasons else "—"
+
+
 def percent(share: float) -> str:
     """A share as a percentage with no decimals."""
     return f"{share:.0%}"

@@ -395,7 +395,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
         return format_html(
             '<span title="{}">{}</span>{}',
             "\n".join(obj.reasons),
-            obj.reasons[0].split(":", 1)[0],
+            display.headline(obj.reasons),
             format_html(" <small>+{} more</small>", more) if more else "",
         )
 
@@ -469,7 +469,13 @@ class SessionAdmin(ReadOnlyModelAdmin):
             ],
             "incidents": [
                 # The duration as ops read it (``2 h``), not a timedelta with microseconds.
-                {"start": i.start, "end": i.end, "duration": display.duration(i.duration)}
+                {
+                    "start": i.start,
+                    "end": i.end,
+                    "duration": display.duration(i.duration),
+                    "cause": display.headline(i.reasons),
+                    "reasons": "\n".join(i.reasons),
+                }
                 for i in history.incidents(
                     since=now - timedelta(days=30), now=now, session_id=session_id
                 )
@@ -618,8 +624,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
                     "badge": display.badge(health.status),
                     "url": session_url(health.session_id),
                     "last_write": display.when(health.newest_key_write, now),
-                    # The first reason's headline (before its colon), as the sessions list.
-                    "headline": health.reasons[0].split(":", 1)[0] if health.reasons else "—",
+                    "headline": display.headline(health.reasons),
                     "more": max(0, len(health.reasons) - 1),
                 }
                 for health in store.worst
@@ -640,6 +645,9 @@ class SessionAdmin(ReadOnlyModelAdmin):
                     "incident": incident,
                     "url": session_url(incident.session_id),
                     "duration": display.duration(incident.duration),
+                    # Why it entered FAIL: a detector's incident keeps its cause once ended.
+                    "cause": display.headline(incident.reasons),
+                    "reasons": "\n".join(incident.reasons),
                 }
                 for incident in ended[:INCIDENTS_SHOWN]
             ],

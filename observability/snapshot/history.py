@@ -113,6 +113,8 @@ class Incident:
         end: when it left FAIL (None while it still fails).
         duration: end (or now) minus start.
         ended_by: the status it left FAIL for (empty when the session was removed or ongoing).
+        reasons: why it entered FAIL (the reasons of that status change), so an incident
+            keeps its cause once the session recovered.
 
     """
 
@@ -121,6 +123,7 @@ class Incident:
     end: datetime | None
     duration: timedelta
     ended_by: str = ""
+    reasons: tuple[str, ...] = ()
 
     @property
     def ongoing(self) -> bool:
@@ -142,22 +145,22 @@ def incidents(
     if session_id is not None:
         rows = rows.filter(session_id=session_id)
     rows = rows.order_by("session_id", "at", "id").values_list(
-        "session_id", "at", "old_status", "new_status"
+        "session_id", "at", "old_status", "new_status", "reasons"
     )
     found: list[Incident] = []
-    open_since: dict[str, datetime] = {}
-    for sid, at, old_status, new_status in rows:
+    open_since: dict[str, tuple[datetime, tuple[str, ...]]] = {}
+    for sid, at, old_status, new_status, reasons in rows:
         if new_status == FAIL:
-            open_since.setdefault(sid, at)
+            open_since.setdefault(sid, (at, tuple(reasons or ())))
         elif old_status == FAIL and sid in open_since:
-            start = open_since.pop(sid)
-            found.append(Incident(sid, start, at, at - start, new_status))
+            start, why = open_since.pop(sid)
+            found.append(Incident(sid, start, at, at - start, new_status, why))
     failing = SessionState.objects.filter(status=FAIL)
     if session_id is not None:
         failing = failing.filter(session_id=session_id)
-    for sid, status_since in failing.values_list("session_id", "status_since"):
-        start = open_since.pop(sid, status_since)
-        found.append(Incident(sid, start, None, now - start))
+    for sid, status_since, reasons in failing.values_list("session_id", "status_since", "reasons"):
+        start, why = open_since.pop(sid, (status_since, ()))
+        found.append(Incident(sid, start, None, now - start, "", why or tuple(reasons or ())))
     found = [i for i in found if i.end is None or i.end >= since]
     found.sort(key=lambda incident: (incident.start, incident.session_id), reverse=True)
     return found
