@@ -66,6 +66,8 @@ HEALTH_GROUPS = ("all", "live", "db", "pool", "connections", "snapshot", "queue"
 #: ``--large``: 10,000 sessions, 1M and 10M keys (seeding 10M keys takes minutes).
 LARGE_SESSIONS = 10_000
 LARGE_SCALES = (1_000_000, 10_000_000)
+#: Issue 13's smaller size, measured first in a --large run.
+ISSUE_SMALL_SESSIONS, ISSUE_SMALL_KEYS = 1_000, 1_000_000
 
 HEALTH_P95_GOAL_MS = 20.0
 HEALTH_CONCURRENT_P95_GOAL_MS = 100.0
@@ -807,6 +809,7 @@ def _report(results: dict, args: argparse.Namespace, command: str) -> str:  # no
             f"{snap.get('full_s', 0):.2f} | {snap.get('incremental_s', 0):.3f} |"
         )
     lines += _growth(results, args, misses)
+    lines += _issue_sizes(results, args, misses)
     lines += bench_snapshot.report_lines(results["scales"], results.get("storage"))
     for scale, data in results["scales"].items():
         snap = data.get("snapshot")
@@ -932,6 +935,67 @@ def _growth(results: dict, args: argparse.Namespace, misses: list) -> list[str]:
     return lines
 
 
+def _issue_sizes(results: dict, args: argparse.Namespace, misses: list) -> list[str]:
+    """Issue 13's two sizes side by side: 1,000 sessions at 1M keys, 10,000 at 10M."""
+    small = results.get("issue_small")
+    big = results["scales"].get(str(max(args.scales)))
+    if not small or not big:
+        return []
+    series = {
+        "`/health/` p50 (HTTP)": lambda d: d["health"]["all"]["http"]["p50_ms"],
+        "`/health/` p95 (HTTP)": lambda d: d["health"]["all"]["http"]["p95_ms"],
+        **{
+            f"{name} (median)": lambda d, name=name: d["admin"][name]["server"]["median"]
+            for name in big["admin"]
+            if name in small["admin"]
+        },
+    }
+    jobs = {
+        "incremental refresh, 1 % of keys changed": lambda d: (
+            d["snapshot"]["incremental_s"] * 1000
+        ),
+        "incremental refresh, a busy minute (5 % of sessions written)": lambda d: (
+            d["snapshot"].get("busy_s", float("nan")) * 1000
+        ),
+        "full recount (the hourly job)": lambda d: d["snapshot"]["full_s"] * 1000,
+    }
+    low, high = ISSUE_SMALL_KEYS, max(args.scales)
+    lines = [
+        "",
+        "## Issue 13's two sizes",
+        "",
+        f"{small['sessions']:,} sessions with {low:,} keys against {big['sessions']:,} sessions "
+        f"with {high:,} keys: the sessions grow with the keys, so a page that lists or sums "
+        "sessions grows with them, while the table above holds the sessions to isolate the "
+        "keys. k as above; pages judged at k < 0.1. Times in ms.",
+        "",
+        f"| measurement | {small['sessions']:,} / {low:,} | {big['sessions']:,} / {high:,} "
+        "| growth | k | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, value in {**series, **jobs}.items():
+        a, b = value(small), value(big)
+        k = _exponent(a, b, high / low)
+        job = name in jobs
+        verdict = "flat" if k < 0.1 else "grows (a job, not a page)" if job else "**grows**"  # noqa: PLR2004
+        if "session page" in name:
+            kind = "largest" if "largest" in name else "median"
+            sizes = [d.get("session_keys", {}).get(kind) for d in (small, big)]
+            if all(sizes):
+                name += f" ({sizes[0]:,} → {sizes[1]:,} keys in that session)"
+        lines.append(f"| {name} | {_ms(a)} | {_ms(b)} | x{b / a:.1f} | {k:.2f} | {verdict} |")
+        if k >= 0.1 and not job:  # noqa: PLR2004
+            misses.append(
+                (
+                    f"{name} from {small['sessions']:,} sessions / {low:,} keys to "
+                    f"{big['sessions']:,} / {high:,}",
+                    f"k = {k:.2f} (x{b / a:.1f}), with 10x the sessions as well as the keys.",
+                )
+            )
+    lines.append("")
+    return lines
+
+
 def _cause(name: str, median: float, p95: float, floor: dict | None, load: float) -> str:
     """A one-line likely cause of a missed time goal, from the run's own floor and load."""
     shared = f"the machine was shared (load average up to {load:.1f} on {os.cpu_count()} cores)"
@@ -1014,6 +1078,41 @@ def _cleanup_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure_scale(scale: int, args, env: dict, client, floor: Floor, *, last: bool) -> dict:
+    """Seed ``scale`` keys, take a full snapshot, start gunicorn and measure everything."""
+    from observability import snapshot
+
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"\n== {scale:,} keys, {_sessions_for(scale):,} sessions: seeding ...", flush=True)
+    seed_s = _seed(scale)
+    print(f"  seeded in {seed_s:.1f} s (with VACUUM ANALYZE after)", flush=True)
+    first = snapshot.refresh(full=True)
+    print(f"  first snapshot: {first.sessions_total} sessions", flush=True)
+    server = _start_gunicorn(env, args.port, args.threads)
+    try:
+        bench_health._wait_ready(f"{base}/health/db/?format=json")
+        groups = HEALTH_GROUPS if last else ("all",)
+        _warm(base, groups)
+        data: dict = {"seed_s": seed_s, "sessions": _sessions_for(scale)}
+        data["health"] = _measure_health(base, floor, groups, args.duration, args.runs * 2)
+        data["health_computed"] = _measure_health_computed(floor, args.runs * 4)
+        # Every page at every size in a --large run: the growth table judges each of them.
+        data["admin"] = _measure_admin(client, floor, args.large, args.runs)
+        data["session_keys"] = _session_sizes()
+        data["snapshot"] = bench_snapshot.measure_refresh(floor)
+        if last:
+            server_name = env.get("DB_APPLICATION_NAME", "observability")
+            data["peak"] = _measure_peak(
+                base,
+                args.duration * 2,
+                args.concurrency,
+                [server_name, f"{server_name}:default"],
+            )
+    finally:
+        _stop(server)
+    return data
+
+
 def main() -> int:  # noqa: PLR0915
     """Build the data, measure everything, write the report."""
     args = _arguments()
@@ -1063,40 +1162,19 @@ def main() -> int:  # noqa: PLR0915
 
     results: dict = {"machine": machine, "scales": {}}
     worker = _start_worker(env)
-    server = None
-    base = f"http://127.0.0.1:{args.port}"
     try:
+        if args.large:
+            # Issue 13 names two sizes: 1,000 sessions at 1M keys and 10,000 at 10M. The scaling
+            # table holds the sessions at 10,000 to isolate the keys; this is the smaller one.
+            SESSIONS_WANTED[0] = ISSUE_SMALL_SESSIONS
+            results["issue_small"] = _measure_scale(
+                ISSUE_SMALL_KEYS, args, env, client, floor, last=False
+            )
+            SESSIONS_WANTED[0] = args.sessions
         for scale in args.scales:
-            large = scale == max(args.scales)
-            print(f"\n== {scale:,} keys: seeding ...", flush=True)
-            seed_s = _seed(scale)
-            print(f"  seeded in {seed_s:.1f} s (with VACUUM ANALYZE after)", flush=True)
-            from observability import snapshot
-
-            first = snapshot.refresh(full=True)
-            print(f"  first snapshot: {first.sessions_total} sessions", flush=True)
-            server = _start_gunicorn(env, args.port, args.threads)
-            bench_health._wait_ready(f"{base}/health/db/?format=json")
-            groups = HEALTH_GROUPS if large else ("all",)
-            _warm(base, groups)
-            data: dict = {"seed_s": seed_s, "sessions": _sessions_for(scale)}
-            data["health"] = _measure_health(base, floor, groups, args.duration, args.runs * 2)
-            data["health_computed"] = _measure_health_computed(floor, args.runs * 4)
-            # Every page at every size in a --large run: the growth table judges each of them.
-            data["admin"] = _measure_admin(client, floor, args.large, args.runs)
-            data["session_keys"] = _session_sizes()
-            data["snapshot"] = bench_snapshot.measure_refresh(floor)
-            if large:
-                server_name = env.get("DB_APPLICATION_NAME", "observability")
-                data["peak"] = _measure_peak(
-                    base,
-                    args.duration * 2,
-                    args.concurrency,
-                    [server_name, f"{server_name}:default"],
-                )
-            _stop(server)
-            server = None
-            results["scales"][str(scale)] = data
+            results["scales"][str(scale)] = _measure_scale(
+                scale, args, env, client, floor, last=scale == max(args.scales)
+            )
         _stop(worker, signal.SIGINT)  # qcluster stops cleanly on SIGINT
         worker = None
         if args.storage_sessions:
@@ -1111,7 +1189,6 @@ def main() -> int:  # noqa: PLR0915
             )
             results["cleanup"] = _measure_cleanup(env, args.cleanup_keys)
     finally:
-        _stop(server)
         _stop(worker, signal.SIGINT)
         connections.close_all()
         if not args.keep:
