@@ -482,3 +482,28 @@ def test_refresh__creds_rewrites_are_one_row_per_session_and_day():
     (row,) = SessionChange.objects.filter(session_id="3001", kind="creds_rewritten")
     assert row.detail == f"2 rewrites, last at {t0 + timedelta(minutes=2):%H:%M} UTC"
     assert row.reasons is None
+
+
+def test_overview__shows_the_median_time_to_recovery_and_the_flapping_session(
+    admin_client, settings
+):
+    """Two incidents of 20 and 40 min: the overview says 30 min, and names the flapping one."""
+    from django.urls import reverse
+
+    settings.OBSERVABILITY_FLAPPING_MIN_CHANGES = 4
+    t0 = timezone.now() - timedelta(hours=3)
+    healthy("2905", written_at=t0, phone="79002905000")
+    healthy("2906", written_at=t0, phone="79002906000")  # steady: never named
+    snapshot.refresh(full=True, now=t0)
+    for minutes, written in ((10, -3 * 24 * 60), (30, 30), (60, -3 * 24 * 60), (100, 100)):
+        moment = t0 + timedelta(minutes=minutes)
+        _rewrite_keys("2905", t0 + timedelta(minutes=written))
+        snapshot.refresh(full=True, now=moment)
+
+    html = admin_client.get(reverse("admin:observability_sessionstate_overview")).content.decode()
+    mttr = html.split('id="mttr"', 1)[1].split("</div></div>", 1)[0]
+    assert '<div class="obs-big">30 min</div>' in mttr
+    flapping = html.split('id="flapping"', 1)[1].split("</div>", 1)[0]
+    assert ">2905</a> (4 status changes)" in flapping and "2906" not in flapping
+    incidents = html.split('id="incidents"', 1)[1].split('id="flapping"', 1)[0]
+    assert incidents.count(">2905</a>") == 2 and "20 min" in incidents and "40 min" in incidents
