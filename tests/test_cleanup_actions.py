@@ -65,8 +65,11 @@ def test_orphan_action__preview_shows_what_the_grace_period_holds_back(admin_cli
     written = max(key.updated_at for key in recent)
     assert _moment_attr(written + 7 * DAY) in body  # from when they become deletable
     assert "in 4 days" in body or "in 5 days" in body
+    assert "<th>keys to delete now</th><th>keys held back</th>" in body
     assert "<td>company_444</td><td>sender-key</td><td>0</td><td>3</td>" in body
     assert "<td>company_444</td><td>session</td><td>5</td><td>0</td>" in body
+    held = body.split("<h2>Why keys are held back</h2>", 1)[1].split("</ul>", 1)[0]
+    assert "<li><strong>sender-key</strong>: " in held and "grace period" in held
     preview = CleanupRun.objects.get()
     assert (preview.operation, preview.dry_run) == ("orphan_keys", True)
     assert (preview.started_by, preview.total_seen, preview.total_kept) == ("admin:admin", 5, 3)

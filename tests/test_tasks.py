@@ -152,6 +152,7 @@ def test_queue_cleanup_action__confirms_with_dry_run_counts_then_queues(admin_cl
     assert page.status_code == 200
     body = page.content.decode()
     assert 'id="cleanup-total">5<' in body
+    assert "<th>keys to delete</th><th>keys kept</th>" in body
     assert "<td>962302</td><td>session</td><td>5</td><td>0</td>" in body
     assert "removePreKey" in body  # the retention table says why pre-keys are never deleted
     assert WhatsAppKey.objects.count() == 7
