@@ -16,7 +16,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connections
+from django.db import ProgrammingError, connections
 from django.utils import timezone
 
 from observability import cleanup
@@ -402,3 +402,76 @@ def test_missing_grant__refused_at_login_page_names_the_grant(
     for page in pages:  # the second one is refused by the open breaker: same answer
         assert page.status_code == 503
         assert grant in page.content.decode()
+
+
+# --- The snapshot is the only source: SELECT revoked after a snapshot --------------------------
+
+
+@pytest.fixture
+def select_revoked(readme_roles):
+    """
+    The web role's SELECT on the four bot tables revoked (CONNECT and pg_monitor kept).
+
+    Granted back afterwards, so the session's other tests keep the README's grants.
+    """
+    from psycopg import sql
+
+    from tests.roles_support import owner_connection
+
+    tables = sql.SQL(", ").join(map(sql.Identifier, BOT_TABLES))
+    role = sql.Identifier(READ_ONLY)
+    with owner_connection() as owner:
+        owner.execute(sql.SQL("REVOKE SELECT ON {} FROM {}").format(tables, role))
+    try:
+        yield READ_ONLY
+    finally:
+        with owner_connection() as owner:
+            owner.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(tables, role))
+
+
+def _banner(page: str) -> str:
+    """The freshness banner's text (``#health-freshness``), tags stripped."""
+    import re
+
+    found = re.search(r'<p [^>]*id="health-freshness"[^>]*>(.*?)</p>', page, re.DOTALL)
+    assert found, "no freshness banner on the page"
+    return re.sub(r"<[^>]+>", "", found.group(1)).strip()
+
+
+@committed
+def test_read_only_role__select_revoked_after_a_snapshot_pages_answer_from_it(
+    readme_roles, committed_bot_rows, admin_client, request
+):
+    """SELECT revoked after a snapshot: list, overview, session page, store check still answer."""
+    from observability import snapshot
+    from observability.admin.sessions import changelist_url, overview_url, session_url
+
+    _seed_everything()
+    with bot_alias_as(READ_ONLY):
+        snapshot.refresh(full=True, now=timezone.now() - timedelta(minutes=2))
+    request.getfixturevalue("select_revoked")
+    twin = f"company_{SALON}"
+    admin_client.raise_request_exception = False
+    with bot_alias_as(READ_ONLY):
+        with pytest.raises(ProgrammingError, match="permission denied"):  # the revoke holds
+            WhatsAppKey.objects.count()
+        pages = {
+            name: admin_client.get(url)
+            for name, url in (
+                ("changelist", changelist_url()),
+                ("overview", overview_url()),
+                ("session page", session_url(twin)),
+            )
+        }
+        store = admin_client.get("/health/whatsapp/", {"format": "json"})
+    for name, response in pages.items():
+        page = response.content.decode()
+        assert response.status_code == 200, name
+        assert _banner(page).endswith("2 minutes ago (full)."), (name, _banner(page))
+        assert twin in page, name
+    # The session page's keys and charts are read live: it says why they cannot be.
+    assert "GRANT SELECT ON whatsapp_" in pages["session page"].content.decode()
+    assert store.status_code == 500  # the salon under both spellings, as of the snapshot
+    message = store.json()["WhatsAppStore()"]
+    assert f"{SALON} + {twin}" in message
+    assert "2 minutes ago" in message
