@@ -630,7 +630,9 @@ def decryption_failures(
     Baileys create exactly one pre-key for the retry receipt (``getNextPreKeys(authState,
     1)``), and ``src/Utils/signal.ts`` returns ``nextPreKeyId = last id + 1`` in the creds
     update. Uploads come in batches (``MIN_PREKEY_COUNT`` 5 or ``INITIAL_PREKEY_COUNT`` 812,
-    ``src/Defaults/index.ts``, ``src/Socket/socket.ts``) and are not counted.
+    ``src/Defaults/index.ts``, ``src/Socket/socket.ts``) and are not counted; a rise of an
+    upload plus a few counts the few (``observability.snapshot.changes.split_pre_key_rise``:
+    each ``prekey_one_by_one`` event's ``new - old`` is the pre-keys made one at a time).
     """
     window = config.decrypt_window()
     count = sum(

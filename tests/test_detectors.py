@@ -9,7 +9,13 @@ import pytest
 from django.db import connections
 
 from observability import rules, snapshot
-from observability.models import SessionChange, SessionRhythm, SessionState, WhatsAppKey
+from observability.models import (
+    SessionChange,
+    SessionRhythm,
+    SessionState,
+    WhatsAppAuth,
+    WhatsAppKey,
+)
 from observability.rules import SessionFacts, SessionHistory, Status
 from observability.snapshot import detect
 from observability_demo import silence_replay, simulator
@@ -163,6 +169,57 @@ def test_decryption_failures__a_top_up_of_five_is_not_a_failure():
     assert _state().status == "OK"
     kinds = SessionChange.objects.filter(session_id=SID).values_list("kind", flat=True)
     assert "prekeys_topped_up" in kinds
+
+
+def test_decryption_failures__a_storm_of_seven_a_minute_fails():
+    """Seven pre-keys a minute (5 + 2 made one at a time, at best): FAIL within minutes."""
+    _session()
+    for minute in range(1, 6):
+        _create_pre_keys(7, T0 + minute * MIN - timedelta(seconds=10))
+        snapshot.refresh(now=T0 + minute * MIN)
+    assert _state().status == "FAIL" and "decryption_failures" in _rules()
+    assert "10 pre-keys were created one at a time" in _state().reasons[0]
+
+
+@pytest.mark.parametrize("count", [5, 812])
+def test_decryption_failures__an_upload_of_five_or_812_is_a_top_up(count):
+    """Rises of exactly MIN_PREKEY_COUNT or INITIAL_PREKEY_COUNT stay top-ups, minute by minute."""
+    _session()
+    for minute in range(1, 4):
+        _create_pre_keys(count, T0 + minute * MIN - timedelta(seconds=10))
+        snapshot.refresh(now=T0 + minute * MIN)
+    assert _state().status == "OK"
+    kinds = list(SessionChange.objects.filter(session_id=SID).values_list("kind", flat=True))
+    assert kinds.count("prekeys_topped_up") == 3 and "prekey_one_by_one" not in kinds
+
+
+def test_decryption_failures__six_is_a_top_up_and_one_made_alone():
+    """A rise of 6 is an upload of 5 and one pre-key for a retry receipt: both rows, OK."""
+    _session()
+    first = _next_pre_key_id()
+    _create_pre_keys(6, T0 + 50 * timedelta(seconds=1))
+    snapshot.refresh(now=T0 + MIN)
+    rows = dict(
+        SessionChange.objects.filter(session_id=SID)
+        .values_list("kind", "data")
+        .filter(kind__startswith="prekey")
+    )
+    numbers = {kind: (data["old"], data["new"]) for kind, data in rows.items()}
+    assert numbers["prekeys_topped_up"] == (first, first + 5)
+    assert numbers["prekey_one_by_one"] == (first + 5, first + 6)
+    assert _state().status == "OK"
+
+
+def test_decryption_failures__a_new_login_first_upload_is_a_top_up():
+    """A rise of 40 in nextPreKeyId across a new pairing (a first upload): a top-up, OK."""
+    _session()
+    first = _next_pre_key_id()
+    WhatsAppAuth.objects.filter(company_id=SID).delete()
+    factories.make_auth(SID, seed=7, phone="79001234567", next_pre_key_id=first + 40)
+    snapshot.refresh(now=T0 + MIN)
+    kinds = list(SessionChange.objects.filter(session_id=SID).values_list("kind", flat=True))
+    assert "paired_again" in kinds and "prekeys_topped_up" in kinds
+    assert "prekey_one_by_one" not in kinds and "decryption_failures" not in _rules()
 
 
 def test_session_rows_lost__a_sharp_fall_within_the_hour_warns():

@@ -8,15 +8,38 @@ from datetime import datetime
 
 from observability import phones
 from observability.models import SessionChange
+from observability.rules import INITIAL_PREKEY_COUNT, MIN_PREKEY_COUNT
 
 Kind = SessionChange.Kind
 
 
-#: A rise of ``nextPreKeyId`` (or of stored pre-keys) below this is pre-keys created one at a
-#: time: Baileys creates exactly one for each retry receipt of a message it failed to decrypt
-#: (``getNextPreKeys(authState, 1)``, src/Socket/messages-recv.ts); uploads come in batches
-#: of ``MIN_PREKEY_COUNT`` (5) or more (src/Socket/socket.ts, src/Defaults/index.ts).
-TOP_UP_MIN = 5
+#: The sizes of Baileys' pre-key uploads, largest first: ``uploadPreKeys(count =
+#: MIN_PREKEY_COUNT)`` (5) when the server runs low, ``INITIAL_PREKEY_COUNT`` (812) when it
+#: holds none (``uploadPreKeysToServerIfRequired``, src/Socket/socket.ts; constants in
+#: src/Defaults/index.ts). Each upload makes exactly that many (``generateOrGetPreKeys``,
+#: src/Utils/signal.ts). Any other pre-key is made one at a time, for a retry receipt.
+UPLOAD_SIZES = (INITIAL_PREKEY_COUNT, MIN_PREKEY_COUNT)
+
+
+def split_pre_key_rise(rise: int) -> tuple[int, int]:
+    """
+    A rise of ``nextPreKeyId`` (or of stored pre-keys) as ``(uploaded, one_by_one)``.
+
+    Follows Baileys: ``src/Socket/messages-recv.ts`` (``sendRetryRequest``) makes exactly one
+    pre-key per retry receipt from the second retry on (``getNextPreKeys(authState, 1)``; up
+    to ``maxMsgRetryCount`` 5, src/Defaults/index.ts, so a message failing every retry makes
+    4 within seconds); ``src/Socket/socket.ts`` uploads 5 or 812 at once and
+    ``src/Utils/signal.ts`` (``getNextPreKeys``) moves ``nextPreKeyId`` past them. So a rise
+    of exactly an upload size is a top-up; an upload size plus fewer than that size again is
+    a top-up plus that many made one at a time; any other rise is pre-keys made one at a time
+    (a storm of 7 in a minute is 5 + 2 at most, 11 is all one by one).
+    """
+    if rise <= 0:
+        return 0, 0
+    for size in UPLOAD_SIZES:
+        if size <= rise < 2 * size:
+            return size, rise - size
+    return 0, rise
 
 
 @dataclass(frozen=True)
@@ -110,22 +133,8 @@ def fact_changes(
         changes.append(
             Change(Kind.PHONE_CHANGED, f"{phones.mask(old_phone)} → {phones.mask(new_phone)}")
         )
-    old_next = old_rules.get("next_pre_key_id")
-    new_next = new_rules.get("next_pre_key_id")
-    if old_next is not None and new_next is not None:
-        rise, what = int(new_next) - int(old_next), f"nextPreKeyId {old_next} → {new_next}"
-    else:
-        old_pre, new_pre = _count(old_facts, "pre-key"), _count(new_facts, "pre-key")
-        rise, what = new_pre - old_pre, f"stored pre-keys {old_pre} → {new_pre}"
-    numbers = (
-        {"old": int(old_next), "new": int(new_next)}
-        if old_next is not None and new_next is not None
-        else {}
-    )
-    if rise >= TOP_UP_MIN:
-        changes.append(Change(Kind.PREKEYS_TOPPED_UP, what, numbers))
-    elif rise > 0:
-        changes.append(Change(Kind.PREKEY_ONE_BY_ONE, what, numbers))
+    new_login = any(change.kind in (Kind.PAIRED_AGAIN, Kind.PHONE_CHANGED) for change in changes)
+    changes += _pre_key_changes(old_facts, new_facts, new_login=new_login)
     old_creds, new_creds = old_facts.get("auth_updated_at"), new_facts.get("auth_updated_at")
     if old_creds and new_creds and old_creds != new_creds:
         changes.append(
@@ -143,6 +152,41 @@ def fact_changes(
                 f"'session' rows {old_sessions} → {new_sessions}",
                 {"old": old_sessions, "new": new_sessions},
             )
+        )
+    return changes
+
+
+def _pre_key_changes(old_facts: dict, new_facts: dict, *, new_login: bool) -> list[Change]:
+    """
+    The pre-keys uploaded and made one at a time between two snapshots (see split_pre_key_rise).
+
+    Read from ``creds.nextPreKeyId`` when both snapshots have it, else from the stored
+    ``pre-key`` rows. A one-by-one row's ``data`` spans only the pre-keys made one at a time
+    (``new - old`` is their count: ``rules.decryption_failures`` adds them up). After a new
+    login (paired again, another phone) Baileys starts again from ``initAuthCreds()``
+    (``nextPreKeyId`` 1, src/Utils/auth-utils.ts) and uploads its first batch: a rise is then
+    that upload, whatever the number it started from.
+    """
+    old_rules, new_rules = _rule_facts(old_facts), _rule_facts(new_facts)
+    old_next, new_next = old_rules.get("next_pre_key_id"), new_rules.get("next_pre_key_id")
+    if old_next is not None and new_next is not None:
+        old, new, what = int(old_next), int(new_next), f"nextPreKeyId {old_next} → {new_next}"
+    else:
+        old, new = _count(old_facts, "pre-key"), _count(new_facts, "pre-key")
+        what = f"stored pre-keys {old} → {new}"
+    if new <= old:
+        return []
+    if new_login:
+        return [Change(Kind.PREKEYS_TOPPED_UP, what, {"old": old, "new": new})]
+    uploaded, one_by_one = split_pre_key_rise(new - old)
+    changes = []
+    if uploaded:
+        detail = what if not one_by_one else f"{what}: an upload of {uploaded}"
+        changes.append(Change(Kind.PREKEYS_TOPPED_UP, detail, {"old": old, "new": old + uploaded}))
+    if one_by_one:
+        detail = what if not uploaded else f"{what}: {one_by_one} beside an upload of {uploaded}"
+        changes.append(
+            Change(Kind.PREKEY_ONE_BY_ONE, detail, {"old": new - one_by_one, "new": new})
         )
     return changes
 
