@@ -213,6 +213,28 @@ def test_refresh__incremental_reads_only_what_was_written_since_the_previous_one
     assert second.sessions_refreshed == 0
 
 
+def test_refresh__incremental_fails_at_once_when_the_bot_flag_turns_false(monkeypatch):
+    """A bare UPDATE companies SET whatsapp_connected = false: FAIL at the next incremental."""
+    monkeypatch.setattr(refresh_module, "CLOCK_MARGIN", timedelta(0))  # no sleep in a test
+    hour_ago = timezone.now() - timedelta(hours=1)
+    factories.make_company(2155, created_at=hour_ago, updated_at=hour_ago)
+    healthy("company_2155", written_at=hour_ago)
+    snapshot.refresh(full=True)
+    assert SessionState.objects.get(pk="company_2155").status == "OK"
+    with connections["bot"].cursor() as cursor:  # no trigger stamps companies.updated_at
+        cursor.execute("UPDATE companies SET whatsapp_connected = false WHERE company_id = 2155")
+    result = snapshot.refresh(full=False)
+    assert result.kind == "incremental" and result.sessions_refreshed == 1
+    state = SessionState.objects.get(pk="company_2155")
+    assert state.status == "FAIL" and "companies.whatsapp_connected" in state.reasons[0]
+    # Once stored, the flag is not recomputed at every refresh; turning true again is seen.
+    assert snapshot.refresh(full=False).sessions_refreshed == 0
+    with connections["bot"].cursor() as cursor:
+        cursor.execute("UPDATE companies SET whatsapp_connected = true WHERE company_id = 2155")
+    assert snapshot.refresh(full=False).sessions_refreshed == 1
+    assert SessionState.objects.get(pk="company_2155").status == "OK"
+
+
 def test_refresh__a_bot_transaction_open_during_a_refresh_is_read_by_the_next(monkeypatch):
     """Rows stamped before a refresh but committed after it are found by the next one."""
     monkeypatch.setattr(refresh_module, "CLOCK_MARGIN", timedelta(0))  # the mark alone

@@ -79,10 +79,17 @@ _DIRTY_SQL = """
      WHERE coalesce(updated_at, created_at) > %(since)s
 """
 
-# Salons whose companies row changed since T (title, the bot's connection flags).
+# Salons whose companies row changed since T (title, the bot's connection flags), and the
+# salons the bot flags disconnected (``changed`` false: compared with the stored facts, since
+# the bot may flip ``whatsapp_connected`` without touching ``updated_at``: no trigger on
+# companies, shared/legacy-schema.md). One row per salon: a seq scan of a small table.
 _SALONS_SQL = """
-    SELECT company_id FROM companies
+    SELECT company_id,
+           coalesce(updated_at > %(since_naive)s OR disconnected_at > %(since)s
+                    OR whatsapp_connected_at > %(since_naive)s, false) AS changed
+      FROM companies
      WHERE updated_at > %(since_naive)s OR disconnected_at > %(since)s
+        OR whatsapp_connected_at > %(since_naive)s OR whatsapp_connected IS FALSE
 """
 
 
@@ -211,7 +218,9 @@ def _dirty_sessions(previous: Snapshot, now: datetime, mark: datetime) -> set[st
     The session ids whose verdict may differ from the stored one since ``previous``.
 
     Rows written since its high-water mark (through the expiry index) or expired since then,
-    salons whose ``companies`` row changed, sessions a cleanup deleted rows of,
+    salons whose ``companies`` row changed or whose ``whatsapp_connected`` flag disagrees
+    with the stored facts (the bot flips it without a trigger on ``updated_at``), sessions a
+    cleanup deleted rows of,
     sessions whose last write crossed a silence threshold, and the sessions that share a salon
     or a phone with any of those (rules compare them). Each of those sessions is recounted
     whole, which also counts the rows the bot deleted in it (Baileys deletes a pre-key when a
@@ -243,12 +252,40 @@ def _dirty_sessions(previous: Snapshot, now: datetime, mark: datetime) -> set[st
         cursor.execute(_DIRTY_SQL, params)
         dirty = {row[0] for row in cursor.fetchall()}
         cursor.execute(_SALONS_SQL, params)
-        for (salon_id,) in cursor.fetchall():
+        salons = cursor.fetchall()
+    for salon_id, changed in salons:
+        if changed:
             dirty.update(session_ids.spellings(salon_id))
+    dirty |= _bot_flag_moved([salon_id for salon_id, changed in salons if not changed])
     dirty |= _cleaned_since(since)
     dirty |= _crossed_thresholds(since, now)
     dirty |= detect.due(now)
     return _with_peers(dirty)
+
+
+# Stored sessions whose ``bot_connected`` fact and the salon's flag now disagree: one scan of
+# the state table (one row per session) hash-joined to the flagged salons (one array).
+_FLAG_MOVED_SQL = """
+    SELECT state.session_id
+      FROM observability_sessionstate AS state
+      LEFT JOIN (SELECT DISTINCT unnest(%s::bigint[]) AS salon_id) AS flagged
+        ON flagged.salon_id = state.salon_id
+     WHERE (flagged.salon_id IS NOT NULL)
+        <> coalesce(state.facts -> 'facts' ->> 'bot_connected' = 'false', false)
+"""
+
+
+def _bot_flag_moved(disconnected: list[int]) -> set[str]:
+    """
+    Stored sessions whose ``bot_connected`` fact disagrees with the bot's flag now.
+
+    ``disconnected`` holds the salons whose ``companies.whatsapp_connected`` is false: their
+    sessions not stored so yet turn FAIL at once (``rules.bot_flags``), and sessions stored
+    so whose salon is no longer among them are judged again. Neither needs a write.
+    """
+    with connections["default"].cursor() as cursor:
+        cursor.execute(_FLAG_MOVED_SQL, [disconnected])
+        return {session_id for (session_id,) in cursor.fetchall()}
 
 
 def _cleaned_since(since: datetime) -> set[str]:
