@@ -69,8 +69,13 @@ def test_sessions_admin__a_status_from_recorded_history_is_not_at_least(admin_cl
     assert "since ≥" in admin_client.get(changelist).content.decode()
     assert "first snapshot or earlier" in admin_client.get(page).content.decode()
     assert "company_5420" not in admin_client.get(changelist + "?recent=changed").content.decode()
+    overview = reverse("admin:observability_sessionstate_overview")
+    assert '<span class="obs-since" title="as the first snapshot found it: it began then or ' in (
+        admin_client.get(overview).content.decode()
+    )
 
     demo_history.seed_state_history(first.taken_at, {})  # WARN since its write, 3 h ago
     assert "since ≥" not in admin_client.get(changelist).content.decode()
     assert "first snapshot or earlier" not in admin_client.get(page).content.decode()
+    assert "it began then or earlier" not in admin_client.get(overview).content.decode()
     assert "company_5420" in admin_client.get(changelist + "?recent=changed").content.decode()

@@ -97,11 +97,41 @@ def test_whatsapp_sessions__json_since_comes_from_the_snapshot(three_sessions):
     from observability import snapshot
 
     assert all(item["since"] is None for item in json.loads(_run("--json")))
+    assert all(item["since_or_earlier"] is None for item in json.loads(_run("--json")))
     taken = three_sessions - timedelta(minutes=5)
     snapshot.refresh(full=True, now=taken)
     listed = {item["session_id"]: item for item in json.loads(_run("--json"))}
     assert listed["962304"]["since"] == taken.isoformat()
     assert listed["company_962302"]["since"] == taken.isoformat()
+
+
+def test_whatsapp_sessions__json_since_of_a_status_found_by_the_first_snapshot_is_or_earlier(
+    three_sessions,
+):
+    """A status the first snapshot found is flagged "or earlier"; one seen changing is exact."""
+    from observability import snapshot
+    from observability.models import WhatsAppAuth
+
+    first = three_sessions - timedelta(minutes=5)
+    snapshot.refresh(full=True, now=first)
+    listed = {item["session_id"]: item for item in json.loads(_run("--json"))}
+    assert (listed["962304"]["since"], listed["962304"]["since_or_earlier"]) == (
+        first.isoformat(),
+        True,
+    )
+    assert listed["962303"]["since_or_earlier"] is True
+
+    WhatsAppAuth.objects.filter(company_id="962304").delete()
+    factories.make_session("962304", now=three_sessions)  # paired now: it becomes OK
+    later = three_sessions - timedelta(minutes=1)
+    snapshot.refresh(full=True, now=later)
+    listed = {item["session_id"]: item for item in json.loads(_run("--json"))}
+    assert listed["962304"]["status"] == "OK"
+    assert (listed["962304"]["since"], listed["962304"]["since_or_earlier"]) == (
+        later.isoformat(),
+        False,
+    )
+    assert listed["962303"]["since_or_earlier"] is True  # still as the first snapshot found it
 
 
 def test_whatsapp_sessions__terminal_controls_in_bot_data_are_shown_not_run():

@@ -698,7 +698,10 @@ def _by_reason(states, limit: int) -> list[dict]:
         .values("session_id", "salon_id", "salon_title", "status_since", "reasons", "rule")[:limit]
     )
     groups: dict[str, dict] = {}
+    first = snapshot.baseline()
     for row in rows:
+        # Found so by the first snapshot ever: it began then or earlier ("since ≥").
+        row["or_earlier"] = row["status_since"] == first
         group = groups.setdefault(
             row["rule"] or "",
             {"sentence": (row["reasons"] or ["—"])[0], "sessions": [], "differ": False},

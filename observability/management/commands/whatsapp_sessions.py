@@ -34,8 +34,10 @@ class Command(ObservabilityCommand):
             action="store_true",
             dest="as_json",
             help=(
-                "Print a JSON list of objects (session_id, status, since, reasons, facts) "
-                "instead; since is when the status last changed, from the stored snapshot."
+                "Print a JSON list of objects (session_id, status, since, since_or_earlier, "
+                "reasons, facts) instead; since is when the status last changed, from the "
+                "stored snapshot; since_or_earlier is true when the status was already so at "
+                "the store's first snapshot (it began then or earlier: the moment is not known)."
             ),
         )
 
@@ -47,7 +49,12 @@ class Command(ObservabilityCommand):
         if as_json:
             since = _status_since(listed)
             payload = [
-                {**health.as_dict(), "since": since.get(health.session_id)} for health in listed
+                {
+                    **health.as_dict(),
+                    "since": since.get(health.session_id, (None, None))[0],
+                    "since_or_earlier": since.get(health.session_id, (None, None))[1],
+                }
+                for health in listed
             ]
             self.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2))
             return
@@ -114,25 +121,32 @@ class Command(ObservabilityCommand):
         self.stdout.write(f"{len(listed)} session(s): {summary}.")
 
 
-def _status_since(listed: list[sessions.SessionHealth]) -> dict[str, str]:
+def _status_since(listed: list[sessions.SessionHealth]) -> dict[str, tuple[str, bool]]:
     """
     When each session's status last changed, from the stored snapshot (ISO 8601, UTC).
 
     Only when the snapshot holds the same status as this live judgement; a session whose
     status changed since the last snapshot, or that no snapshot saw yet, has no ``since``.
-    The project's database being unreachable leaves every ``since`` out rather than failing.
+    Each ``since`` comes with whether it is only the store's first snapshot (the baseline,
+    ``snapshot.baseline``): a status found so then began at that moment or earlier, as the
+    admin's "since ≥" says. The project's database being unreachable leaves every ``since``
+    out rather than failing.
     """
     from django.db import DatabaseError
 
+    from observability import snapshot
     from observability.models import SessionState
 
     wanted = {health.session_id: str(health.status) for health in listed}
     try:
+        first = snapshot.baseline()
         stored = SessionState.objects.filter(session_id__in=list(wanted)).values_list(
             "session_id", "status", "status_since"
         )
         return {
-            sid: since.isoformat() for sid, status, since in stored if wanted.get(sid) == status
+            sid: (since.isoformat(), since == first)
+            for sid, status, since in stored
+            if wanted.get(sid) == status
         }
     except DatabaseError:
         return {}
