@@ -132,7 +132,8 @@ def ping(alias: str) -> Ping:
 
 # --- This process's pools ---------------------------------------------------------------------
 
-_COUNTERS = (
+#: The pool's counters since it was created (``PoolStats`` fields; ``/metrics`` exports each).
+POOL_COUNTERS = (
     "requests_num",
     "requests_queued",
     "requests_wait_ms",
@@ -189,7 +190,7 @@ class PoolStats:
         if previous is None:
             return self
         changes = {
-            name: max(0, getattr(self, name) - getattr(previous, name)) for name in _COUNTERS
+            name: max(0, getattr(self, name) - getattr(previous, name)) for name in POOL_COUNTERS
         }
         return dataclasses.replace(self, **changes)
 

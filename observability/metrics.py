@@ -199,15 +199,7 @@ class ObservabilityCollector(Collector):
                 f"psycopg pool {name} since this process started.",
                 labels=["alias"],
             )
-            for name in (
-                "requests_num",
-                "requests_queued",
-                "requests_wait_ms",
-                "requests_errors",
-                "connections_num",
-                "connections_errors",
-                "connections_lost",
-            )
+            for name in activity.POOL_COUNTERS
         }
         for alias in config.health_database_aliases():
             stats = activity.pool_stats(alias)

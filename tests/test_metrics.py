@@ -118,6 +118,7 @@ def test_metrics__pool_statistics_per_alias(client):
     assert samples[("observability_pool_max_size", (("alias", "bot"),))] == max_size
     assert ("observability_pool_size", (("alias", "default"),)) in samples
     assert samples[("observability_pool_requests_num_total", (("alias", "bot"),))] >= 1
+    assert samples[("observability_pool_returns_bad_total", (("alias", "bot"),))] == 0
 
 
 def test_metrics__last_cleanup_time_and_deleted_rows(client):

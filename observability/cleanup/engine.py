@@ -221,6 +221,20 @@ def run_delete_operation(
     )
 
 
+def _counts(report: CleanupReport) -> dict:
+    """What a finished run's record keeps of its report, failed or not (rows so far)."""
+    return {
+        "rows_seen": report.rows_seen,
+        "total_seen": report.total_seen,
+        "rows_deleted": report.rows_deleted,
+        "total_deleted": report.total_deleted,
+        "rows_kept": report.rows_kept,
+        "total_kept": report.total_kept,
+        "kept_reasons": report.kept_reasons,
+        "backup_path": "\n".join(report.backup_paths),
+    }
+
+
 def execute_run(
     *,
     operation: str,
@@ -271,30 +285,12 @@ def execute_run(
         if not isinstance(error, ObservabilityError):
             logger.exception("cleanup run %s (%s) failed", recorder.id, operation)
         recorder.finish(
-            CleanupRun.Outcome.FAILED,
-            error=records.describe_error(error),
-            rows_seen=report.rows_seen,
-            total_seen=report.total_seen,
-            rows_deleted=report.rows_deleted,
-            total_deleted=report.total_deleted,
-            rows_kept=report.rows_kept,
-            total_kept=report.total_kept,
-            kept_reasons=report.kept_reasons,
-            backup_path="\n".join(report.backup_paths),
+            CleanupRun.Outcome.FAILED, error=records.describe_error(error), **_counts(report)
         )
         raise
     report.duration_seconds = round(time.monotonic() - started, 3)
     recorder.finish(
-        CleanupRun.Outcome.SUCCEEDED,
-        rows_seen=report.rows_seen,
-        total_seen=report.total_seen,
-        rows_deleted=report.rows_deleted,
-        total_deleted=report.total_deleted,
-        rows_kept=report.rows_kept,
-        total_kept=report.total_kept,
-        kept_reasons=report.kept_reasons,
-        bytes_after=report.bytes_after,
-        backup_path="\n".join(report.backup_paths),
+        CleanupRun.Outcome.SUCCEEDED, bytes_after=report.bytes_after, **_counts(report)
     )
     logger.info(
         "cleanup %s %s: %d seen, %d deleted in %d batches",
