@@ -383,6 +383,18 @@ class Process(HealthCheck):
         return None
 
 
+def _taken_at_field():
+    """
+    Where a check notes the snapshot it judged (None before the first, or unreadable).
+
+    Not a constructor argument nor part of ``repr`` (the check's name in every format) or
+    ``labels``: the view reads it to say the snapshot's age in every state
+    (``health_views.snapshot_headers``), OK included, where the library's formats allow no
+    message.
+    """
+    return dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+
 @dataclasses.dataclass
 class SnapshotFreshness(HealthCheck):
     """
@@ -393,6 +405,7 @@ class SnapshotFreshness(HealthCheck):
     """
 
     timeout = timedelta(seconds=3)
+    snapshot_taken_at: datetime | None = _taken_at_field()
 
     def run(self) -> None:
         from observability import snapshot
@@ -405,6 +418,7 @@ class SnapshotFreshness(HealthCheck):
                 raise ServiceUnavailable(
                     f"Cannot read the stored snapshot: {error.message}"
                 ) from error
+        self.snapshot_taken_at = fresh.snapshot.taken_at if fresh.snapshot else None
         if fresh.status is Status.FAIL:
             raise ServiceUnavailable(fresh.message)
         if fresh.status is Status.WARN or fresh.failed_since is not None:
@@ -423,6 +437,7 @@ class WhatsAppStore(HealthCheck):
     """
 
     timeout = timedelta(seconds=3)
+    snapshot_taken_at: datetime | None = _taken_at_field()
 
     def run(self) -> None:
         from observability import snapshot
@@ -434,6 +449,7 @@ class WhatsAppStore(HealthCheck):
                 store = snapshot.store_health(fresh.snapshot) if fresh.snapshot else None
             except ObservabilityError as error:
                 raise ServiceUnavailable(error.message) from error
+        self.snapshot_taken_at = fresh.snapshot.taken_at if fresh.snapshot else None
         if store is None:
             raise ServiceUnavailable(fresh.message)
         failures = [f.sentence for f in store.findings if f.status is Status.FAIL]

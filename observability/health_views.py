@@ -11,11 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
@@ -25,7 +26,7 @@ from health_check.base import HealthCheckResult
 from health_check.exceptions import HealthCheckException, ServiceWarning
 from health_check.views import HealthCheckView, MediaType
 
-from observability import config, health_checks, metrics
+from observability import config, health_checks, metrics, moments
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +232,40 @@ _MEDIA_TYPES = {
 }
 
 
+#: The stored snapshot's moment (RFC 3339, UTC) and age in whole seconds, on every answer of a
+#: group that judges the snapshot (``/health/``, ``/health/snapshot/``, ``/health/whatsapp/``).
+SNAPSHOT_TAKEN_AT_HEADER = "X-Snapshot-Taken-At"
+SNAPSHOT_AGE_HEADER = "X-Snapshot-Age"
+
+
+def snapshot_taken_at(results: list[HealthCheckResult]) -> datetime | None:
+    """The moment of the snapshot the checks judged (None: none judged one, or none exists)."""
+    for result in results:
+        taken_at = getattr(result.check, "snapshot_taken_at", None)
+        if taken_at is not None:
+            return taken_at
+    return None
+
+
+def snapshot_headers(response: HttpResponse, taken_at: datetime | None) -> None:
+    """
+    Say the snapshot's age on every answer, OK included (issue 13: every page shows it).
+
+    The library's formats give an OK check no message (JSON ``"OK"``, which monitors match),
+    so the age travels in headers, whatever the format and the caller's access (a moment is no
+    secret); a WARN or FAIL message says it too. No header before the first snapshot: the
+    check then fails saying so.
+    """
+    if taken_at is None:
+        return
+    taken_at = taken_at.astimezone(UTC)
+    response[SNAPSHOT_TAKEN_AT_HEADER] = taken_at.isoformat(timespec="seconds").replace(
+        "+00:00", "Z"
+    )
+    age = max(0, int((timezone.now() - taken_at).total_seconds()))
+    response[SNAPSHOT_AGE_HEADER] = str(age)
+
+
 class HealthView(HealthCheckView):
     """
     The library's view with this project's checks, access rules and status codes.
@@ -325,11 +360,20 @@ class HealthView(HealthCheckView):
         self.show_messages = access is Access.DETAILS
         self.results = self._service_results()
         response = self._render(request, 500 if self.has_failure else 200, **kwargs)
+        snapshot_headers(response, snapshot_taken_at(self.results))
         # A failing check is an answer, not a server error: the library already logged each
         # failing check as a warning, so keep Django from logging "Internal Server Error" (and
         # Sentry's logging integration from raising an event) on every poll of a monitor.
         response._has_been_logged = True
         return response
+
+    def get_context_data(self, **kwargs):
+        """The library's page, with the snapshot's moment and age above the checks."""
+        taken_at = snapshot_taken_at(self.results)
+        return {
+            **super().get_context_data(**kwargs),
+            "snapshot_as_of": moments.text(taken_at) if taken_at else None,
+        }
 
     def _render(self, request, status: int, **kwargs) -> HttpResponse:
         """The library's content negotiation (``HealthCheckView.get``) over these results."""

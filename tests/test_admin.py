@@ -409,6 +409,35 @@ def test_pages__bot_database_down_answer_from_the_snapshot_with_its_age(
         assert "Bot database unavailable" in response.content.decode(), url
 
 
+def test_pages__every_stored_verdict_shows_the_snapshot_age(admin_client, seeded):
+    """The key browser, salons list and page and the admin index say how old their verdicts are."""
+    from observability.models import Snapshot
+
+    Snapshot.objects.update(taken_at=timezone.now() - timedelta(minutes=5))
+    for url in (
+        keys_page(str(SALON)),
+        reverse("admin:observability_company_changelist"),
+        reverse("admin:observability_company_change", args=[seeded["company"].pk]),
+        reverse("admin:index"),
+    ):
+        response = admin_client.get(url)
+        html = response.content.decode()
+        assert response.status_code == 200, url
+        assert 'id="health-freshness"' in html, url
+        assert "· 5 minutes ago (full), older than 3 min" in html, url  # stale: it says so
+    # Pages without a stored verdict have no banner.
+    clients = admin_client.get(reverse("admin:observability_client_changelist"))
+    assert 'id="health-freshness"' not in clients.content.decode()
+
+
+def test_key_browser__a_session_stored_since_the_snapshot_is_judged_live(admin_client, seeded):
+    """A session written after the last snapshot: no snapshot age, a note that it is live."""
+    factories.make_auth("962399", seed=9)
+    html = admin_client.get(keys_page("962399")).content.decode()
+    assert 'id="judged-live"' in html
+    assert 'id="health-freshness"' not in html
+
+
 def test_changelist__row_is_short_with_key_breakdown_on_hover(admin_client, seeded):
     """Each row keeps the per-type breakdown in a tooltip and the first reason as headline."""
     response = admin_client.get(reverse("admin:observability_sessionstate_changelist"))

@@ -470,3 +470,38 @@ def test_shared_results__refreshed_from_half_the_ttl_while_the_others_keep_the_v
     refresher.join(10)
     assert refreshed == [["new"]]
     assert shared.get(key, ttl, must_not_run) == ["new"]
+
+
+@pytest.mark.django_db(databases=["default", "bot"], transaction=True)  # checks run in threads
+def test_health_whatsapp__an_ok_store_still_says_the_snapshot_age(client):
+    """Store OK: the JSON stays the library's "OK"; headers and the HTML page carry the age."""
+    from datetime import UTC
+
+    from django.utils import timezone
+
+    taken = timezone.now().replace(microsecond=0) - timedelta(minutes=2)
+    snapshot.refresh(full=True, now=taken)
+    answers = {
+        "json": _get(client, "/health/whatsapp/"),
+        "text": client.get("/health/whatsapp/", headers={"Accept": "text/plain"}),
+        "html": client.get("/health/whatsapp/", headers={"Accept": "text/html"}),
+        "service": _get(client, "/health/"),
+    }
+    assert answers["json"].status_code == 200
+    assert answers["json"].json() == {"WhatsAppStore()": "OK"}  # monitors match "OK" as ever
+    stamp = taken.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for name, response in answers.items():
+        assert response[health_views.SNAPSHOT_TAKEN_AT_HEADER] == stamp, name
+        assert 120 <= int(response[health_views.SNAPSHOT_AGE_HEADER]) < 180, name
+    html = answers["html"].content.decode()
+    assert 'id="snapshot-age"' in html and "· 2 minutes ago." in html
+
+
+def test_health_whatsapp__no_snapshot_yet_fails_without_an_age(client):
+    """Before the first snapshot: 500, no snapshot headers (there is no age to give)."""
+    response = _get(client, "/health/whatsapp/", **_bearer())
+    assert response.status_code == 500
+    assert "take_snapshot" in response.json()["WhatsAppStore()"]
+    assert health_views.SNAPSHOT_TAKEN_AT_HEADER not in response
+    assert health_views.SNAPSHOT_AGE_HEADER not in response
+    assert health_views.SNAPSHOT_TAKEN_AT_HEADER not in _get(client, "/health/db/")

@@ -475,3 +475,4 @@ def test_read_only_role__select_revoked_after_a_snapshot_pages_answer_from_it(
     message = store.json()["WhatsAppStore()"]
     assert f"{SALON} + {twin}" in message
     assert "2 minutes ago" in message
+    assert 120 <= int(store["X-Snapshot-Age"]) < 180

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from django.utils import timezone
 from django.utils.html import format_html
 
-from observability import moments, phones
+from observability import moments, phones, snapshot
 from observability.sessions import DayCount, Status
 
 
@@ -25,6 +25,18 @@ def badge(status: Status | str) -> str:
     return format_html(
         '<span class="obs-badge obs-{}">{}</span>', status.value.lower(), status.value
     )
+
+
+def freshness_context(now: datetime | None = None) -> dict:
+    """
+    What a page says about the snapshot it shows: its age and whether that is a problem.
+
+    For ``admin/observability/freshness.html`` (the ``#health-freshness`` banner), on every
+    page that shows a verdict read from the stored snapshot (issue 13: every page shows its
+    age).
+    """
+    fresh = snapshot.freshness(now)
+    return {"freshness": fresh, "freshness_badge": badge(fresh.status)}
 
 
 def age(moment: datetime | None, now: datetime | None = None) -> str:

@@ -83,15 +83,6 @@ def clients_url(salon_id: int | None) -> str | None:
     return reverse("admin:observability_client_changelist") + f"?salon={salon_id}"
 
 
-def freshness_context(now=None) -> dict:
-    """What every page says about the snapshot it shows: its age and whether that is a problem."""
-    fresh = snapshot.freshness(now)
-    return {
-        "freshness": fresh,
-        "freshness_badge": display.badge(fresh.status),
-    }
-
-
 # --- Filters (SQL over the stored state) ------------------------------------------------------
 
 
@@ -421,7 +412,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "overview_url": overview_url(),
-            **freshness_context(),
+            **display.freshness_context(),
         }
         return super().changelist_view(request, extra_context)
 
@@ -449,7 +440,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
             detail_error = error.message
         context = {
             **self.admin_site.each_context(request),
-            **freshness_context(now),
+            **display.freshness_context(now),
             "opts": self.opts,
             "title": f"Session {session_id}",
             "subtitle": health.salon_title,
@@ -522,10 +513,13 @@ class SessionAdmin(ReadOnlyModelAdmin):
             raise BadInput("The page number must be a whole number.") from error
         if page_number < 1:
             raise BadInput("The page number must be 1 or more.")
+        # The verdict (badge, counts) as of the snapshot, with its age; the keys are live.
+        freshness = display.freshness_context()
         try:
             health = snapshot.session_health(session_id)
         except SessionNotFound:  # stored since the last snapshot: the key browser is live anyway
             health = sessions.get_session(session_id)
+            freshness = {}
         page = sessions.browse_keys(
             session_id,
             key_type=key_type,
@@ -541,6 +535,8 @@ class SessionAdmin(ReadOnlyModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": f"Keys of session {session_id}",
+            **freshness,
+            "from_snapshot": bool(freshness),
             "health": health,
             "badge": display.badge(health.status),
             "page": page,
@@ -602,7 +598,7 @@ class SessionAdmin(ReadOnlyModelAdmin):
         # Ongoing incidents are the failing sessions listed above them: only ended ones here.
         ended = [incident for incident in incidents if not incident.ongoing]
         context = {
-            **freshness_context(now),
+            **display.freshness_context(now),
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "WhatsApp session store overview",

@@ -1,4 +1,4 @@
-"""Template filters and tags of the ops admin: one way to show a moment, the store counts."""
+"""Template filters and tags of the ops admin: a moment, the store counts, the snapshot's age."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ def when(moment):
 def now_moment() -> str:
     """``{% now_moment %}``: now, in the one format (``2026-11-30 19:40 UTC · 0 minutes ago``)."""
     return display.when(timezone.now())
+
+
+@register.inclusion_tag("admin/observability/freshness.html")
+def freshness_banner() -> dict:
+    """
+    ``{% freshness_banner %}``: the snapshot's age (``#health-freshness``) on any page.
+
+    For pages showing a stored verdict whose view is the admin's own (the salons list and page,
+    the admin index); the sessions pages pass ``display.freshness_context`` themselves.
+    """
+    return display.freshness_context()
 
 
 @register.simple_tag
