@@ -19,9 +19,9 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from observability import config
@@ -45,19 +45,63 @@ def sign(raw: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
 
 
-def _claim(delivery_id: int, now: datetime) -> bool:
-    """Take a due pending delivery for this process (no other process sends it meanwhile)."""
-    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    return bool(
-        AlertDelivery.objects.filter(pk=delivery_id, outcome=Outcome.PENDING)
-        .filter(due)
-        .update(outcome=Outcome.SENDING, last_attempt_at=now)
+def stuck_after() -> timedelta:
+    """
+    How long a delivery may stay ``sending`` before its worker counts as gone.
+
+    A send takes at most ``alert_webhook_timeout`` to connect and as long to answer, so a
+    delivery still ``sending`` after twice that plus a minute was left by a worker that died
+    mid-send (killed, restarted, out of memory): it is due again.
+    """
+    return 2 * config.alert_webhook_timeout() + timedelta(minutes=1)
+
+
+def _pending(now: datetime) -> Q:
+    """Pending deliveries whose (next) attempt is due."""
+    return Q(outcome=Outcome.PENDING) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
+
+
+def _stuck(now: datetime) -> Q:
+    """Deliveries left ``sending`` by a worker that died mid-send (:func:`stuck_after`)."""
+    return Q(outcome=Outcome.SENDING, last_attempt_at__lte=now - stuck_after())
+
+
+def _claim(delivery_id: int, now: datetime) -> str:
+    """
+    Take a due delivery for this process (no other process sends it meanwhile).
+
+    Returns ``sending`` when this process now holds it, ``failed`` when it was given up,
+    ``""`` when it was not due.
+
+    A delivery taken over from a dead worker counts that worker's attempt (it may have
+    reached the receiver, or it may be what kills the worker): a delivery that keeps killing
+    workers is given up after ``alert_webhook_max_attempts`` like any other.
+    """
+    rows = AlertDelivery.objects.filter(pk=delivery_id)
+    if rows.filter(_pending(now)).update(outcome=Outcome.SENDING, last_attempt_at=now):
+        return Outcome.SENDING
+    lost = "the worker sending this attempt stopped before it ended"
+    if not rows.filter(_stuck(now)).update(
+        outcome=Outcome.SENDING,
+        last_attempt_at=now,
+        attempts=F("attempts") + 1,
+        response_status=None,
+        error=lost,
+    ):
+        return ""
+    logger.warning("alert webhook delivery %s: %s; taken over", delivery_id, lost)
+    if rows.filter(attempts__gte=config.alert_webhook_max_attempts()).update(
+        outcome=Outcome.FAILED, next_attempt_at=None
+    ):
+        return Outcome.FAILED
+    return Outcome.SENDING
 
 
 def deliver(delivery_id: int, *, now: datetime | None = None) -> str:
     """
-    POST one delivery once, if it is pending and due; record the outcome.
+    POST one delivery once, if it is pending and due (or stuck, :func:`_claim`); record it.
 
     A 2xx answer delivers it. Anything else (an error status, a timeout, a refused
     connection) schedules the next attempt ``alert_webhook_backoff`` × 2^(attempts - 1)
@@ -68,8 +112,9 @@ def deliver(delivery_id: int, *, now: datetime | None = None) -> str:
 
     """
     now = now or timezone.now()
-    if not _claim(delivery_id, now):
-        return "skipped"
+    claimed = _claim(delivery_id, now)
+    if claimed != Outcome.SENDING:
+        return claimed or "skipped"
     delivery = AlertDelivery.objects.get(pk=delivery_id)
     url, secret = config.alert_webhook_url(), config.alert_webhook_secret()
     raw = body(delivery)
@@ -136,11 +181,15 @@ def deliver(delivery_id: int, *, now: datetime | None = None) -> str:
 
 
 def due(now: datetime | None = None) -> list[int]:
-    """Pending deliveries whose (next) attempt is due."""
+    """
+    Pending deliveries whose (next) attempt is due, and those stuck ``sending``.
+
+    A delivery still ``sending`` after :func:`stuck_after` was left by a worker that died
+    mid-send; without this it would never be tried again.
+    """
     now = now or timezone.now()
     return list(
-        AlertDelivery.objects.filter(outcome=Outcome.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        AlertDelivery.objects.filter(_pending(now) | _stuck(now))
         .order_by("id")
         .values_list("pk", flat=True)
     )

@@ -153,6 +153,47 @@ def test_webhook__gives_up_after_the_last_attempt(receiver, settings):
     assert delivery.next_attempt_at is None
 
 
+def _worker_died_mid_send(ago: timedelta) -> None:
+    """A worker claimed the pending delivery ``ago`` and died before recording the outcome."""
+    AlertDelivery.objects.filter(outcome__in=["pending", "sending"]).update(
+        outcome="sending", last_attempt_at=timezone.now() - ago
+    )
+
+
+def test_webhook__a_delivery_left_sending_by_a_dead_worker_is_sent_again(receiver):
+    """Stuck 'sending' past twice the timeout plus a minute: the next run delivers it once."""
+    _salon_fails_then_recovers(recover=False)
+    receiver.statuses = [500]
+    alerts.dispatch_transitions(now=T0 + MIN)
+    _worker_died_mid_send(timedelta(seconds=30))  # maybe still sending: left alone
+    alerts.dispatch_transitions()
+    assert AlertDelivery.objects.get().outcome == "sending" and len(receiver.requests) == 1
+    _worker_died_mid_send(webhook.stuck_after() + timedelta(seconds=1))
+    alerts.dispatch_transitions()
+    delivery = AlertDelivery.objects.get()
+    assert (delivery.outcome, delivery.attempts, delivery.response_status) == (
+        "delivered",
+        3,  # the 500, the dead worker's, this one
+        200,
+    )
+    assert len(receiver.requests) == 2
+    alerts.dispatch_transitions()
+    assert len(receiver.requests) == 2
+
+
+def test_webhook__a_delivery_that_keeps_killing_workers_is_given_up(receiver, settings):
+    """A stuck delivery at its last attempt is marked failed, with why, and not sent again."""
+    settings.OBSERVABILITY_ALERT_WEBHOOK_MAX_ATTEMPTS = 2
+    _salon_fails_then_recovers(recover=False)
+    receiver.statuses = [500]
+    alerts.dispatch_transitions(now=T0 + MIN)
+    _worker_died_mid_send(webhook.stuck_after() + timedelta(seconds=1))
+    alerts.dispatch_transitions()
+    delivery = AlertDelivery.objects.get()
+    assert (delivery.outcome, delivery.attempts) == ("failed", 2)
+    assert "worker" in delivery.error and len(receiver.requests) == 1
+
+
 def test_webhook__an_unreachable_receiver_is_an_attempt_with_its_error(settings):
     """A closed port: the attempt is recorded with the connection error, retried later."""
     settings.OBSERVABILITY_ALERT_WEBHOOK_URL = "http://127.0.0.1:9/nothing-listens"
