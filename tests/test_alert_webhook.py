@@ -276,6 +276,21 @@ def test_transitions__without_a_webhook_are_recorded_and_reported_to_sentry(sent
     assert event["fingerprint"] == ["observability-alert", "session.bot_flags"]
 
 
+def test_prune__alert_deliveries_past_retention_go_each_sessions_newest_stays(receiver):
+    """The snapshot's retention prunes old deliveries; a session's newest one is kept."""
+    _salon_fails_then_recovers()
+    alerts.dispatch_transitions(now=T0 + 2 * MIN)
+    assert AlertDelivery.objects.count() == 2
+    later = T0 + timedelta(days=91)
+    snapshot.refresh(full=True, now=later)
+    kept = AlertDelivery.objects.get()
+    assert (kept.old_status, kept.new_status) == ("FAIL", "OK")
+    # The stream resumes after the kept delivery: the old transitions do not go out again.
+    alerts.dispatch_transitions(now=later)
+    resent = AlertDelivery.objects.exclude(pk=kept.pk).filter(at__lt=later)
+    assert not resent.exists()
+
+
 def test_admin__alert_deliveries_are_listed_read_only(admin_client, receiver):
     """The admin lists deliveries and shows one; nothing can be added, changed or deleted."""
     _salon_fails_then_recovers(recover=False)

@@ -19,7 +19,13 @@ from django.utils import timezone
 
 from observability import config, key_types, phones, session_ids, sessions
 from observability.exceptions import ObservabilityError, translate_database_errors
-from observability.models import CleanupRun, SessionChange, SessionState, Snapshot
+from observability.models import (
+    AlertDelivery,
+    CleanupRun,
+    SessionChange,
+    SessionState,
+    Snapshot,
+)
 from observability.snapshot import codec, detect
 from observability.snapshot.changes import change_row, creds_count, creds_detail, fact_changes
 from observability.snapshot.read import state_health
@@ -610,17 +616,23 @@ def _coalesce_creds_rewrites(changes: list[SessionChange], now: datetime) -> lis
 
 def prune(now: datetime) -> int:
     """
-    Remove changes older than ``snapshot_history_retention`` and old refresh records.
+    Remove history past ``snapshot_history_retention`` (changes, alert deliveries), old logs.
 
-    The latest state of every session is never touched, nor the newest refresh record.
+    The latest state of every session is never touched, nor the newest refresh record, nor
+    each session's newest alert delivery: a recovery goes out when its FAIL's did
+    (``observability.alerts.dispatch_transitions``), however long the FAIL lasted, and the
+    newest delivery is where the transition stream resumes.
 
     Returns:
         How many change rows were removed.
 
     """
-    removed, _ = SessionChange.objects.filter(
-        at__lt=now - config.snapshot_history_retention()
-    ).delete()
+    cutoff = now - config.snapshot_history_retention()
+    removed, _ = SessionChange.objects.filter(at__lt=cutoff).delete()
+    newest_alerts = AlertDelivery.objects.order_by("session_id", "-change_id").distinct(
+        "session_id"
+    )
+    AlertDelivery.objects.filter(at__lt=cutoff).exclude(pk__in=newest_alerts.values("pk")).delete()
     newest = Snapshot.objects.order_by("-taken_at", "-id").values_list("pk", flat=True)[:1]
     Snapshot.objects.filter(taken_at__lt=now - config.snapshot_log_retention()).exclude(
         pk__in=list(newest)
