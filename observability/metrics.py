@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from observability import activity, config
 from observability.exceptions import ObservabilityError
+from observability.rules import Status
 
 logger = logging.getLogger(__name__)
 
@@ -93,15 +94,28 @@ class ObservabilityCollector(Collector):
         from observability.snapshot import history
 
         fresh = snapshot.freshness()
+        if fresh.age is None:
+            # No snapshot yet: no age at all, rather than NaN (``NaN > 600`` is never true),
+            # so the rule's ``absent(observability_snapshot_age_seconds)`` fires.
+            return
         yield GaugeMetricFamily(
             "observability_snapshot_age_seconds",
             "Seconds since the stored session health snapshot was taken (every number below "
-            "is that old).",
-            value=fresh.age.total_seconds() if fresh.age is not None else float("nan"),
+            "is that old; absent before the first snapshot).",
+            value=fresh.age.total_seconds(),
         )
         store = snapshot.store_health(fresh.snapshot) if fresh.snapshot else None
         if store is None:
             return
+        verdict = GaugeMetricFamily(
+            "observability_whatsapp_store_status",
+            "The store's verdict (what /health/whatsapp/ answers): 1 for its status, 0 for "
+            "the others.",
+            labels=["status"],
+        )
+        for status in Status:
+            verdict.add_metric([str(status)], 1 if status == store.status else 0)
+        yield verdict
         failing = GaugeMetricFamily(
             "observability_whatsapp_failing_sessions",
             "Failing WhatsApp sessions by how long they have failed (upper bound of the bucket, "

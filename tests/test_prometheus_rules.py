@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 import subprocess
@@ -12,7 +14,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from observability import snapshot
-from observability.models import CleanupRun
+from observability.models import CleanupRun, Company
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +40,69 @@ def test_alert_rules__promtool_unit_tests_pass():
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
+
+
+def _fires_on_scrape(client, alertname: str, tmp_path) -> bool:
+    """
+    Whether promtool fires ``alertname`` at 5 min when /metrics keeps answering as it does now.
+
+    Every sample of one real scrape becomes a promtool input series (``up`` 1 added, as
+    Prometheus does), so the rules are judged on exactly what a monitor would store.
+    """
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    series = [{"series": 'up{job="observability"}', "values": "1x10"}]
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            labels = {"job": "observability", **sample.labels}
+            text = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
+            value = "NaN" if math.isnan(sample.value) else repr(float(sample.value))
+            series.append({"series": f"{sample.name}{{{text}}}", "values": f"{value}x10"})
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [{"eval_time": "5m", "alertname": alertname, "exp_alerts": []}],
+            }
+        ],
+    }
+    path = tmp_path / "scrape_test.yml"
+    path.write_text(json.dumps(tests))  # JSON is YAML
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode == 0:
+        return False  # it expected no alert and got none
+    output = result.stdout + result.stderr
+    assert f'alertname="{alertname}"' in output, output
+    return True
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: prometheus)")
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_alert_rules__no_snapshot_ever_taken_is_a_stale_snapshot(client, settings, tmp_path):
+    """/metrics before the first snapshot makes WhatsAppSnapshotStale fire (not a NaN age)."""
+    settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
+    assert _fires_on_scrape(client, "WhatsAppSnapshotStale", tmp_path)
+    snapshot.refresh()
+    assert not _fires_on_scrape(client, "WhatsAppSnapshotStale", tmp_path)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: prometheus)")
+@pytest.mark.django_db(databases=["default", "bot"])
+def test_alert_rules__a_failing_store_pages(client, settings, tmp_path):
+    """A session failing (the store's verdict FAIL) makes WhatsAppStoreFailing fire."""
+    settings.OBSERVABILITY_HEALTH_TOKEN = TOKEN
+    factories.make_company(962302)
+    factories.make_session("company_962302")
+    snapshot.refresh()
+    assert not _fires_on_scrape(client, "WhatsAppStoreFailing", tmp_path)
+    Company.objects.filter(company_id=962302).update(whatsapp_connected=False)
+    snapshot.refresh(full=True)
+    assert _fires_on_scrape(client, "WhatsAppStoreFailing", tmp_path)
 
 
 @pytest.mark.django_db(databases=["default", "bot"])
