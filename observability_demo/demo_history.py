@@ -5,11 +5,14 @@ The demo's bot rows (``observability_demo.demo_data``) are one moment; the histo
 (``observability.rules.HISTORY_RULES``) need the refreshes before it. For five healthy demo
 sessions this writes, in the project's own database, the history that the refresh records
 when the failure happens (change rows with their numbers, a learned rhythm, recent logins),
-so the demo's first snapshot catches one session per detector:
+so the demo's first snapshot catches one session per detector. In the bot's rows it only
+rewrites the creds of the looping and the storming sessions (as each login and each pre-key
+does), so their auth row reads written now:
 
-- reconnect loop: logins in the last three minutes (they pass after ten: the timeline keeps
-  the incident);
-- decryption failures: twelve pre-keys created one at a time in the last minutes;
+- reconnect loop: logins in the last three minutes, the last one now (they pass after ten:
+  the timeline and the overview's incidents keep it, with its cause);
+- decryption failures: twelve pre-keys created one at a time in the last minutes, up to the
+  creds' ``nextPreKeyId`` (likewise);
 - session rows lost: most ``session`` rows gone twenty minutes ago (a WARN for the hour);
 - paired again: a new device number two hours ago while the session worked (a WARN for a day);
 - silence against the rhythm: a salon that writes every few minutes, silent since its last
@@ -23,8 +26,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from observability import config
-from observability.models import RHYTHM_WEEKS, SessionChange, SessionRhythm, SessionState
+from django.db.models.functions import Now
+
+from observability import config, sessions
+from observability.models import (
+    RHYTHM_WEEKS,
+    SessionChange,
+    SessionRhythm,
+    SessionState,
+    WhatsAppAuth,
+)
 from observability.snapshot import detect
 from observability.snapshot.changes import change_row, creds_detail
 
@@ -55,7 +66,7 @@ def seed_demo_history(session_ids: list[str], now: datetime) -> dict[str, str]:
     given = dict(zip(session_ids, DETECTORS, strict=False))
     loop, storm, lost, paired, silent = session_ids[: len(DETECTORS)]
     rhythms = [
-        _rhythm(loop, now, logins=[now - timedelta(minutes=m) for m in (3, 2, 1)]),
+        _rhythm(loop, now, logins=[now - timedelta(minutes=m) for m in (2, 1, 0)]),
         _rhythm(silent, now, busy=True),
     ]
     SessionRhythm.objects.filter(session_id__in=[loop, silent]).delete()
@@ -73,6 +84,9 @@ def seed_demo_history(session_ids: list[str], now: datetime) -> dict[str, str]:
             detail=creds_detail(len(logins), logins[-1].astimezone(UTC).strftime("%H:%M")),
         )
     ]
+    # Three pre-keys a minute for four minutes, ending at the creds' nextPreKeyId.
+    (health,) = sessions.list_sessions(session_ids=[storm])
+    last = getattr(health.facts, "next_pre_key_id", None) or 905
     changes += [
         change_row(
             storm,
@@ -80,14 +94,14 @@ def seed_demo_history(session_ids: list[str], now: datetime) -> dict[str, str]:
             Kind.PREKEY_ONE_BY_ONE,
             "FAIL",
             "FAIL",
-            detail=f"nextPreKeyId {900 + 5 - minute} → {900 + 5 - minute + 3}",
+            detail=f"nextPreKeyId {last - 3 * minute - 3} → {last - 3 * minute}",
             data={
-                "old": 900 + 5 - minute,
-                "new": 900 + 5 - minute + 3,
-                "was": "OK" if minute == 4 else "FAIL",
+                "old": last - 3 * minute - 3,
+                "new": last - 3 * minute,
+                "was": "OK" if minute == 3 else "FAIL",
             },
         )
-        for minute in (4, 3, 2, 1)
+        for minute in (3, 2, 1, 0)
     ]
     changes.append(
         change_row(
@@ -112,6 +126,9 @@ def seed_demo_history(session_ids: list[str], now: datetime) -> dict[str, str]:
         )
     )
     SessionChange.objects.bulk_create(changes)
+    # Baileys rewrites the creds at each login and with each pre-key it creates (the table's
+    # trigger stamps updated_at): the auth rows say so, as the timeline does.
+    WhatsAppAuth.objects.filter(company_id__in=[loop, storm]).update(updated_at=Now())
     return given
 
 
@@ -152,8 +169,8 @@ HISTORY_DAYS = 35
 
 #: How long before the demo started each detector's session left OK (its seeded events above).
 DETECTOR_SINCE = {
-    "reconnect_loop": timedelta(minutes=3),
-    "decryption_failures": timedelta(minutes=4),
+    "reconnect_loop": timedelta(minutes=2),
+    "decryption_failures": timedelta(minutes=3),
     "session_rows_lost": timedelta(minutes=20),
     "paired_again": timedelta(hours=2),
 }

@@ -56,6 +56,15 @@ def test_seed_demo_history__its_rows_read_as_the_refresh_records_them():
     assert rewrites.kind == SessionChange.Kind.CREDS_REWRITTEN
     assert rewrites.detail.startswith("3 rewrites, last at ")
 
+    # The bot's rows agree: the creds were written now, and up to the storm's nextPreKeyId.
+    storm = next(sid for sid, detector in given.items() if detector == "decryption_failures")
+    healths = {h.session_id: h for h in snapshot.all_health()}
+    for session_id in (loop, storm):
+        assert healths[session_id].auth_updated_at > timezone.now() - timedelta(minutes=1)
+    newest = facts.filter(session_id=storm).latest("at")
+    assert newest.data["new"] == healths[storm].facts.next_pre_key_id
+    assert newest.detail.endswith(f"→ {healths[storm].facts.next_pre_key_id}")
+
 
 def test_demo_history__too_few_healthy_sessions_writes_nothing():
     """With fewer healthy sessions than detectors, no history is picked."""
