@@ -128,14 +128,17 @@ def dispatch_transitions(now=None) -> dict:
     unique, so a transition goes out once whichever process reads it first; the first run
     starts from the last few minutes, not the whole history). A turn to FAIL goes out unless
     the same session and cause went out within ``store_alert_cooldown`` (the store alert's
-    per-cause cooldown); a recovery goes out when its FAIL did. Going out means: a Sentry
+    per-cause cooldown); a recovery goes out when its FAIL did. A transition seen longer ago
+    than ``snapshot_stale_failure`` (history written into the past, as the demo seeds it, or a
+    backlog) is recorded as ``too_old`` and not sent: a page is for what happens now. Going
+    out means: a Sentry
     message for a FAIL (one issue per cause, as the store alert), and the optional webhook
     (``observability.webhook``), queued on the django-q2 worker.
 
     Called after every snapshot refresh by ``observability.tasks.take_snapshot_task``.
 
     Returns:
-        Counts of what was done: ``{"transitions", "sent", "suppressed", "queued"}``.
+        Counts of what was done: ``{"transitions", "sent", "suppressed", "too_old", "queued"}``.
 
     """
     from django.db import IntegrityError, transaction
@@ -157,15 +160,17 @@ def dispatch_transitions(now=None) -> dict:
     states = SessionState.objects.in_bulk({c.session_id for c in changes})
     cache = caches[config.store_alert_cache_alias()]
     cooldown = int(config.store_alert_cooldown().total_seconds())
-    counts = {"transitions": len(changes), "sent": 0, "suppressed": 0, "queued": 0}
+    oldest = now - config.snapshot_stale_failure()
+    counts = {"transitions": len(changes), "sent": 0, "suppressed": 0, "too_old": 0, "queued": 0}
     queued: list[int] = []
     for change in changes:
         state = states.get(change.session_id)
         failing = change.new_status == "FAIL"
+        too_old = change.at < oldest
         if failing:
             fired = (change.data or {}).get("rules") or []
             cause = fired[0] if fired else "unknown"
-            goes_out = cache.add(
+            goes_out = not too_old and cache.add(
                 SESSION_COOLDOWN_KEY.format(session=change.session_id, cause=cause),
                 now.isoformat(),
                 cooldown,
@@ -177,8 +182,14 @@ def dispatch_transitions(now=None) -> dict:
                 .first()
             )
             cause = failure.cause if failure else "unknown"
-            goes_out = failure is not None and failure.outcome != Outcome.SUPPRESSED
-        if not goes_out:
+            goes_out = (
+                not too_old
+                and failure is not None
+                and failure.outcome not in (Outcome.SUPPRESSED, Outcome.TOO_OLD)
+            )
+        if too_old:
+            outcome = Outcome.TOO_OLD
+        elif not goes_out:
             outcome = Outcome.SUPPRESSED
         elif config.alert_webhook_url():
             outcome = Outcome.PENDING
@@ -200,7 +211,7 @@ def dispatch_transitions(now=None) -> dict:
         except IntegrityError:
             continue  # another process handled this transition
         if not goes_out:
-            counts["suppressed"] += 1
+            counts["too_old" if too_old else "suppressed"] += 1
             continue
         counts["sent"] += 1
         if failing and sentry_reporting.is_enabled():

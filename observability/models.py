@@ -619,6 +619,7 @@ class AlertDelivery(models.Model):
         FAILED = "failed", "failed (gave up)"
         SUPPRESSED = "suppressed", "suppressed (cooldown)"
         NO_WEBHOOK = "no_webhook", "no webhook configured"
+        TOO_OLD = "too_old", "not sent (seen too long ago)"
 
     change_id = models.BigIntegerField(unique=True)
     session_id = models.TextField()

@@ -265,6 +265,24 @@ def test_transitions__a_repeat_within_the_cooldown_is_suppressed_with_its_recove
     assert outcomes == ["delivered", "delivered", "suppressed", "suppressed"]
 
 
+def test_transitions__seen_long_ago_are_recorded_not_sent(receiver, sentry_server):
+    """Transitions read 11 min after they were seen (seeded history, a backlog): not sent."""
+    factories.make_company(962303, title="Роза")
+    factories.make_session("company_962303", now=T0, phone="79001234500")
+    _salon_fails_then_recovers()
+    alerts.dispatch_transitions(now=T0 + 2 * MIN)
+    assert len(receiver.requests) == 2
+    sentry_server.wait_for(lambda server: len(server.events()) == 1)
+    Company.objects.filter(company_id=962303).update(whatsapp_connected=False)
+    snapshot.refresh(full=True, now=T0 + 3 * MIN)
+    result = alerts.dispatch_transitions(now=T0 + 14 * MIN)  # snapshot_stale_failure: 10 min
+    assert (result["transitions"], result["sent"], result["too_old"]) == (1, 0, 1)
+    assert AlertDelivery.objects.get(session_id="company_962303").outcome == "too_old"
+    assert len(receiver.requests) == 2
+    sentry_server.wait_for(lambda server: False, timeout=0.3)
+    assert len(sentry_server.events()) == 1  # the first salon's FAIL only
+
+
 def test_transitions__without_a_webhook_are_recorded_and_reported_to_sentry(sentry_server):
     """No webhook configured: the transition is recorded and the FAIL reaches Sentry."""
     _salon_fails_then_recovers(recover=False)
