@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
-from observability import sessions
+from observability import snapshot
 from observability.admin import display
+from observability.exceptions import SnapshotMissing
 from observability.management.base import ObservabilityCommand, printable
+from observability.models import SessionState
 from observability.rules import Status
+from observability.sessions import SessionHealth
 
 _STATUSES = [str(status) for status in Status]
 
@@ -18,7 +22,11 @@ class Command(ObservabilityCommand):
     json_option = "as_json"
     help = (
         "List every WhatsApp session with its status and the reasons behind it, worst first; "
-        "each reason says what to do. Reads the bot database only."
+        "each reason says what to do. Reads the stored snapshot, as every admin page and "
+        "/health/whatsapp/ do (history rules included), never the bot database: the table "
+        "starts with the snapshot's age, and a snapshot older than the stale threshold is "
+        "listed all the same with a warning on stderr (exit 0). Before the first snapshot it "
+        "exits 7 (snapshot_missing): run take_snapshot, or start the worker."
     )
 
     def add_arguments(self, parser):
@@ -35,32 +43,48 @@ class Command(ObservabilityCommand):
             dest="as_json",
             help=(
                 "Print a JSON list of objects (session_id, status, since, since_or_earlier, "
-                "reasons, facts) instead; since is when the status last changed, from the "
-                "stored snapshot; since_or_earlier is true when the status was already so at "
-                "the store's first snapshot (it began then or earlier: the moment is not known)."
+                "snapshot_taken_at, reasons, facts) instead; since is when the status last "
+                "changed, from the stored snapshot; since_or_earlier is true when the status "
+                "was already so at the store's first snapshot (it began then or earlier: the "
+                "moment is not known); snapshot_taken_at is the snapshot's moment."
             ),
         )
 
     def handle(self, *args, status=None, as_json=False, **options):
-        """Judge every session and print them (errors: the base's one path, JSON with --json)."""
-        listed = sessions.list_sessions()
+        """Read the stored snapshot and print it (errors: the one path, JSON with --json)."""
+        fresh = snapshot.freshness()
+        if fresh.snapshot is None:
+            raise SnapshotMissing(
+                "No session health snapshot yet: this command lists the stored snapshot, "
+                "as every page does."
+            )
+        if fresh.status is not Status.OK or fresh.failed_since is not None:
+            self.stderr.write(f"Warning: {fresh.message}")
+        states = SessionState.objects.all()
         if status is not None:
-            listed = [health for health in listed if health.status == status]
+            states = states.filter(status=status)
+        first = snapshot.baseline()
+        listed = [
+            (snapshot.state_health(state), state.status_since, state.status_since == first)
+            for state in states
+        ]
         if as_json:
-            since = _status_since(listed)
+            taken_at = fresh.snapshot.taken_at.isoformat()
             payload = [
                 {
                     **health.as_dict(),
-                    "since": since.get(health.session_id, (None, None))[0],
-                    "since_or_earlier": since.get(health.session_id, (None, None))[1],
+                    "since": since.isoformat(),
+                    "since_or_earlier": at_baseline,
+                    "snapshot_taken_at": taken_at,
                 }
-                for health in listed
+                for health, since, at_baseline in listed
             ]
             self.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2))
             return
+        self.stdout.write(fresh.message)
         self._table(listed)
 
-    def _table(self, listed: list[sessions.SessionHealth]) -> None:
+    def _table(self, listed: list[tuple[SessionHealth, datetime, bool]]) -> None:
         """One line per session, then its reasons (and notes) indented below it."""
         if not listed:
             self.stdout.write("No sessions.")
@@ -80,8 +104,10 @@ class Command(ObservabilityCommand):
                 f"{health.key_counts.get('pre-key', 0):,}",
                 f"{health.total_keys:,}",
                 display.age(health.last_write),
+                # "≥": found so by the first snapshot, it began then or earlier (as the pages).
+                ("≥ " if at_baseline else "") + display.age(since),
             )
-            for health in listed
+            for health, since, at_baseline in listed
         ]
         # Escaped before measuring, so the columns line up with what the terminal shows.
         rows = [tuple(printable(cell) for cell in row) for row in rows]
@@ -94,6 +120,7 @@ class Command(ObservabilityCommand):
             "pre-keys",
             "keys",
             "last write",
+            "status since",
         )
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
@@ -101,7 +128,7 @@ class Command(ObservabilityCommand):
             return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
 
         self.stdout.write(line(header).rstrip())
-        for health, row in zip(listed, rows, strict=True):
+        for (health, _, _), row in zip(listed, rows, strict=True):
             status_style = style[health.status]
             self.stdout.write(
                 line(row).rstrip(),
@@ -115,38 +142,7 @@ class Command(ObservabilityCommand):
             for note in health.notes:
                 self.stdout.write(f"    · {note}")
         counts = dict.fromkeys(Status, 0)
-        for health in listed:
+        for health, _, _ in listed:
             counts[health.status] += 1
         summary = ", ".join(f"{counts[s]} {s}" for s in (Status.FAIL, Status.WARN, Status.OK))
         self.stdout.write(f"{len(listed)} session(s): {summary}.")
-
-
-def _status_since(listed: list[sessions.SessionHealth]) -> dict[str, tuple[str, bool]]:
-    """
-    When each session's status last changed, from the stored snapshot (ISO 8601, UTC).
-
-    Only when the snapshot holds the same status as this live judgement; a session whose
-    status changed since the last snapshot, or that no snapshot saw yet, has no ``since``.
-    Each ``since`` comes with whether it is only the store's first snapshot (the baseline,
-    ``snapshot.baseline``): a status found so then began at that moment or earlier, as the
-    admin's "since ≥" says. The project's database being unreachable leaves every ``since``
-    out rather than failing.
-    """
-    from django.db import DatabaseError
-
-    from observability import snapshot
-    from observability.models import SessionState
-
-    wanted = {health.session_id: str(health.status) for health in listed}
-    try:
-        first = snapshot.baseline()
-        stored = SessionState.objects.filter(session_id__in=list(wanted)).values_list(
-            "session_id", "status", "status_since"
-        )
-        return {
-            sid: (since.isoformat(), since == first)
-            for sid, status, since in stored
-            if wanted.get(sid) == status
-        }
-    except DatabaseError:
-        return {}
