@@ -1078,6 +1078,20 @@ def _cleanup_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _forget_history() -> None:
+    """Empty the stored snapshot and its history (the project's tables, not the bot's)."""
+    from observability.models import (
+        AlertDelivery,
+        SessionChange,
+        SessionRhythm,
+        SessionState,
+        Snapshot,
+    )
+
+    for model in (AlertDelivery, SessionChange, SessionRhythm, SessionState, Snapshot):
+        model.objects.all().delete()
+
+
 def _measure_scale(scale: int, args, env: dict, client, floor: Floor, *, last: bool) -> dict:
     """Seed ``scale`` keys, take a full snapshot, start gunicorn and measure everything."""
     from observability import snapshot
@@ -1086,6 +1100,9 @@ def _measure_scale(scale: int, args, env: dict, client, floor: Floor, *, last: b
     print(f"\n== {scale:,} keys, {_sessions_for(scale):,} sessions: seeding ...", flush=True)
     seed_s = _seed(scale)
     print(f"  seeded in {seed_s:.1f} s (with VACUUM ANALYZE after)", flush=True)
+    # Each size is a deployment of its own: the history of the previous size's data (other
+    # keys, other nextPreKeyId) would read as every session's pre-keys jumping at once.
+    _forget_history()
     first = snapshot.refresh(full=True)
     print(f"  first snapshot: {first.sessions_total} sessions", flush=True)
     server = _start_gunicorn(env, args.port, args.threads)
