@@ -181,6 +181,19 @@ def test_decryption_failures__a_storm_of_seven_a_minute_fails():
     assert "10 pre-keys were created one at a time" in _state().reasons[0]
 
 
+def test_decryption_failures__a_rise_over_a_long_gap_between_snapshots_is_not_a_storm():
+    """The refresh stopped for an hour while uploads piled up (15): recorded, not a FAIL."""
+    _session()
+    _create_pre_keys(15, T0 + 30 * MIN)
+    snapshot.refresh(now=T0 + 60 * MIN)  # the previous snapshot is an hour old
+    assert _state().status == "OK"
+    kinds = list(SessionChange.objects.filter(session_id=SID).values_list("kind", flat=True))
+    assert "prekeys_topped_up" in kinds and "prekey_one_by_one" not in kinds
+    _create_pre_keys(15, T0 + 61 * MIN - timedelta(seconds=10))
+    snapshot.refresh(now=T0 + 61 * MIN)  # a minute apart: 15 made one at a time
+    assert _state().status == "FAIL" and "decryption_failures" in _rules()
+
+
 @pytest.mark.parametrize("count", [5, 812])
 def test_decryption_failures__an_upload_of_five_or_812_is_a_top_up(count):
     """Rises of exactly MIN_PREKEY_COUNT or INITIAL_PREKEY_COUNT stay top-ups, minute by minute."""

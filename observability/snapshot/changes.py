@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from observability import phones
+from observability import config, phones
 from observability.models import SessionChange
 from observability.rules import INITIAL_PREKEY_COUNT, MIN_PREKEY_COUNT
 
@@ -107,7 +107,12 @@ def _count(facts: dict, key_type: str) -> int:
 
 
 def fact_changes(
-    old_facts: dict, new_facts: dict, *, old_phone: str, new_phone: str
+    old_facts: dict,
+    new_facts: dict,
+    *,
+    old_phone: str,
+    new_phone: str,
+    span: timedelta | None = None,
 ) -> list[Change]:
     """
     The changes that matter between two snapshots of one session's facts.
@@ -118,6 +123,9 @@ def fact_changes(
         old_phone: the session's own number before (digits, empty when unknown); compared
             only, shown masked.
         new_phone: the number now, likewise.
+        span: the time between the two snapshots (None: unknown). Pre-keys are read as made
+            one at a time only when it is within ``decrypt_window``: a rise over a longer gap
+            (the refresh was stopped) may be any number of uploads.
 
     """
     changes: list[Change] = []
@@ -134,7 +142,8 @@ def fact_changes(
             Change(Kind.PHONE_CHANGED, f"{phones.mask(old_phone)} → {phones.mask(new_phone)}")
         )
     new_login = any(change.kind in (Kind.PAIRED_AGAIN, Kind.PHONE_CHANGED) for change in changes)
-    changes += _pre_key_changes(old_facts, new_facts, new_login=new_login)
+    spread = span is not None and span > config.decrypt_window()
+    changes += _pre_key_changes(old_facts, new_facts, new_login=new_login, spread=spread)
     old_creds, new_creds = old_facts.get("auth_updated_at"), new_facts.get("auth_updated_at")
     if old_creds and new_creds and old_creds != new_creds:
         changes.append(
@@ -156,7 +165,9 @@ def fact_changes(
     return changes
 
 
-def _pre_key_changes(old_facts: dict, new_facts: dict, *, new_login: bool) -> list[Change]:
+def _pre_key_changes(
+    old_facts: dict, new_facts: dict, *, new_login: bool, spread: bool = False
+) -> list[Change]:
     """
     The pre-keys uploaded and made one at a time between two snapshots (see split_pre_key_rise).
 
@@ -165,7 +176,9 @@ def _pre_key_changes(old_facts: dict, new_facts: dict, *, new_login: bool) -> li
     (``new - old`` is their count: ``rules.decryption_failures`` adds them up). After a new
     login (paired again, another phone) Baileys starts again from ``initAuthCreds()``
     (``nextPreKeyId`` 1, src/Utils/auth-utils.ts) and uploads its first batch: a rise is then
-    that upload, whatever the number it started from.
+    that upload, whatever the number it started from. A rise spread over more than
+    ``decrypt_window`` between two snapshots (``spread``: the refresh did not run) may be
+    any number of uploads, so it is recorded as uploaded, not as decryption failures.
     """
     old_rules, new_rules = _rule_facts(old_facts), _rule_facts(new_facts)
     old_next, new_next = old_rules.get("next_pre_key_id"), new_rules.get("next_pre_key_id")
@@ -176,8 +189,9 @@ def _pre_key_changes(old_facts: dict, new_facts: dict, *, new_login: bool) -> li
         what = f"stored pre-keys {old} → {new}"
     if new <= old:
         return []
-    if new_login:
-        return [Change(Kind.PREKEYS_TOPPED_UP, what, {"old": old, "new": new})]
+    if new_login or spread:
+        detail = f"{what}, between two snapshots far apart" if spread and not new_login else what
+        return [Change(Kind.PREKEYS_TOPPED_UP, detail, {"old": old, "new": new})]
     uploaded, one_by_one = split_pre_key_rise(new - old)
     changes = []
     if uploaded:

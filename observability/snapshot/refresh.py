@@ -178,7 +178,12 @@ def refresh(full: bool | None = None, now: datetime | None = None) -> RefreshRes
                 error=error.message,
             )
         else:
-            result = _store(fresh, scope, kind=kind, now=now, started=started, mark=mark)
+            # How long the stored facts may span: a rise of nextPreKeyId over a longer time
+            # (the worker was stopped) cannot be read as pre-keys made one at a time.
+            span = now - previous.taken_at if previous is not None else None
+            result = _store(
+                fresh, scope, kind=kind, now=now, started=started, mark=mark, span=span
+            )
     if failure is not None:
         logger.warning("snapshot refresh failed: %s", failure.message)
         raise failure
@@ -398,6 +403,7 @@ def _store(
     now: datetime,
     started: float,
     mark: datetime,
+    span: timedelta | None = None,
 ) -> RefreshResult:
     """Write the fresh states, their changes, the store's summary and the refresh record."""
     # Every state's version (one narrow read of two columns); whole states only where needed:
@@ -434,6 +440,7 @@ def _store(
                 facts,
                 old_phone=state.phone_digits,
                 new_phone=health.phone_digits or "",
+                span=span,
             )
         # The history detectors (observability.rules.HISTORY_RULES) add their verdicts; they
         # change the verdict's fields only, so the facts are encoded once.
