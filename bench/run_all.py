@@ -852,6 +852,22 @@ def _exponent(low: float, high: float, factor: float) -> float:
     return math.log(max(high, 1e-9) / max(low, 1e-9)) / math.log(factor)
 
 
+def _growth_verdict(k: float, *, job: bool) -> str:
+    """Issue 13's verdict on a growth exponent: pages must stay flat (k < 0.1)."""
+    if k < 0.1:  # noqa: PLR2004
+        return "flat"
+    return "grows (a job, not a page)" if job else "**grows**"
+
+
+def _session_keys(name: str, small: dict, big: dict) -> tuple[int, int] | None:
+    """The keys of the session a session-page row measured, at both sizes (else None)."""
+    kind = (
+        "largest" if "largest session" in name else "median" if "median session" in name else None
+    )
+    sizes = [data.get("session_keys", {}).get(kind) for data in (small, big)]
+    return (sizes[0], sizes[1]) if kind and all(sizes) else None
+
+
 def _growth(results: dict, args: argparse.Namespace, misses: list) -> list[str]:  # noqa: C901
     """
     The scaling verdicts between the two largest sizes (issue 13: every page flat, k < 0.1).
@@ -900,25 +916,16 @@ def _growth(results: dict, args: argparse.Namespace, misses: list) -> list[str]:
         a, b = value(small), value(big)
         k = _exponent(a, b, factor)
         job = name in jobs
-        verdict = "flat" if k < 0.1 else "grows (a job, not a page)" if job else "**grows**"  # noqa: PLR2004
-        label = name
-        sizes = [data.get("session_keys", {}) for data in (small, big)]
-        kind = (
-            "largest"
-            if "largest session" in name
-            else "median"
-            if "median session" in name
-            else None
-        )
-        if kind and all(kind in size for size in sizes):
-            label += f" ({sizes[0][kind]:,} → {sizes[1][kind]:,} keys in that session)"
+        verdict = _growth_verdict(k, job=job)
+        keys = _session_keys(name, small, big)
+        label = f"{name} ({keys[0]:,} → {keys[1]:,} keys in that session)" if keys else name
         cells = " | ".join(_ms(value(data)) for data in every)
         lines.append(f"| {label} | {cells} | x{b / a:.1f} | {k:.2f} | {verdict} |")
         if k >= 0.1 and not job and "floor" not in name:  # noqa: PLR2004
             cause = (
-                "the page reads that session's own keys, which grew "
-                f"from {sizes[0][kind]:,} to {sizes[1][kind]:,}"
-                if kind and all(kind in size for size in sizes)
+                f"the page reads that session's own keys, which grew from {keys[0]:,} to "
+                f"{keys[1]:,}"
+                if keys
                 else "no query of it reads the keys table (its SQL, the floor, does not grow); "
                 "the worker's every-minute refresh shares the 2 cores with the server and took "
                 f"{big['snapshot']['incremental_s']:.1f} s a run at {high:,} keys against "
@@ -977,12 +984,10 @@ def _issue_sizes(results: dict, args: argparse.Namespace, misses: list) -> list[
         a, b = value(small), value(big)
         k = _exponent(a, b, high / low)
         job = name in jobs
-        verdict = "flat" if k < 0.1 else "grows (a job, not a page)" if job else "**grows**"  # noqa: PLR2004
-        if "session page" in name:
-            kind = "largest" if "largest" in name else "median"
-            sizes = [d.get("session_keys", {}).get(kind) for d in (small, big)]
-            if all(sizes):
-                name += f" ({sizes[0]:,} → {sizes[1]:,} keys in that session)"
+        verdict = _growth_verdict(k, job=job)
+        keys = _session_keys(name, small, big)
+        if keys:
+            name += f" ({keys[0]:,} → {keys[1]:,} keys in that session)"
         lines.append(f"| {name} | {_ms(a)} | {_ms(b)} | x{b / a:.1f} | {k:.2f} | {verdict} |")
         if k >= 0.1 and not job:  # noqa: PLR2004
             misses.append(
