@@ -10,6 +10,8 @@ from django.db import connections
 
 from observability import rules, snapshot
 from observability.models import (
+    HOURS_PER_WEEK,
+    RHYTHM_WEEKS,
     SessionChange,
     SessionRhythm,
     SessionState,
@@ -405,6 +407,64 @@ def test_refresh__learns_the_rhythm_and_flags_a_busy_salon_that_goes_silent():
         snapshot.refresh(now=moment)  # nothing written: only the recheck judges it
     assert _state().status == "FAIL" and "silence_rhythm" in _rules()
     assert moment - T0 <= timedelta(minutes=30)
+
+
+def _stored_rhythm(weeks: list[int]) -> SessionRhythm:
+    """The session's stored rhythm given these weeks, every counter a different non-zero."""
+    _session(T0 - 2 * MIN)
+    rhythm = SessionRhythm.objects.get(session_id=SID)
+    rhythm.observed_since = T0 - timedelta(weeks=5)
+    rhythm.weeks = weeks
+    rhythm.counts = list(range(1, RHYTHM_WEEKS * HOURS_PER_WEEK + 1))
+    rhythm.save()
+    return rhythm
+
+
+def test_refresh__a_week_slot_reused_is_stored_as_count_write_computes_it():
+    """A write in a new week zeroes its slot's 168 counters alone in the row, then counts it."""
+    week = detect.week_number(T0)
+    slot = week % RHYTHM_WEEKS
+    # Every slot holds one of the four weeks before this one: this week's slot the oldest.
+    before = _stored_rhythm([week - ((slot - s) % RHYTHM_WEEKS or RHYTHM_WEEKS) for s in range(4)])
+    factories.make_keys(SID, "session", 1, written_at=T0 - timedelta(seconds=30), seed=9)
+    snapshot.refresh(now=T0)
+    stored = SessionRhythm.objects.get(session_id=SID)
+    assert stored.last_write == T0 - timedelta(seconds=30)
+    expected = SessionRhythm(weeks=list(before.weeks), counts=list(before.counts))
+    detect.count_write(expected, stored.last_write)
+    assert (stored.weeks, stored.counts) == (expected.weeks, expected.counts)
+    base = slot * HOURS_PER_WEEK
+    assert stored.weeks[slot] == week
+    assert stored.counts[base + rules.hour_index(T0 - MIN)] == 1  # Wednesday 11:00 counted
+    assert stored.counts[:base] == before.counts[:base]  # the other slots untouched
+    assert stored.counts[base + HOURS_PER_WEEK :] == before.counts[base + HOURS_PER_WEEK :]
+    assert sum(stored.counts[base : base + HOURS_PER_WEEK]) == 1  # the old week's counts gone
+
+
+def test_refresh__a_write_older_than_its_slots_week_is_not_counted_in_the_row():
+    """A slot holding a later week (the clock went back): the row's counters stay as they were."""
+    week = detect.week_number(T0)
+    weeks = [week - 1] * RHYTHM_WEEKS
+    weeks[week % RHYTHM_WEEKS] = week + RHYTHM_WEEKS
+    before = _stored_rhythm(weeks)
+    factories.make_keys(SID, "session", 1, written_at=T0 - timedelta(seconds=30), seed=9)
+    snapshot.refresh(now=T0)
+    stored = SessionRhythm.objects.get(session_id=SID)
+    assert stored.last_write == T0 - timedelta(seconds=30)  # seen, so not counted again
+    assert (stored.weeks, stored.counts) == (weeks, before.counts)
+
+
+def test_refresh__a_new_rhythm_is_stored_as_new_rhythm_and_count_write_make_it():
+    """A first snapshot stores 672 zeroed counters; a write at that moment counted in them."""
+    factories.make_company(962302)
+    factories.make_session(SID, now=T0 - MIN)
+    factories.make_keys(SID, "session", 1, written_at=T0, seed=9)
+    snapshot.refresh(now=T0)
+    stored = SessionRhythm.objects.get(session_id=SID)
+    expected = detect.new_rhythm(SID, T0)
+    assert detect.count_write(expected, T0) is not None
+    assert stored.last_write == T0
+    assert (stored.weeks, stored.counts) == (expected.weeks, expected.counts)
 
 
 # --- The simulator's normal traffic ---------------------------------------------------------
