@@ -377,6 +377,13 @@ class SessionState(models.Model):
         newest_key_write: the latest key write (NULL without keys).
         last_write: the latest write to the creds or the keys (what the silence rule reads).
         facts: every other fact of ``SessionHealth`` as JSON (no phone digits, no secret).
+        bot_flagged_disconnected: the salon's ``companies.whatsapp_connected`` was false (a
+            column so the refresh compares it with the flag now without reading ``facts``).
+        login_marks: hashes of the session's login keys (``sessions.login_marks``; its number
+            is ``phone_digits``), so an incremental refresh finds the sessions sharing a
+            login among the stored ones instead of reading every creds row. NULL:
+            stored before the marks were, so the next refresh recounts every session. Never
+            rendered, filtered or searched.
         status_since: when the status last changed (or the session was first seen).
         first_seen: when a snapshot first saw the session.
         facts_changed_at: when the stored facts (or status) last changed.
@@ -401,6 +408,8 @@ class SessionState(models.Model):
     newest_key_write = models.DateTimeField(null=True, blank=True)
     last_write = models.DateTimeField(null=True, blank=True, db_index=True)
     facts = models.JSONField(default=dict, blank=True)
+    bot_flagged_disconnected = models.BooleanField(default=False)
+    login_marks = ArrayField(models.TextField(), null=True, blank=True)
     status_since = models.DateTimeField()
     first_seen = models.DateTimeField()
     facts_changed_at = models.DateTimeField()

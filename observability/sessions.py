@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
@@ -68,6 +68,8 @@ class SessionHealth:
         notes: sentences shown beside the verdict that never change it (unknown key types).
         rules: stable names of the rules behind ``reasons``, in the same order.
         facts: everything the rules judged (``observability.rules.SessionFacts``).
+        login_marks: what the auth row's login is known by (:func:`login_marks`), stored by
+            the snapshot to find shared logins without reading every creds; never rendered.
 
     """
 
@@ -95,6 +97,7 @@ class SessionHealth:
     notes: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
     facts: SessionFacts | None = field(default=None, repr=False, compare=False)
+    login_marks: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def is_duplicate(self) -> bool:
@@ -248,11 +251,11 @@ class StoreHealth:
 
 # --- Queries ---------------------------------------------------------------------------------
 #
-# Four aggregate queries answer every session at once: the keys grouped by (company_id,
+# Three aggregate queries answer every session at once: the keys grouped by (company_id,
 # key_type), a narrow read of whatsapp_auth that extracts the few creds fields the rules need
-# in SQL (the creds never reach Python), the groups of auth rows sharing a login or a number
-# (keys compared by hash in SQL, never read), and the salons' companies rows. Their number does
-# not depend on the number of sessions.
+# in SQL (the creds never reach Python; of the login's public keys only hashes, compared in
+# Python to find a login stored twice), and the salons' companies rows. Their number does not
+# depend on the number of sessions.
 
 # One row per session: the per-type counts as two parallel arrays, the newest write as epoch
 # seconds (a float is far cheaper for the driver to load than ten thousand timestamps), and
@@ -302,9 +305,16 @@ _SOME_KEYS_SQL = f"""
   GROUP BY s.company_id
 """  # noqa: S608 - only module constants are interpolated
 
+# The hashes of a login's two public keys (``signedIdentityKey``, ``noiseKey``): the same hash
+# in two auth rows is one login stored twice. Only the hashes leave the database, never a key.
+_LOGIN_HASHES = """
+           md5((a.creds -> 'signedIdentityKey' -> 'public')::text),
+           md5((a.creds -> 'noiseKey' -> 'public')::text)
+"""
+
 # ``account`` is a secret: only whether it is there leaves the database. Of the identity key
-# (public, yet part of the creds) only a short hash leaves it, to see a new pairing.
-_AUTH_SQL = """
+# (public, yet part of the creds) only a hash leaves it, to see a new pairing.
+_AUTH_SQL = f"""
     SELECT a.company_id,
            a.creds -> 'me' ->> 'id',
            coalesce(jsonb_typeof(a.creds -> 'account') = 'object', false),
@@ -318,37 +328,17 @@ _AUTH_SQL = """
                       AND k.key_type = 'app-state-sync-key'
                       AND k.key_id = a.creds ->> 'myAppStateKeyId'),
            coalesce(a.updated_at, a.created_at),
-           left(md5((a.creds -> 'signedIdentityKey' -> 'public')::text), 12)
+           {_LOGIN_HASHES}
       FROM whatsapp_auth a
-      {where}
-"""
+      {{where}}
+"""  # noqa: S608 - only module constants are interpolated
 
-# Groups of auth rows holding the same login (signedIdentityKey or noiseKey public key,
-# compared as hashes) or logged in as the same number. Always over the whole table: a session
-# shares with rows outside any filter. Only the groups' session ids leave the database.
-_SHARED_SQL = """
-    SELECT 'login', array_agg(DISTINCT company_id ORDER BY company_id)
-      FROM (
-            SELECT company_id, 'i' || md5((creds -> 'signedIdentityKey' -> 'public')::text) AS h
-              FROM whatsapp_auth
-             WHERE creds -> 'signedIdentityKey' -> 'public' IS NOT NULL
-             UNION ALL
-            SELECT company_id, 'n' || md5((creds -> 'noiseKey' -> 'public')::text)
-              FROM whatsapp_auth
-             WHERE creds -> 'noiseKey' -> 'public' IS NOT NULL
-           ) AS logins
-  GROUP BY h
-    HAVING count(DISTINCT company_id) > 1
-     UNION ALL
-    SELECT 'phone', array_agg(company_id ORDER BY company_id)
-      FROM (
-            SELECT company_id, substring(creds -> 'me' ->> 'id' FROM '^[+]?([0-9]+)') AS phone
-              FROM whatsapp_auth
-           ) AS numbers
-     WHERE phone IS NOT NULL
-  GROUP BY phone
-    HAVING count(*) > 1
-"""
+# Every auth row's login marks (see :func:`login_marks`), to find the rows outside a filtered
+# read that share a login or a number with those inside it, when the caller knows none.
+_MARKS_SQL = f"""
+    SELECT a.company_id, a.creds -> 'me' ->> 'id', {_LOGIN_HASHES}
+      FROM whatsapp_auth a
+"""  # noqa: S608 - only module constants are interpolated
 
 _COMPANIES_SQL = """
     SELECT DISTINCT ON (company_id)
@@ -379,6 +369,7 @@ class _AuthRow:
     app_state_key_stored: bool
     updated_at: datetime | None
     identity_hash: str | None = None
+    marks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -397,7 +388,6 @@ class _Shared:
 
     login: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     phone: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    groups: list[tuple[str, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -421,8 +411,53 @@ def _pre_key_id(value) -> int | None:
     return int(value)  # a jsonb number is finite
 
 
-def _fetch(session_filter: Sequence[str] | None, now: datetime) -> _Fetched:
-    """Run the aggregate queries, restricted to ``session_filter`` when given."""
+#: Given login marks, the sessions outside a filtered read known to hold any of them, with all
+#: their marks (``session id -> marks``): how the snapshot refresh answers from what it stored.
+MarkHolders = Callable[[set[str]], Mapping[str, Sequence[str]]]
+
+
+#: The tag of the number among a login's marks; the other marks are key hashes.
+NUMBER_MARK = "p:"
+
+
+def login_marks(jid: str | None, identity: str | None, noise: str | None) -> tuple[str, ...]:
+    """
+    What one auth row's login is known by: its key hashes and its number, each tagged.
+
+    Two auth rows with a mark in common hold one login twice (a shared identity or noise key:
+    WhatsApp keeps one connection, ``shared/baileys-facts.md``) or log in as one number (in
+    the normal form ``phones.normalize`` gives, the one ``SessionState.phone_digits`` holds).
+    """
+    phone = phones.normalize(phones.from_jid(jid))
+    tagged = (("i:", identity), ("n:", noise), (NUMBER_MARK, phone))
+    return tuple(tag + value for tag, value in tagged if value)
+
+
+def _shared(marks: Mapping[str, Sequence[str]]) -> _Shared:
+    """Who shares a login or a number with whom, from each auth row's login marks."""
+    holders: dict[str, set[str]] = defaultdict(set)
+    for session_id, held in marks.items():
+        for mark in held:
+            holders[mark].add(session_id)
+    shared = _Shared()
+    for mark, members in holders.items():
+        if len(members) > 1:
+            by_id = shared.phone if mark.startswith(NUMBER_MARK) else shared.login
+            for member in members:
+                by_id[member].update(members - {member})
+    return shared
+
+
+def _fetch(
+    session_filter: Sequence[str] | None, now: datetime, holders: MarkHolders | None = None
+) -> _Fetched:
+    """
+    Run the aggregate queries, restricted to ``session_filter`` when given.
+
+    Shared logins compare the rows read with every other auth row: a whole read has them
+    all; a filtered one asks ``holders`` for the others holding its marks, or, without it,
+    reads every row's marks (a scan of every creds).
+    """
     alias = _alias()
     params: dict = {"now": now}
     where = ""
@@ -431,7 +466,6 @@ def _fetch(session_filter: Sequence[str] | None, now: datetime) -> _Fetched:
         params["ids"] = list(session_filter)
     keys: dict[str, _KeyAggregate] = {}
     auth: dict[str, _AuthRow] = {}
-    shared = _Shared()
     with translate_database_errors(alias), connections[alias].cursor() as cursor:
         if session_filter is not None and len(params["ids"]) <= _LOOKUPS_MAX:
             cursor.execute(_SOME_KEYS_SQL, params)
@@ -448,7 +482,8 @@ def _fetch(session_filter: Sequence[str] | None, now: datetime) -> _Fetched:
             _AUTH_SQL.replace("{where}", where.replace("company_id", "a.company_id")), params
         )
         for row in cursor.fetchall():
-            company_id, jid, account, registered, platform, next_id, app_key, stored, at, ik = row
+            company_id, jid, account, registered, platform, next_id, app_key, stored, at = row[:9]
+            identity, noise = row[9:]
             auth[company_id] = _AuthRow(
                 jid=jid,
                 has_account=account,
@@ -458,14 +493,19 @@ def _fetch(session_filter: Sequence[str] | None, now: datetime) -> _Fetched:
                 app_state_key_id=app_key,
                 app_state_key_stored=stored,
                 updated_at=at,
-                identity_hash=ik,
+                identity_hash=identity[:12] if identity else None,
+                marks=login_marks(jid, identity, noise),
             )
-        cursor.execute(_SHARED_SQL)
-        for what, members in cursor.fetchall():
-            shared.groups.append(tuple(members))
-            by_id = shared.login if what == "login" else shared.phone
-            for member in members:
-                by_id[member].update(other for other in members if other != member)
+        marks = {company_id: row.marks for company_id, row in auth.items()}
+        if session_filter is not None:
+            inside = set(params["ids"])
+            if holders is not None:
+                others = holders({mark for held in marks.values() for mark in held})
+            else:
+                cursor.execute(_MARKS_SQL)
+                others = {row[0]: login_marks(*row[1:]) for row in cursor.fetchall()}
+            marks.update((sid, held) for sid, held in others.items() if sid not in inside)
+        shared = _shared(marks)
         salon_ids = sorted(
             {
                 parsed.salon_id
@@ -582,6 +622,7 @@ def _build(session_id: str, fetched: _Fetched, now: datetime) -> SessionHealth:
         notes=judgement.notes,
         rules=judgement.rules,
         facts=facts,
+        login_marks=auth_row.marks if auth_row else (),
     )
 
 
@@ -596,8 +637,10 @@ def _worst_first_key(health: SessionHealth) -> tuple:
     )
 
 
-def _sessions(wanted: Sequence[str] | None, now: datetime) -> list[SessionHealth]:
-    fetched = _fetch(None if wanted is None else _with_twins(wanted), now)
+def _sessions(
+    wanted: Sequence[str] | None, now: datetime, holders: MarkHolders | None = None
+) -> list[SessionHealth]:
+    fetched = _fetch(None if wanted is None else _with_twins(wanted), now, holders)
     every = set(fetched.keys) | set(fetched.auth)
     if wanted is not None:
         every &= set(wanted)
@@ -610,18 +653,23 @@ def _sessions(wanted: Sequence[str] | None, now: datetime) -> list[SessionHealth
 
 
 def list_sessions(
-    *, now: datetime | None = None, session_ids: Iterable[str] | None = None
+    *,
+    now: datetime | None = None,
+    session_ids: Iterable[str] | None = None,
+    holders: MarkHolders | None = None,
 ) -> list[SessionHealth]:
     """
     The health of every session (or of the given session ids), worst first.
 
-    A session is any id found in ``whatsapp_auth`` or ``whatsapp_keys``. Four aggregate
+    A session is any id found in ``whatsapp_auth`` or ``whatsapp_keys``. Three aggregate
     queries answer all of them at once; the rules are in ``observability.rules``.
 
     Args:
         now: the moment to judge at (default: now).
         session_ids: restrict to these stored ids; the other spelling of each is read too so
             duplicates are still detected, and shared logins are looked up over every row.
+        holders: with ``session_ids``, where the other sessions' login marks are looked up
+            instead of reading every creds row (the snapshot refresh passes its stored ones).
 
     Raises:
         BotDatabaseUnavailable: the bot database cannot be reached.
@@ -634,7 +682,7 @@ def list_sessions(
     wanted = list(session_ids)
     if not wanted:
         return []
-    return _sessions(wanted, now)
+    return _sessions(wanted, now, holders)
 
 
 def get_session(session_id: str, *, now: datetime | None = None) -> SessionHealth:

@@ -196,14 +196,14 @@ def _seed_many(count: int, start: int) -> None:
 
 
 def test_list_sessions__query_count_does_not_grow():
-    """Four queries answer 10 sessions and 60 sessions alike."""
+    """Three queries answer 10 sessions and 60 sessions alike."""
     _seed_many(10, 3000)
     with CaptureQueriesContext(connections["bot"]) as small:
         assert len(sessions.list_sessions()) == 10
     _seed_many(50, 4000)
     with CaptureQueriesContext(connections["bot"]) as large:
         assert len(sessions.list_sessions()) == 60
-    assert len(small.captured_queries) == len(large.captured_queries) == 4
+    assert len(small.captured_queries) == len(large.captured_queries) == 3
 
 
 def test_store_health__expired_keys_are_counted_never_judged():

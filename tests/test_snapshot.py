@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from observability import sessions, snapshot
@@ -52,6 +53,8 @@ def stored() -> dict[str, tuple]:
             state.phone_digits,
             state.is_duplicate,
             state.facts,
+            state.bot_flagged_disconnected,
+            tuple(state.login_marks),
         )
         for state in SessionState.objects.all()
     }
@@ -258,6 +261,55 @@ def test_refresh__a_bot_transaction_open_during_a_refresh_is_read_by_the_next(mo
     )
     snapshot.refresh(full=False, now=timezone.now())
     assert SessionState.objects.get(session_id="2161").total_keys == 28
+
+
+def test_refresh__creds_copied_to_another_session_fail_both_incrementally():
+    """A salon's creds copied under a second id: both FAIL at the next incremental, as full."""
+    t0 = timezone.now()
+    t1 = t0 + timedelta(minutes=1)
+    for sid in ("2401", "2402", "2403"):
+        healthy(sid, written_at=t0 - timedelta(hours=1), phone=f"7900000{sid}")
+    snapshot.refresh(full=True, now=t0)
+    # Only 2402's row is written: 2401, whose login it now holds, has no write at all.
+    copied = WhatsAppAuth.objects.get(company_id="2401").creds
+    WhatsAppAuth.objects.filter(company_id="2402").update(
+        creds=copied, updated_at=t0 + timedelta(seconds=30)
+    )
+    with CaptureQueriesContext(connections["bot"]) as bot_reads:
+        result = snapshot.refresh(full=False, now=t1)
+    assert result.sessions_refreshed == 2  # the copy and the session it copied, not 2403
+    # No read of every creds row: the other sessions' logins are compared as stored.
+    auth_reads = [q["sql"] for q in bot_reads.captured_queries if "whatsapp_auth a" in q["sql"]]
+    assert auth_reads and all("ANY(" in sql for sql in auth_reads)
+    incremental = stored()
+    for sid in ("2401", "2402"):
+        assert incremental[sid][0] == "FAIL" and "one_login_twice" in incremental[sid][5]["rules"]
+    assert incremental["2403"][0] == "OK"
+    snapshot.refresh(full=True, now=t1)
+    assert stored() == incremental
+    # Paired again under its own login: both recover, 2401 through its stored login marks.
+    WhatsAppAuth.objects.filter(company_id="2402").update(
+        creds=factories.make_auth("2499", seed=99, phone="79000002402").creds,
+        updated_at=t1 + timedelta(seconds=30),
+    )
+    WhatsAppAuth.objects.filter(company_id="2499").delete()
+    snapshot.refresh(full=False, now=t1 + timedelta(minutes=1))
+    recovered = {sid: SessionState.objects.get(pk=sid) for sid in ("2401", "2402")}
+    assert recovered["2401"].status == "OK"
+    assert recovered["2402"].status != "FAIL"  # a WARN for the new pairing, no more
+    assert all("one_login_twice" not in state.facts["rules"] for state in recovered.values())
+
+
+def test_refresh__states_stored_before_the_login_marks_make_the_next_one_full():
+    """States without login marks (stored by an older version): the next refresh is full."""
+    t0 = timezone.now()
+    healthy("2411", written_at=t0 - timedelta(hours=1))
+    snapshot.refresh(full=True, now=t0)
+    assert SessionState.objects.get(pk="2411").login_marks  # hashes and the number
+    SessionState.objects.update(login_marks=None)
+    assert snapshot.refresh(now=t0 + timedelta(minutes=1)).kind == "full"
+    assert SessionState.objects.get(pk="2411").login_marks
+    assert snapshot.refresh(now=t0 + timedelta(minutes=2)).kind == "incremental"
 
 
 def test_refresh__after_a_worker_restart_the_summary_still_counts_every_session(monkeypatch):

@@ -32,6 +32,8 @@ from observability.snapshot.read import state_health
 
 logger = logging.getLogger(__name__)
 
+NUMBER = sessions.NUMBER_MARK
+
 #: The advisory lock every refresh takes on the default database (a signed 64-bit number
 #: derived from the name, so it cannot collide by accident with another lock of this project).
 LOCK_KEY = int.from_bytes(
@@ -167,7 +169,7 @@ def refresh(full: bool | None = None, now: datetime | None = None) -> RefreshRes
                 fresh = sessions.list_sessions(now=now)
             else:
                 scope = _dirty_sessions(previous, now, mark)
-                fresh = sessions.list_sessions(now=now, session_ids=scope) if scope else []
+                fresh = _judge(scope, now)
         except ObservabilityError as error:
             failure = error
             Snapshot.objects.create(
@@ -195,6 +197,8 @@ def _kind(full: bool | None, previous: Snapshot | None, now: datetime) -> str:
         return Snapshot.Kind.INCREMENTAL
     if full or previous is None:
         return Snapshot.Kind.FULL
+    if SessionState.objects.filter(login_marks__isnull=True).exists():
+        return Snapshot.Kind.FULL  # stored before the login marks: no incremental can use them
     recent_full = Snapshot.objects.filter(
         outcome=SUCCEEDED,
         kind=Snapshot.Kind.FULL,
@@ -231,13 +235,12 @@ def _dirty_sessions(previous: Snapshot, now: datetime, mark: datetime) -> set[st
     Rows written since its high-water mark (through the expiry index) or expired since then,
     salons whose ``companies`` row changed or whose ``whatsapp_connected`` flag disagrees
     with the stored facts (the bot flips it without a trigger on ``updated_at``), sessions a
-    cleanup deleted rows of,
-    sessions whose last write crossed a silence threshold, and the sessions that share a salon
-    or a phone with any of those (rules compare them). Each of those sessions is recounted
-    whole, which also counts the rows the bot deleted in it (Baileys deletes a pre-key when a
-    new contact uses it, and writes that contact's ``session`` row in the same exchange:
-    src/Signal/libsignal.ts). A delete in a session with no other write stays invisible until
-    the full recount.
+    cleanup deleted rows of, sessions whose last write crossed a silence threshold, and the
+    sessions that share a salon, a login or a number with any of those (rules compare them).
+    Each of those sessions is recounted whole, which also counts the rows the bot deleted in
+    it (Baileys deletes a pre-key when a new contact uses it, and writes that contact's
+    ``session`` row in the same exchange: src/Signal/libsignal.ts). A delete in a session
+    with no other write stays invisible until the full recount.
     """
     mark_then = previous.keys_seen_until
     if mark_then is not None and abs(previous.taken_at - mark_then) <= config.snapshot_overlap():
@@ -281,8 +284,7 @@ _FLAG_MOVED_SQL = """
       FROM observability_sessionstate AS state
       LEFT JOIN (SELECT DISTINCT unnest(%s::bigint[]) AS salon_id) AS flagged
         ON flagged.salon_id = state.salon_id
-     WHERE (flagged.salon_id IS NOT NULL)
-        <> coalesce(state.facts -> 'facts' ->> 'bot_connected' = 'false', false)
+     WHERE (flagged.salon_id IS NOT NULL) <> state.bot_flagged_disconnected
 """
 
 
@@ -325,22 +327,73 @@ def _crossed_thresholds(since: datetime, now: datetime) -> set[str]:
 
 
 def _with_peers(dirty: set[str]) -> set[str]:
-    """Add the stored sessions of the same salon or the same phone as any dirty session."""
+    """Add the stored sessions of the same salon, or sharing a login mark, as any dirty one."""
     if not dirty:
         return dirty
     peers = {twin for twin in (session_ids.describe(sid).twin for sid in dirty) if twin}
-    phones = set(
-        SessionState.objects.filter(session_id__in=dirty)
-        .exclude(phone_digits="")
-        .values_list("phone_digits", flat=True)
+    held = SessionState.objects.filter(session_id__in=dirty).values_list(
+        "login_marks", "phone_digits"
     )
-    if phones:
-        peers.update(
-            SessionState.objects.filter(phone_digits__in=phones).values_list(
-                "session_id", flat=True
-            )
-        )
+    marks = {mark for hashes, _ in held for mark in hashes or ()}
+    marks.update(NUMBER + digits for _, digits in held if digits)
+    peers.update(_stored_holders(marks))
     return dirty | peers
+
+
+# The stored sessions holding any of the given login marks: each state's few key hashes tested
+# against the list hashed once (PostgreSQL hashes an ``= ANY`` of a constant array), in one
+# pass over the states. The overlap operator ``&&`` compares every pair: 300 ms at 10,000.
+_HOLDERS_SQL = """
+    SELECT session_id, login_marks, phone_digits
+      FROM observability_sessionstate AS state
+     WHERE EXISTS (SELECT 1 FROM unnest(state.login_marks) AS mark WHERE mark = ANY(%(hashes)s))
+        OR state.phone_digits = ANY(%(numbers)s)
+"""
+
+
+def _stored_holders(marks: set[str]) -> dict[str, list[str]]:
+    """
+    The stored sessions holding any of ``marks``, with all their marks.
+
+    What ``sessions.list_sessions`` compares a filtered read's logins with, in place of
+    reading every creds row of the bot (``sessions.MarkHolders``). The key hashes are in
+    ``login_marks``; the number is ``phone_digits`` (stored once, never a second copy).
+    """
+    if not marks:
+        return {}
+    params = {
+        "numbers": sorted(m.removeprefix(NUMBER) for m in marks if m.startswith(NUMBER)),
+        "hashes": sorted(m for m in marks if not m.startswith(NUMBER)),
+    }
+    with connections["default"].cursor() as cursor:
+        cursor.execute(_HOLDERS_SQL, params)
+        rows = cursor.fetchall()
+    return {
+        sid: [*(held or ()), *([NUMBER + digits] if digits else [])] for sid, held, digits in rows
+    }
+
+
+def _judge(scope: set[str], now: datetime) -> list[sessions.SessionHealth]:
+    """
+    The fresh health of the sessions in ``scope`` (widened in place, see below).
+
+    Their logins are compared with the stored marks of every other session. A session that
+    now shares a login with one outside the scope (the creds were copied) widens it: both are
+    read again, so each lists the other and neither keeps a stale verdict.
+    """
+    if not scope:
+        return []
+    fresh = sessions.list_sessions(now=now, session_ids=scope, holders=_stored_holders)
+    sharing = {
+        other
+        for health in fresh
+        if health.facts is not None
+        for other in (*health.facts.shares_login_with, *health.facts.shares_phone_with)
+    }
+    if sharing - scope:
+        scope |= sharing
+        fresh = sessions.list_sessions(now=now, session_ids=scope, holders=_stored_holders)
+    return fresh
 
 
 # --- Storing ------------------------------------------------------------------------------------
@@ -366,6 +419,8 @@ def _columns(health: sessions.SessionHealth, facts: dict) -> dict:
         "newest_key_write": health.newest_key_write,
         "last_write": health.last_write,
         "facts": facts,
+        "bot_flagged_disconnected": bool(health.facts and health.facts.bot_connected is False),
+        "login_marks": [m for m in health.login_marks if not m.startswith(NUMBER)],
     }
 
 
@@ -390,6 +445,8 @@ _UPDATED_FIELDS = [
     "newest_key_write",
     "last_write",
     "facts",
+    "bot_flagged_disconnected",
+    "login_marks",
     "status_since",
     "facts_changed_at",
 ]
