@@ -1,8 +1,12 @@
 """
 Every setting and threshold of the observability app, with its default.
 
-This module is the only reader of ``settings.OBSERVABILITY_*``. Each value is read at call
-time so ``override_settings`` and the pytest ``settings`` fixture work.
+This module is the only reader of ``settings.OBSERVABILITY_*``. Each value is read once and
+remembered until Django announces a change of that setting (``setting_changed``, which
+``override_settings`` and the pytest ``settings`` fixture send), so tests may change any of
+them, and the rules, called tens of thousands of times by a snapshot refresh, do not pay for
+Django's settings lookup each time (a missing setting costs a raised AttributeError). Only
+``del settings.X`` of pytest-django's fixture sends no signal: set a value in tests instead.
 """
 
 from __future__ import annotations
@@ -10,10 +14,26 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+_UNSET = object()
+#: The settings read so far, by name without the prefix (``_UNSET``: not set, use the default).
+_read: dict[str, object] = {}
 
 
 def _get(name: str, default):
-    return getattr(settings, f"OBSERVABILITY_{name}", default)
+    value = _read.get(name, _UNSET)
+    if value is _UNSET and name not in _read:
+        value = _read[name] = getattr(settings, f"OBSERVABILITY_{name}", _UNSET)
+    return default if value is _UNSET else value
+
+
+@receiver(setting_changed)
+def _forget(*, setting: str, **kwargs) -> None:
+    """Read a changed setting again at its next use."""
+    if setting.startswith("OBSERVABILITY_"):
+        _read.pop(setting.removeprefix("OBSERVABILITY_"), None)
 
 
 def bot_database_alias() -> str:

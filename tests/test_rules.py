@@ -152,12 +152,14 @@ def test_pre_key_pool__fails_without_pre_keys_and_warns_below_five():
 
 
 def test_pre_key_pool__threshold_is_a_setting(settings):
-    """OBSERVABILITY_MIN_PREKEY_COUNT moves the warning line."""
+    """OBSERVABILITY_MIN_PREKEY_COUNT moves the warning line, at once, both ways."""
     factories.make_auth(SID)
     factories.make_keys(SID, "pre-key", 8)
-    assert sessions.get_session(SID).status is Status.OK
+    assert sessions.get_session(SID).status is Status.OK  # the default, read and remembered
     settings.OBSERVABILITY_MIN_PREKEY_COUNT = 10
     assert sessions.get_session(SID).rules == ("pre_key_pool",)
+    settings.OBSERVABILITY_MIN_PREKEY_COUNT = 3
+    assert sessions.get_session(SID).status is Status.OK
 
 
 def test_app_state_key_missing__fails_when_my_app_state_key_is_gone():
