@@ -205,14 +205,17 @@ def test_refresh__incremental_equals_full_after_deletes_with_writes_and_expired_
 
 
 def test_refresh__incremental_reads_only_what_was_written_since_the_previous_one(monkeypatch):
-    """Back-to-back refreshes: a write seen once is not recomputed again a minute later."""
+    """Refreshes a minute apart: a write seen once is not recomputed by the next one."""
     monkeypatch.setattr(refresh_module, "CLOCK_MARGIN", timedelta(0))  # no sleep in a test
-    healthy("2151", written_at=timezone.now() - timedelta(hours=1))
-    snapshot.refresh(full=True)
-    factories.make_keys("2151", "session", 2, written_at=timezone.now(), seed=4)
-    first = snapshot.refresh(full=False)
+    t0 = timezone.now()
+    healthy("2151", written_at=t0 - timedelta(hours=1))
+    snapshot.refresh(full=True, now=t0)
+    factories.make_keys("2151", "session", 2, written_at=t0 + timedelta(seconds=30), seed=4)
+    # Judged at moments of the test's choosing, so an unrelated open transaction elsewhere on
+    # the server (which moves the real clock's high-water mark back) cannot widen the window.
+    first = snapshot.refresh(full=False, now=t0 + timedelta(minutes=2))
     assert first.sessions_refreshed == 1
-    second = snapshot.refresh(full=False)
+    second = snapshot.refresh(full=False, now=t0 + timedelta(minutes=3))
     assert second.sessions_refreshed == 0
 
 
