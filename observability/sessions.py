@@ -262,18 +262,22 @@ class StoreHealth:
 # the highest pre-key id. Baileys stores pre-key ids as decimal text without leading zeros, so
 # left-padding them makes byte order numeric order; that is about half the cost of testing
 # each id with a regular expression and casting it. A non-numeric maximum gives no signal.
+# The ids of the ``app-state-sync-key`` rows come along (a handful per session), so whether
+# ``creds.myAppStateKeyId`` is stored is answered here, not by one more lookup per auth row.
 _PER_TYPE = """
     key_type, count(*) AS keys,
     count(*) FILTER (WHERE expires_at < %(now)s) AS expired,
     max(coalesce(updated_at, created_at)) AS newest,
-    max(CASE WHEN key_type = 'pre-key' THEN lpad(key_id, 20, '0') COLLATE "C" END) AS max_pre_key
+    max(CASE WHEN key_type = 'pre-key' THEN lpad(key_id, 20, '0') COLLATE "C" END) AS max_pre_key,
+    array_agg(left(key_id, 64)) FILTER (WHERE key_type = 'app-state-sync-key') AS app_state_keys
 """
 _PER_SESSION = """
     array_agg(key_type ORDER BY key_type),
     array_agg(keys ORDER BY key_type),
     sum(expired)::bigint,
     extract(epoch FROM max(newest))::float8,
-    max(max_pre_key)
+    max(max_pre_key),
+    min(app_state_keys)
 """
 _KEYS_SQL = f"""
     SELECT company_id, {_PER_SESSION}
@@ -323,10 +327,6 @@ _AUTH_SQL = f"""
            CASE WHEN jsonb_typeof(a.creds -> 'nextPreKeyId') = 'number'
                 THEN (a.creds ->> 'nextPreKeyId')::numeric END,
            left(a.creds ->> 'myAppStateKeyId', 64),
-           EXISTS (SELECT 1 FROM whatsapp_keys k
-                    WHERE k.company_id = a.company_id
-                      AND k.key_type = 'app-state-sync-key'
-                      AND k.key_id = a.creds ->> 'myAppStateKeyId'),
            coalesce(a.updated_at, a.created_at),
            {_LOGIN_HASHES}
       FROM whatsapp_auth a
@@ -356,6 +356,7 @@ class _KeyAggregate:
     expired: int = 0
     newest: datetime | None = None
     max_pre_key_id: int | None = None
+    app_state_key_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,6 @@ class _AuthRow:
     platform: str | None
     next_pre_key_id: int | None
     app_state_key_id: str | None
-    app_state_key_stored: bool
     updated_at: datetime | None
     identity_hash: str | None = None
     marks: tuple[str, ...] = ()
@@ -471,19 +471,21 @@ def _fetch(
             cursor.execute(_SOME_KEYS_SQL, params)
         else:
             cursor.execute(_KEYS_SQL.replace("{where}", where), params)
-        for company_id, key_types, counts, expired, newest, max_pre_key in cursor.fetchall():
+        for row in cursor.fetchall():
+            company_id, key_types, counts, expired, newest, max_pre_key, app_state = row
             keys[company_id] = _KeyAggregate(
                 counts=dict(zip(key_types, counts, strict=True)),
                 expired=expired,
                 newest=datetime.fromtimestamp(newest, tz=UTC) if newest is not None else None,
                 max_pre_key_id=_pre_key_id(max_pre_key),
+                app_state_key_ids=frozenset(app_state or ()),
             )
         cursor.execute(
             _AUTH_SQL.replace("{where}", where.replace("company_id", "a.company_id")), params
         )
         for row in cursor.fetchall():
-            company_id, jid, account, registered, platform, next_id, app_key, stored, at = row[:9]
-            identity, noise = row[9:]
+            company_id, jid, account, registered, platform, next_id, app_key, at = row[:8]
+            identity, noise = row[8:]
             auth[company_id] = _AuthRow(
                 jid=jid,
                 has_account=account,
@@ -491,7 +493,6 @@ def _fetch(
                 platform=platform,
                 next_pre_key_id=_pre_key_id(next_id),
                 app_state_key_id=app_key,
-                app_state_key_stored=stored,
                 updated_at=at,
                 identity_hash=identity[:12] if identity else None,
                 marks=login_marks(jid, identity, noise),
@@ -561,7 +562,9 @@ def _facts(session_id: str, fetched: _Fetched) -> SessionFacts:
         phone=phones.from_jid(auth.jid) if auth else None,
         next_pre_key_id=auth.next_pre_key_id if auth else None,
         app_state_key_id=auth.app_state_key_id if auth else None,
-        app_state_key_stored=bool(auth and auth.app_state_key_stored),
+        app_state_key_stored=bool(
+            auth and aggregate and auth.app_state_key_id in aggregate.app_state_key_ids
+        ),
         key_counts=dict(sorted(aggregate.counts.items())) if aggregate else {},
         max_pre_key_id=aggregate.max_pre_key_id if aggregate else None,
         last_write=max(writes) if writes else None,
