@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
@@ -18,6 +19,7 @@ from observability import sessions, snapshot
 from observability.exceptions import BotDatabaseUnavailable, SnapshotMissing
 from observability.models import (
     CleanupRun,
+    Company,
     SessionChange,
     SessionState,
     Snapshot,
@@ -301,6 +303,59 @@ def test_refresh__creds_copied_to_another_session_fail_both_incrementally():
     assert recovered["2401"].status == "OK"
     assert recovered["2402"].status != "FAIL"  # a WARN for the new pairing, no more
     assert all("one_login_twice" not in state.facts["rules"] for state in recovered.values())
+
+
+def stored_rows() -> dict[str, dict]:
+    """Every stored state's row exactly as PostgreSQL holds it (types, NULLs, empty arrays)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT session_id, to_jsonb(s) FROM observability_sessionstate AS s")
+        return {session_id: json.loads(row) for session_id, row in cursor.fetchall()}
+
+
+def test_refresh__incremental_stores_every_column_as_a_first_full_recount_inserts_it(
+    monkeypatch,
+):
+    """States rewritten by an incremental hold, column for column, what a first full inserts."""
+    monkeypatch.setattr(refresh_module, "UPDATE_BATCH", 2)  # three states: two statements
+    t0 = timezone.now()
+    t1 = t0 + timedelta(minutes=1)
+    during = t0 + timedelta(seconds=30)
+    factories.make_company(
+        2501, title="Salon", updated_at=(t0 - timedelta(days=1)).replace(tzinfo=None)
+    )
+    healthy("2501", written_at=t0 - timedelta(hours=1))
+    factories.make_auth("2502", written_at=t0 - timedelta(hours=1))  # no keys: NULL newest write
+    factories.make_keys("company_2503", "session", 4, written_at=t0 - timedelta(hours=1))
+    healthy("2504", written_at=t0 - timedelta(hours=1))  # untouched
+    snapshot.refresh(full=True, now=t0)
+    before = stored_rows()
+
+    Company.objects.filter(company_id=2501).update(
+        title="Лотос", updated_at=during.replace(tzinfo=None)
+    )
+    factories.make_keys("2501", "session", 3, written_at=during, seed=3)
+    WhatsAppAuth.objects.filter(company_id="2502").update(  # paired again: another login
+        creds=factories.make_auth("2599", seed=99, phone="79000002502").creds, updated_at=during
+    )
+    WhatsAppAuth.objects.filter(company_id="2599").delete()
+    factories.make_keys("company_2503", "pre-key", 2, written_at=during)  # keys only: no marks
+    assert snapshot.refresh(full=False, now=t1).kind == "incremental"
+    incremental = stored_rows()
+    updated = {sid for sid, row in incremental.items() if row != before[sid]}
+    assert updated == {"2501", "2502", "company_2503"}
+    assert incremental["2501"]["salon_title"] == "Лотос"
+    assert incremental["2502"]["newest_key_write"] is None
+    assert incremental["2502"]["login_marks"] not in ([], None, before["2502"]["login_marks"])
+    assert incremental["company_2503"]["login_marks"] == []  # not NULL: "stored before marks"
+
+    SessionState.objects.all().delete()  # the full recount inserts every state afresh
+    snapshot.refresh(full=True, now=t1)
+    full = stored_rows()
+    for sid in updated:  # the same statuses: only when first seen and since when differ
+        for column in ("first_seen", "status_since"):
+            assert datetime.fromisoformat(full[sid].pop(column)) == t1
+            assert incremental[sid].pop(column) == before[sid][column]
+        assert incremental[sid] == full[sid]  # facts_changed_at included: t1 on both sides
 
 
 def test_refresh__states_stored_before_the_login_marks_make_the_next_one_full():

@@ -8,6 +8,7 @@ checks, metrics and the alert read what it stores (``observability.snapshot.read
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -621,29 +622,49 @@ def _decoded(
     return health
 
 
+#: Rows per UPDATE of :func:`_update_states` (one statement for a busy minute's few hundred).
+UPDATE_BATCH = 1000
+
+
 def _update_states(states: list[SessionState]) -> None:
     """
-    Write the changed states: one prepared UPDATE per row, pipelined by psycopg.
+    Write the changed states: one UPDATE per :data:`UPDATE_BATCH` rows, from one JSON array.
 
-    Django's ``bulk_update`` compiles a ``CASE`` per row and field, which took seconds for a
-    few hundred sessions; the values go through each field's own preparation.
+    The rows travel as one ``jsonb`` document read back by ``jsonb_to_recordset`` with each
+    column's own type (``field.db_type``), so PostgreSQL converts every value as an insert
+    would: ISO timestamps with their offset, JSON arrays into ``text[]``, ``null`` into NULL
+    (``login_marks`` NULL stays distinct from an empty array). One pipelined UPDATE per row,
+    each a distinct literal statement parsed and planned (Django binds client-side), plus each
+    field's ``get_db_prep_save``, took 0.2-0.3 s for a busy minute's 500 sessions.
     """
     if not states:
         return
-    fields = [SessionState._meta.get_field(name) for name in _UPDATED_FIELDS]
-    columns = ", ".join(f"{field.column} = %s" for field in fields)
-    table = SessionState._meta.db_table
     db = connections["default"]
-    rows = [
-        [field.get_db_prep_save(getattr(state, field.attname), db) for field in fields]
-        + [state.session_id]
-        for state in states
-    ]
+    fields = [SessionState._meta.get_field(name) for name in _UPDATED_FIELDS]
+    moments = {field.attname for field in fields if field.get_internal_type() == "DateTimeField"}
+    columns = ", ".join(f"{field.column} {field.db_type(db)}" for field in fields)
+    assignments = ", ".join(f"{field.column} = v.{field.column}" for field in fields)
+    table = SessionState._meta.db_table
+    sql = (
+        f"UPDATE {table} AS s SET {assignments} "  # noqa: S608 - the model's own names
+        f"FROM jsonb_to_recordset(%s::jsonb) AS v(session_id text, {columns}) "
+        "WHERE s.session_id = v.session_id"
+    )
+    rows = []
+    for state in states:
+        row = {"session_id": state.session_id}
+        for field in fields:
+            value = getattr(state, field.attname)
+            row[field.column] = _iso(value) if field.attname in moments else value
+        rows.append(row)
     with db.cursor() as cursor:
-        cursor.executemany(
-            f"UPDATE {table} SET {columns} WHERE session_id = %s",  # noqa: S608 - field names
-            rows,
-        )
+        for start in range(0, len(rows), UPDATE_BATCH):
+            cursor.execute(sql, [json.dumps(rows[start : start + UPDATE_BATCH])])
+
+
+def _iso(moment: datetime | None) -> str | None:
+    """A timestamp as ISO 8601 with its offset, as ``timestamp with time zone`` reads it."""
+    return None if moment is None else moment.isoformat()
 
 
 def _coalesce_creds_rewrites(changes: list[SessionChange], now: datetime) -> list[SessionChange]:
