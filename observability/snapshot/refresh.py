@@ -169,8 +169,9 @@ def refresh(full: bool | None = None, now: datetime | None = None) -> RefreshRes
                 scope = None
                 fresh = sessions.list_sessions(now=now)
             else:
-                scope = _dirty_sessions(previous, now, mark)
-                fresh = _judge(scope, now)
+                logins = _StoredLogins()
+                scope = _dirty_sessions(previous, now, mark, logins)
+                fresh = _judge(scope, now, logins)
         except ObservabilityError as error:
             failure = error
             Snapshot.objects.create(
@@ -229,7 +230,9 @@ def _high_water_mark() -> datetime:
     return max(oldest, clock - config.snapshot_overlap())
 
 
-def _dirty_sessions(previous: Snapshot, now: datetime, mark: datetime) -> set[str]:
+def _dirty_sessions(
+    previous: Snapshot, now: datetime, mark: datetime, logins: _StoredLogins
+) -> set[str]:
     """
     The session ids whose verdict may differ from the stored one since ``previous``.
 
@@ -275,7 +278,7 @@ def _dirty_sessions(previous: Snapshot, now: datetime, mark: datetime) -> set[st
     dirty |= _cleaned_since(since)
     dirty |= _crossed_thresholds(since, now)
     dirty |= detect.due(now)
-    return _with_peers(dirty)
+    return _with_peers(dirty, logins)
 
 
 # Stored sessions whose ``bot_connected`` fact and the salon's flag now disagree: one scan of
@@ -327,7 +330,7 @@ def _crossed_thresholds(since: datetime, now: datetime) -> set[str]:
     return set(SessionState.objects.filter(query).values_list("session_id", flat=True))
 
 
-def _with_peers(dirty: set[str]) -> set[str]:
+def _with_peers(dirty: set[str], logins: _StoredLogins) -> set[str]:
     """Add the stored sessions of the same salon, or sharing a login mark, as any dirty one."""
     if not dirty:
         return dirty
@@ -337,7 +340,7 @@ def _with_peers(dirty: set[str]) -> set[str]:
     )
     marks = {mark for hashes, _ in held for mark in hashes or ()}
     marks.update(NUMBER + digits for _, digits in held if digits)
-    peers.update(_stored_holders(marks))
+    peers.update(logins(marks))
     return dirty | peers
 
 
@@ -374,7 +377,28 @@ def _stored_holders(marks: set[str]) -> dict[str, list[str]]:
     }
 
 
-def _judge(scope: set[str], now: datetime) -> list[sessions.SessionHealth]:
+class _StoredLogins:
+    """
+    :func:`_stored_holders` for one refresh, each mark looked up once.
+
+    The dirty sessions' stored marks are looked up to widen the scope, then their fresh
+    marks, mostly the same ones, to compare logins: each lookup scans every state.
+    """
+
+    def __init__(self) -> None:
+        self._asked: set[str] = set()
+        self._holders: dict[str, list[str]] = {}
+
+    def __call__(self, marks: set[str]) -> dict[str, list[str]]:
+        """The stored sessions holding any of ``marks``, with all their marks."""
+        new = marks - self._asked
+        if new:
+            self._holders.update(_stored_holders(new))
+            self._asked |= new
+        return {sid: held for sid, held in self._holders.items() if not marks.isdisjoint(held)}
+
+
+def _judge(scope: set[str], now: datetime, logins: _StoredLogins) -> list[sessions.SessionHealth]:
     """
     The fresh health of the sessions in ``scope`` (widened in place, see below).
 
@@ -384,7 +408,7 @@ def _judge(scope: set[str], now: datetime) -> list[sessions.SessionHealth]:
     """
     if not scope:
         return []
-    fresh = sessions.list_sessions(now=now, session_ids=scope, holders=_stored_holders)
+    fresh = sessions.list_sessions(now=now, session_ids=scope, holders=logins)
     sharing = {
         other
         for health in fresh
@@ -393,7 +417,7 @@ def _judge(scope: set[str], now: datetime) -> list[sessions.SessionHealth]:
     }
     if sharing - scope:
         scope |= sharing
-        fresh = sessions.list_sessions(now=now, session_ids=scope, holders=_stored_holders)
+        fresh = sessions.list_sessions(now=now, session_ids=scope, holders=logins)
     return fresh
 
 
