@@ -590,9 +590,15 @@ def _device(jid: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _build(session_id: str, fetched: _Fetched, now: datetime) -> SessionHealth:
+#: The verdict of a session built with ``judged=False``: its caller judges the facts itself.
+_UNJUDGED = rules.Judgement(Status.OK, ())
+
+
+def _build(
+    session_id: str, fetched: _Fetched, now: datetime, judged: bool = True
+) -> SessionHealth:
     facts = _facts(session_id, fetched)
-    judgement = rules.judge(facts, now)
+    judgement = rules.judge(facts, now) if judged else _UNJUDGED
     parsed = session_ids.describe(session_id)
     aggregate = fetched.keys.get(session_id)
     auth_row = fetched.auth.get(session_id)
@@ -641,13 +647,16 @@ def _worst_first_key(health: SessionHealth) -> tuple:
 
 
 def _sessions(
-    wanted: Sequence[str] | None, now: datetime, holders: MarkHolders | None = None
+    wanted: Sequence[str] | None,
+    now: datetime,
+    holders: MarkHolders | None = None,
+    judged: bool = True,
 ) -> list[SessionHealth]:
     fetched = _fetch(None if wanted is None else _with_twins(wanted), now, holders)
     every = set(fetched.keys) | set(fetched.auth)
     if wanted is not None:
         every &= set(wanted)
-    result = [_build(sid, fetched, now) for sid in every]
+    result = [_build(sid, fetched, now, judged) for sid in every]
     result.sort(key=_worst_first_key)
     return result
 
@@ -660,6 +669,7 @@ def list_sessions(
     now: datetime | None = None,
     session_ids: Iterable[str] | None = None,
     holders: MarkHolders | None = None,
+    judged: bool = True,
 ) -> list[SessionHealth]:
     """
     The health of every session (or of the given session ids), worst first.
@@ -673,6 +683,9 @@ def list_sessions(
             duplicates are still detected, and shared logins are looked up over every row.
         holders: with ``session_ids``, where the other sessions' login marks are looked up
             instead of reading every creds row (the snapshot refresh passes its stored ones).
+        judged: False for the facts only, every status OK with no reasons: for a caller that
+            judges them itself (the snapshot refresh, with each session's history), which
+            would otherwise throw the rules' first verdict away.
 
     Raises:
         BotDatabaseUnavailable: the bot database cannot be reached.
@@ -681,11 +694,11 @@ def list_sessions(
     """
     now = now or timezone.now()
     if session_ids is None:
-        return _sessions(None, now)
+        return _sessions(None, now, judged=judged)
     wanted = list(session_ids)
     if not wanted:
         return []
-    return _sessions(wanted, now, holders)
+    return _sessions(wanted, now, holders, judged)
 
 
 def get_session(session_id: str, *, now: datetime | None = None) -> SessionHealth:

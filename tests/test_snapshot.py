@@ -15,7 +15,7 @@ from django.db import connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from observability import sessions, snapshot
+from observability import rules, sessions, snapshot
 from observability.exceptions import BotDatabaseUnavailable, SnapshotMissing
 from observability.models import (
     CleanupRun,
@@ -356,6 +356,33 @@ def test_refresh__incremental_stores_every_column_as_a_first_full_recount_insert
             assert datetime.fromisoformat(full[sid].pop(column)) == t1
             assert incremental[sid].pop(column) == before[sid][column]
         assert incremental[sid] == full[sid]  # facts_changed_at included: t1 on both sides
+
+
+def test_refresh__judges_each_session_once_with_its_history(monkeypatch):
+    """A refresh judges each session it reads once, history included; a live list judges too."""
+    real = rules.judge
+    histories = []
+    monkeypatch.setattr(
+        rules,
+        "judge",
+        lambda facts, now, history=None: histories.append(history) or real(facts, now, history),
+    )
+    t0 = timezone.now()
+    healthy("2601", written_at=t0 - timedelta(hours=1))
+    healthy("2602", written_at=t0 - timedelta(hours=1))
+    factories.make_auth("2603", written_at=t0 - timedelta(hours=1), paired=False)
+    snapshot.refresh(full=True, now=t0)
+    assert len(histories) == 3 and None not in histories
+    histories.clear()
+    factories.make_keys("2601", "session", 2, written_at=t0 + timedelta(seconds=30), seed=4)
+    t1 = t0 + timedelta(minutes=1)
+    result = snapshot.refresh(full=False, now=t1)
+    assert len(histories) == result.sessions_refreshed and None not in histories
+    histories.clear()
+    listed = {health.session_id: health.status.value for health in sessions.list_sessions(now=t1)}
+    assert histories == [None] * 3  # the fact rules alone, as pages judge live
+    assert listed["2603"] == "FAIL"  # the verdict is stored, not an unjudged placeholder
+    assert listed == dict(SessionState.objects.values_list("session_id", "status"))
 
 
 def test_refresh__states_stored_before_the_login_marks_make_the_next_one_full():

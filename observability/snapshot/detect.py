@@ -213,7 +213,8 @@ class Detector:
         The session's health with the history detectors applied.
 
         Args:
-            health: the fresh health (fact rules only).
+            health: the fresh health; its verdict is replaced (the refresh reads it unjudged:
+                ``sessions.list_sessions(judged=False)``).
             found: the fact changes this refresh records (``changes.Change``), part of the
                 history from now on.
             was: the status stored before this refresh ("" for a new session).

@@ -167,11 +167,11 @@ def refresh(full: bool | None = None, now: datetime | None = None) -> RefreshRes
             mark = _high_water_mark()
             if kind == Snapshot.Kind.FULL:
                 scope = None
-                fresh = sessions.list_sessions(now=now)
+                fresh = sessions.list_sessions(now=now, judged=False)
             else:
                 logins = _StoredLogins()
                 scope = _dirty_sessions(previous, now, mark, logins)
-                fresh = _judge(scope, now, logins)
+                fresh = _read(scope, now, logins)
         except ObservabilityError as error:
             failure = error
             Snapshot.objects.create(
@@ -398,17 +398,19 @@ class _StoredLogins:
         return {sid: held for sid, held in self._holders.items() if not marks.isdisjoint(held)}
 
 
-def _judge(scope: set[str], now: datetime, logins: _StoredLogins) -> list[sessions.SessionHealth]:
+def _read(scope: set[str], now: datetime, logins: _StoredLogins) -> list[sessions.SessionHealth]:
     """
-    The fresh health of the sessions in ``scope`` (widened in place, see below).
+    The fresh facts of the sessions in ``scope`` (widened in place, see below), unjudged.
 
-    Their logins are compared with the stored marks of every other session. A session that
-    now shares a login with one outside the scope (the creds were copied) widens it: both are
-    read again, so each lists the other and neither keeps a stale verdict.
+    :class:`detect.Detector` judges them, with their history (a verdict without it first
+    would be thrown away: 25-40 ms of a busy minute). Their logins are compared with the
+    stored marks of every other session. A session that now shares a login with one outside
+    the scope (the creds were copied) widens it: both are read again, so each lists the other
+    and neither keeps a stale verdict.
     """
     if not scope:
         return []
-    fresh = sessions.list_sessions(now=now, session_ids=scope, holders=logins)
+    fresh = sessions.list_sessions(now=now, session_ids=scope, holders=logins, judged=False)
     sharing = {
         other
         for health in fresh
@@ -417,7 +419,7 @@ def _judge(scope: set[str], now: datetime, logins: _StoredLogins) -> list[sessio
     }
     if sharing - scope:
         scope |= sharing
-        fresh = sessions.list_sessions(now=now, session_ids=scope, holders=logins)
+        fresh = sessions.list_sessions(now=now, session_ids=scope, holders=logins, judged=False)
     return fresh
 
 
@@ -524,8 +526,9 @@ def _store(
                 new_phone=health.phone_digits or "",
                 span=span,
             )
-        # The history detectors (observability.rules.HISTORY_RULES) add their verdicts; they
-        # change the verdict's fields only, so the facts are encoded once.
+        # Judged here only, by the fact rules and the history detectors together
+        # (observability.rules.HISTORY_RULES): the sessions were read unjudged. The verdict's
+        # fields are all that changes, so the facts are encoded once.
         health = detector.judge(health, found, state.status if state else "")
         judged.append(health)
         facts.update(codec.encode({name: getattr(health, name) for name in _VERDICT_FIELDS}))
