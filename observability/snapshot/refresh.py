@@ -403,7 +403,8 @@ def _read(scope: set[str], now: datetime, logins: _StoredLogins) -> list[session
     The fresh facts of the sessions in ``scope`` (widened in place, see below), unjudged.
 
     :class:`detect.Detector` judges them, with their history (a verdict without it first
-    would be thrown away: 25-40 ms of a busy minute). Their logins are compared with the
+    would be thrown away: half the rules' calls, ~10 ms of a busy minute at 10,000 sessions,
+    and 10,000 calls of a full recount). Their logins are compared with the
     stored marks of every other session. A session that now shares a login with one outside
     the scope (the creds were copied) widens it: both are read again, so each lists the other
     and neither keeps a stale verdict.
