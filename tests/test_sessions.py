@@ -350,3 +350,21 @@ def test_session_detail__nothing_stored_is_not_found():
     with pytest.raises(SessionNotFound):
         sessions.session_detail("7007")
     assert sessions.session_detail("7006").has_auth is False
+
+
+def test_summarize__any_order_gives_the_worst_first_and_fills_them_with_ok_ones(monkeypatch):
+    """The store's worst sessions and its failing examples do not depend on the input order."""
+    monkeypatch.setattr(sessions, "WORST_COUNT", 4)
+    for sid in ("6001", "6002", "6003", "6004"):
+        healthy(sid)
+    factories.make_auth("6005", paired=False)  # FAIL
+    factories.make_auth("6006", registered=False, paired=False)  # FAIL
+    every = sessions.list_sessions()
+    ranked = sorted(every, key=sessions._worst_first_key)
+    for order in (every, list(reversed(every)), ranked):
+        store = sessions.summarize(order)
+        assert store.worst == tuple(ranked[:4])
+        assert [h.status for h in store.worst] == [Status.FAIL, Status.FAIL, Status.OK, Status.OK]
+        assert store == sessions.summarize(ranked)
+    failing = next(f for f in store.findings if f.cause == "failing_sessions")
+    assert "2 of 6 session(s) failing" in failing.message
