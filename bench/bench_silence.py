@@ -73,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     _setup()
-    from django.conf import settings
+    from django.test import override_settings
 
     for item in args.set:
         name, _, value = item.partition("=")
-        setattr(settings, f"OBSERVABILITY_{name}", float(value))
+        # Through override_settings: observability.config forgets a value on setting_changed.
+        override_settings(**{f"OBSERVABILITY_{name}": float(value)}).enable()
     from observability_demo import silence_replay
 
     print(report(silence_replay.run(args.salons, args.days, args.seed)), flush=True)

@@ -79,7 +79,7 @@ class SessionFacts:
         twin_session_id: the other spelling of the salon, when it is stored too.
         twin_has_auth: the twin has an auth row (two logins for one salon).
         shares_login_with: other session ids whose creds hold the same ``signedIdentityKey``
-            or ``noiseKey`` (compared in SQL by hash).
+            or ``noiseKey`` (hashed in SQL, compared by hash, never read).
         shares_phone_with: other session ids logged in as the same number.
         salon_phone: the salon's ``companies.whatsapp_phone``, normalized (None: no signal).
         bot_connected: ``companies.whatsapp_connected`` (None: no signal).

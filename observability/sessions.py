@@ -313,8 +313,8 @@ _SOME_KEYS_SQL = f"""
 # The hashes of a login's two public keys (``signedIdentityKey``, ``noiseKey``): the same hash
 # in two auth rows is one login stored twice. Only the hashes leave the database, never a key.
 _LOGIN_HASHES = """
-           md5((a.creds -> 'signedIdentityKey' -> 'public')::text),
-           md5((a.creds -> 'noiseKey' -> 'public')::text)
+           md5((a.creds -> 'signedIdentityKey' -> 'public')::text) AS identity_hash,
+           md5((a.creds -> 'noiseKey' -> 'public')::text) AS noise_hash
 """
 
 # ``account`` is a secret: only whether it is there leaves the database. Of the identity key
@@ -334,11 +334,15 @@ _AUTH_SQL = f"""
       {{where}}
 """  # noqa: S608 - only module constants are interpolated
 
-# Every auth row's login marks (see :func:`login_marks`), to find the rows outside a filtered
-# read that share a login or a number with those inside it, when the caller knows none.
+# The auth rows holding one of a filtered read's key hashes or numbers (see :func:`login_marks`),
+# when the caller knows no other rows' marks: every creds row is hashed (a scan), but only the
+# rows that match leave the database, not every salon's number.
 _MARKS_SQL = f"""
-    SELECT a.company_id, a.creds -> 'me' ->> 'id', {_LOGIN_HASHES}
-      FROM whatsapp_auth a
+    SELECT company_id, jid, identity_hash, noise_hash
+      FROM (SELECT a.company_id, a.creds -> 'me' ->> 'id' AS jid, {_LOGIN_HASHES}
+              FROM whatsapp_auth a) AS marked
+     WHERE identity_hash = ANY(%(identities)s) OR noise_hash = ANY(%(noises)s)
+        OR substring(jid FROM '^[+]?([0-9]+)') = ANY(%(numbers)s)
 """  # noqa: S608 - only module constants are interpolated
 
 _COMPANIES_SQL = """
@@ -434,6 +438,28 @@ def login_marks(jid: str | None, identity: str | None, noise: str | None) -> tup
     return tuple(tag + value for tag, value in tagged if value)
 
 
+def _marks_params(marks: set[str]) -> dict[str, list[str]]:
+    """
+    :data:`_MARKS_SQL`'s parameters: the key hashes, and every spelling of each number.
+
+    A number mark is in ``phones.normalize``'s form; the JIDs hold the digits as written, so
+    each spelling that normalizes to it is looked for (``7…``, and ``8…`` or the bare ten
+    digits of a Russian number).
+    """
+    numbers = set()
+    for mark in marks:
+        if mark.startswith(NUMBER_MARK):
+            digits = mark.removeprefix(NUMBER_MARK)
+            numbers.add(digits)
+            if len(digits) == 11 and digits.startswith("7"):
+                numbers.update((digits[1:], "8" + digits[1:]))
+    return {
+        "identities": sorted(m.removeprefix("i:") for m in marks if m.startswith("i:")),
+        "noises": sorted(m.removeprefix("n:") for m in marks if m.startswith("n:")),
+        "numbers": sorted(numbers),
+    }
+
+
 def _shared(marks: Mapping[str, Sequence[str]]) -> _Shared:
     """Who shares a login or a number with whom, from each auth row's login marks."""
     holders: dict[str, set[str]] = defaultdict(set)
@@ -501,10 +527,11 @@ def _fetch(
         marks = {company_id: row.marks for company_id, row in auth.items()}
         if session_filter is not None:
             inside = set(params["ids"])
+            wanted_marks = {mark for held in marks.values() for mark in held}
             if holders is not None:
-                others = holders({mark for held in marks.values() for mark in held})
+                others = holders(wanted_marks)
             else:
-                cursor.execute(_MARKS_SQL)
+                cursor.execute(_MARKS_SQL, _marks_params(wanted_marks))
                 others = {row[0]: login_marks(*row[1:]) for row in cursor.fetchall()}
             marks.update((sid, held) for sid, held in others.items() if sid not in inside)
         shared = _shared(marks)
@@ -658,7 +685,8 @@ def _sessions(
     if wanted is not None:
         every &= set(wanted)
     result = [_build(sid, fetched, now, judged) for sid in every]
-    result.sort(key=_worst_first_key)
+    if judged:  # unjudged, every status is the same placeholder: nothing to rank
+        result.sort(key=_worst_first_key)
     return result
 
 
@@ -673,7 +701,7 @@ def list_sessions(
     judged: bool = True,
 ) -> list[SessionHealth]:
     """
-    The health of every session (or of the given session ids), worst first.
+    The health of every session (or of the given session ids), worst first when judged.
 
     A session is any id found in ``whatsapp_auth`` or ``whatsapp_keys``. Three aggregate
     queries answer all of them at once; the rules are in ``observability.rules``.
@@ -681,9 +709,9 @@ def list_sessions(
     Args:
         now: the moment to judge at (default: now).
         session_ids: restrict to these stored ids; the other spelling of each is read too so
-            duplicates are still detected, and shared logins are looked up over every row.
+            duplicates are still detected, and shared logins are looked up among every row.
         holders: with ``session_ids``, where the other sessions' login marks are looked up
-            instead of reading every creds row (the snapshot refresh passes its stored ones).
+            instead of asking the bot's database (the snapshot refresh passes its stored ones).
         judged: False for the facts only, every status OK with no reasons: for a caller that
             judges them itself (the snapshot refresh, with each session's history), which
             would otherwise throw the rules' first verdict away.

@@ -129,6 +129,9 @@ def guesses(seeded) -> list[tuple[str, str, str, str]]:
         (sessions, "facts__has_auth", "true", "false"),
         (sessions, "facts__icontains", "pre-key", "#none#"),
         (sessions, "facts__identity_hash__isnull", "false", "true"),
+        (sessions, "login_marks__0__startswith", "i:", "zz"),
+        (sessions, "login_marks__contains", "{}", "{zz}"),
+        (sessions, "login_marks__len", "2", "7"),
         (sessions, "facts__phone__isnull", "true", "false"),
         (sessions, "phone_masked__startswith", OWNER_PHONE[:4], "7999"),
         # the alert deliveries: their payload and the session's stored facts through it

@@ -171,6 +171,18 @@ def test_list_sessions__filtered_still_sees_shared_logins_outside_the_filter():
     assert health.status is Status.FAIL
 
 
+def test_list_sessions__filtered_sees_one_number_written_another_way_outside_the_filter():
+    """A number stored as 79... and as its bare ten digits is one number, filtered or not."""
+    healthy("2007", phone="79001112233")
+    healthy("2008", phone="9001112233")  # creds.me.id without the country code
+    healthy("2009", phone="79005556677")
+    (health,) = sessions.list_sessions(session_ids=["2007"])
+    assert health.facts.shares_phone_with == ("2008",)
+    assert health.facts.shares_login_with == ()
+    every = {h.session_id: h for h in sessions.list_sessions()}
+    assert every["2007"].facts == health.facts
+
+
 def test_list_sessions__many_ids_read_in_one_scan_answer_as_looked_up_one_by_one(monkeypatch):
     """Past the lookups' limit the ids are read in one scan: the same facts either way."""
     now = timezone.now()

@@ -303,6 +303,9 @@ def test_refresh__creds_copied_to_another_session_fail_both_incrementally():
     assert recovered["2401"].status == "OK"
     assert recovered["2402"].status != "FAIL"  # a WARN for the new pairing, no more
     assert all("one_login_twice" not in state.facts["rules"] for state in recovered.values())
+    incremental = stored()
+    snapshot.refresh(full=True, now=t1 + timedelta(minutes=1))
+    assert stored() == incremental
 
 
 def stored_rows() -> dict[str, dict]:
@@ -390,11 +393,13 @@ def test_refresh__states_stored_before_the_login_marks_make_the_next_one_full():
     t0 = timezone.now()
     healthy("2411", written_at=t0 - timedelta(hours=1))
     snapshot.refresh(full=True, now=t0)
-    assert SessionState.objects.get(pk="2411").login_marks  # hashes and the number
+    assert SessionState.objects.get(pk="2411").login_marks  # the two key hashes
     SessionState.objects.update(login_marks=None)
     assert snapshot.refresh(now=t0 + timedelta(minutes=1)).kind == "full"
     assert SessionState.objects.get(pk="2411").login_marks
     assert snapshot.refresh(now=t0 + timedelta(minutes=2)).kind == "incremental"
+    SessionState.objects.update(login_marks=None)  # even when asked for an incremental
+    assert snapshot.refresh(full=False, now=t0 + timedelta(minutes=3)).kind == "full"
 
 
 def test_refresh__after_a_worker_restart_the_summary_still_counts_every_session(monkeypatch):

@@ -68,7 +68,7 @@ def count_write(rhythm: SessionRhythm, moment: datetime, minutes: int = 1) -> in
     Add minutes with a write at ``moment``'s hour to the rhythm (week slots reused in turn).
 
     The one home of the rule; :meth:`Detector.save` mirrors it in SQL (a slot reused: its week
-    set and its 168 counters zeroed, then the counter incremented).
+    set, its 168 counters zeroed and the counted one set to the value computed here).
 
     Returns:
         The index in ``counts`` of the counter added to; None when the write was not counted

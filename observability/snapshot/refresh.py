@@ -195,12 +195,14 @@ def refresh(full: bool | None = None, now: datetime | None = None) -> RefreshRes
 
 
 def _kind(full: bool | None, previous: Snapshot | None, now: datetime) -> str:
-    if full is False and previous is not None:
-        return Snapshot.Kind.INCREMENTAL
     if full or previous is None:
         return Snapshot.Kind.FULL
     if SessionState.objects.filter(login_marks__isnull=True).exists():
-        return Snapshot.Kind.FULL  # stored before the login marks: no incremental can use them
+        # Stored before the login marks, even when asked for an incremental: it could not
+        # see a login shared with those states.
+        return Snapshot.Kind.FULL
+    if full is False:
+        return Snapshot.Kind.INCREMENTAL
     recent_full = Snapshot.objects.filter(
         outcome=SUCCEEDED,
         kind=Snapshot.Kind.FULL,
@@ -237,14 +239,14 @@ def _dirty_sessions(
     The session ids whose verdict may differ from the stored one since ``previous``.
 
     Rows written since its high-water mark (through the expiry index) or expired since then,
-    salons whose ``companies`` row changed or whose ``whatsapp_connected`` flag disagrees
-    with the stored facts (the bot flips it without a trigger on ``updated_at``), sessions a
-    cleanup deleted rows of, sessions whose last write crossed a silence threshold, and the
-    sessions that share a salon, a login or a number with any of those (rules compare them).
-    Each of those sessions is recounted whole, which also counts the rows the bot deleted in
-    it (Baileys deletes a pre-key when a new contact uses it, and writes that contact's
-    ``session`` row in the same exchange: src/Signal/libsignal.ts). A delete in a session
-    with no other write stays invisible until the full recount.
+    salons whose ``companies`` row changed or whose ``whatsapp_connected`` flag disagrees with
+    the stored ``bot_flagged_disconnected`` (the bot flips it without a trigger on
+    ``updated_at``), sessions a cleanup deleted rows of, sessions whose last write crossed a
+    silence threshold, and the sessions that share a salon, a login or a number with any of
+    those (rules compare them). Each of those sessions is recounted whole, which also counts
+    the rows the bot deleted in it (Baileys deletes a pre-key when a new contact uses it, and
+    writes that contact's ``session`` row in the same exchange: src/Signal/libsignal.ts). A
+    delete in a session with no other write stays invisible until the full recount.
     """
     mark_then = previous.keys_seen_until
     if mark_then is not None and abs(previous.taken_at - mark_then) <= config.snapshot_overlap():
