@@ -685,16 +685,11 @@ def _update_states(states: list[SessionState]) -> None:
         row = {"session_id": state.session_id}
         for field in fields:
             value = getattr(state, field.attname)
-            row[field.column] = _iso(value) if field.attname in moments else value
+            row[field.column] = codec.encode(value) if field.attname in moments else value
         rows.append(row)
     with db.cursor() as cursor:
         for start in range(0, len(rows), UPDATE_BATCH):
             cursor.execute(sql, [json.dumps(rows[start : start + UPDATE_BATCH])])
-
-
-def _iso(moment: datetime | None) -> str | None:
-    """A timestamp as ISO 8601 with its offset, as ``timestamp with time zone`` reads it."""
-    return None if moment is None else moment.isoformat()
 
 
 def _coalesce_creds_rewrites(changes: list[SessionChange], now: datetime) -> list[SessionChange]:
